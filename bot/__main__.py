@@ -1,0 +1,94 @@
+"""Composition root: `python -m bot serve | worker | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from bot import db
+from bot.config import ConfigError, Settings
+from bot.deps import open_deps
+from bot.logs import configure_logging
+
+log = logging.getLogger("agentry")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"agentry: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    return args.run(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="agentry: drive AI coding agents from GitHub and GitLab")
+    commands = parser.add_subparsers(required=True, metavar="command")
+    commands.add_parser("serve", help="the web service (and the embedded worker unless AGENTRY_REDIS_URL is set)").set_defaults(run=serve)
+    commands.add_parser("worker", help="a worker process for the Redis queue").set_defaults(run=worker)
+    commands.add_parser("migrate", help="apply pending database migrations").set_defaults(run=migrate)
+    return parser
+
+
+def migrate(settings: Settings) -> int:
+    db.upgrade(settings.database_url)
+    log.info("database is at the latest migration")
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    if settings.webhook_secret_generated:
+        print(f"agentry dev mode: webhook secret for this run: {settings.webhook_secret}", file=sys.stderr, flush=True)
+    if not settings.api_token:
+        log.warning("AGENTRY_API_TOKEN is not set: the REST API accepts requests without authentication")
+    web.run_app(build_service(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+async def build_service(settings: Settings) -> web.Application:
+    from handlers.web import make_app
+    from jobs.worker import embedded_worker
+
+    if db.is_sqlite(settings.database_url):
+        await db.upgrade_in_thread(settings.database_url)
+    deps = await open_deps(settings)
+    app = make_app(deps)
+    if settings.embedded_queue:
+        app.cleanup_ctx.append(_run_worker(embedded_worker(deps)))
+    app.on_cleanup.append(lambda _app: deps.close())
+    log.info("listening", extra={"host": settings.host, "port": settings.port, "embedded_queue": settings.embedded_queue})
+    return app
+
+
+def _run_worker(worker):
+    async def lifecycle(_app: web.Application):
+        task = asyncio.create_task(worker.main())
+        yield
+        task.cancel()
+        await worker.close()
+
+    return lifecycle
+
+
+def worker(settings: Settings) -> int:
+    from arq.worker import run_worker
+
+    from jobs.worker import worker_settings
+
+    if not settings.redis_url:
+        print("agentry: the worker needs AGENTRY_REDIS_URL; without it `serve` runs the worker in-process", file=sys.stderr)
+        return 2
+    run_worker(worker_settings(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Tables. Field names follow the TasksGodzilla reference so the REST API can mirror it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def created_field() -> Any:
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), nullable=False)
+
+
+def optional_time_field() -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=True)
+
+
+def json_field(default: Any = dict) -> Any:
+    return Field(default_factory=default, sa_type=JSON)
+
+
+def text_field(default: Any = None) -> Any:
+    return Field(default=default, sa_type=Text)
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("forge", "forge_repo", name="uq_projects_forge_repo"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str
+    git_url: Optional[str] = None
+    local_path: Optional[str] = None
+    base_branch: str = "main"
+    ci_provider: Optional[str] = None
+    forge: Optional[str] = None  # github | gitlab | None for API-only projects
+    forge_repo: Optional[str] = None  # owner/name or group/project path
+    forge_repo_id: Optional[int] = None
+    installation_id: Optional[int] = Field(default=None, index=True)
+    active: bool = True
+    secrets: dict = json_field()
+    default_models: dict = json_field()
+    status: str = "registered"
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()
+
+
+class ProtocolRun(SQLModel, table=True):
+    __tablename__ = "protocol_runs"
+    __table_args__ = (
+        Index("ix_protocol_runs_project_issue", "project_id", "issue_number"),
+        Index("ix_protocol_runs_project_created", "project_id", "id"),
+        Index("ix_protocol_runs_branch", "project_id", "branch"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id")
+    protocol_name: str
+    status: str = Field(default="pending", index=True)
+    kind: str = "run"  # run | plan | ralph | ask
+    base_branch: str = "main"
+    branch: Optional[str] = None
+    worktree_path: Optional[str] = None
+    protocol_root: Optional[str] = None
+    description: Optional[str] = text_field()
+    template_config: Optional[dict] = json_field(lambda: None)
+    template_source: Optional[dict] = json_field(lambda: None)
+    policy: dict = json_field()
+    runtime_state: dict = json_field()
+    issue_number: Optional[int] = None
+    issue_title: Optional[str] = None
+    pr_number: Optional[int] = None
+    pr_url: Optional[str] = None
+    head_sha: Optional[str] = None
+    engine: Optional[str] = None
+    model: Optional[str] = None
+    created_by: Optional[str] = None
+    status_comment_id: Optional[int] = None
+    check_run_id: Optional[int] = None
+    tokens_used: int = 0
+    cost_usd: Optional[float] = None
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()
+
+
+class StepRun(SQLModel, table=True):
+    __tablename__ = "step_runs"
+    __table_args__ = (UniqueConstraint("protocol_run_id", "step_index", name="uq_step_runs_index"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    protocol_run_id: int = Field(foreign_key="protocol_runs.id", index=True)
+    step_index: int
+    step_name: str
+    step_type: str = "code"
+    status: str = "pending"
+    retries: int = 0
+    model: Optional[str] = None
+    engine_id: Optional[str] = None
+    prompt: Optional[str] = text_field()
+    qa_policy: str = "full"
+    depends_on: list = json_field(list)
+    policy: dict = json_field()
+    runtime_state: dict = json_field()
+    summary: Optional[str] = text_field()
+    tokens_used: int = 0
+    cost_usd: Optional[float] = None
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_protocol", "protocol_run_id", "id"),
+        Index("ix_events_project", "project_id", "id"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: Optional[int] = None
+    protocol_run_id: Optional[int] = None
+    step_run_id: Optional[int] = None
+    event_type: str
+    message: str = text_field("")
+    meta: dict = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    created_at: datetime = created_field()
+
+
+class CodexRun(SQLModel, table=True):
+    """One job attempt (the reference calls the table codex_runs whatever the engine)."""
+
+    __tablename__ = "codex_runs"
+    __table_args__ = (
+        Index("ix_codex_runs_step", "step_run_id"),
+        Index("ix_codex_runs_protocol", "protocol_run_id"),
+        Index("ix_codex_runs_status", "status"),
+    )
+
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True)
+    job_type: str
+    run_kind: str = "exec"  # plan | exec | qa | ralph | ask | setup | pr | import
+    status: str = "queued"  # queued | running | succeeded | failed | cancelled
+    project_id: Optional[int] = None
+    protocol_run_id: Optional[int] = None
+    step_run_id: Optional[int] = None
+    attempt: int = 1
+    worker_id: Optional[str] = None
+    queue: str = "default"
+    prompt_version: Optional[str] = None
+    engine: Optional[str] = None
+    model: Optional[str] = None
+    params: dict = json_field()
+    result: dict = json_field()
+    error: Optional[str] = text_field()
+    log_path: Optional[str] = None
+    cost_tokens: int = 0
+    cost_cents: Optional[int] = None
+    created_at: datetime = created_field()
+    started_at: Optional[datetime] = optional_time_field()
+    finished_at: Optional[datetime] = optional_time_field()
+
+
+class RunArtifact(SQLModel, table=True):
+    __tablename__ = "run_artifacts"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="codex_runs.run_id", index=True)
+    name: str
+    kind: str = "file"
+    path: str
+    sha256: Optional[str] = None
+    bytes: Optional[int] = None
+    created_at: datetime = created_field()
+
+
+class Clarification(SQLModel, table=True):
+    __tablename__ = "clarifications"
+    __table_args__ = (Index("ix_clarifications_scope", "project_id", "protocol_run_id", "key"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scope: str = "protocol"  # project | protocol | step
+    project_id: int = Field(foreign_key="projects.id")
+    protocol_run_id: Optional[int] = None
+    step_run_id: Optional[int] = None
+    key: str
+    question: str = text_field("")
+    recommended: Optional[Any] = json_field(lambda: None)
+    options: Optional[list] = json_field(lambda: None)
+    applies_to: Optional[str] = None
+    blocking: bool = False
+    answer: Optional[Any] = json_field(lambda: None)
+    status: str = "open"  # open | answered
+    answered_at: Optional[datetime] = optional_time_field()
+    answered_by: Optional[str] = None
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_deliveries"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    delivery_id: str = Field(unique=True, max_length=200)
+    forge: str = "github"
+    event: str
+    action: Optional[str] = None
+    status: str = Field(default="accepted", index=True)  # accepted | ignored | done | failed
+    repo: Optional[str] = None
+    installation_id: Optional[int] = None
+    payload: dict = json_field()
+    error: Optional[str] = text_field()
+    received_at: datetime = created_field()
+    processed_at: Optional[datetime] = optional_time_field()
+
+
+class QueuedJob(SQLModel, table=True):
+    """The durable side of the queue: a job is recorded here before it reaches arq, so a lost queue loses nothing."""
+
+    __tablename__ = "queued_jobs"
+    __table_args__ = (Index("ix_queued_jobs_status", "status", "enqueued_at"),)
+
+    job_id: str = Field(primary_key=True, max_length=250)
+    function: str
+    args: list = json_field(list)
+    status: str = "queued"  # queued | running | done | failed
+    attempts: int = 0
+    delivery_id: Optional[str] = Field(default=None, index=True)
+    project_id: Optional[int] = None
+    protocol_run_id: Optional[int] = None
+    step_run_id: Optional[int] = None
+    error: Optional[str] = text_field()
+    enqueued_at: datetime = created_field()
+    started_at: Optional[datetime] = optional_time_field()
+    finished_at: Optional[datetime] = optional_time_field()
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_project", "project_id", "id"),
+        Index("ix_messages_protocol", "protocol_run_id", "id"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id")
+    protocol_run_id: Optional[int] = None
+    type: str = "USER"  # USER | FACT | PROGRESS | DECISION | ERROR | QUESTION
+    author: Optional[str] = None
+    body: str = text_field("")
+    meta: dict = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    created_at: datetime = created_field()
+
+
+ALL_TABLES = SQLModel.metadata

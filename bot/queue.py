@@ -1,0 +1,163 @@
+"""Job names, job ids, and the one way work is queued: record it durably, then wake arq.
+
+The database row in `queued_jobs` is the truth; the arq queue is only a wake-up call. A job lost with
+its queue (Redis crash, the embedded in-memory queue dying with its process) is found again by the
+maintenance job and queued anew under the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import fakeredis
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix
+from fakeredis._commands import command
+from fakeredis._socket import AsyncFakeSocket
+from fakeredis.aioredis import FakeAsyncRedisConnection
+from redis.asyncio import ConnectionPool
+
+log = logging.getLogger("agentry.queue")
+
+PROJECT_SETUP = "project_setup_job"
+PLAN_PROTOCOL = "plan_protocol_job"
+EXECUTE_STEP = "execute_step_job"
+RUN_QUALITY = "run_quality_job"
+OPEN_PR = "open_pr_job"
+CODEMACHINE_IMPORT = "codemachine_import_job"
+HANDLE_COMMAND = "handle_command_job"
+HANDLE_LABEL = "handle_label_job"
+HANDLE_INSTALLATION = "handle_installation_job"
+HANDLE_CI_RESULT = "handle_ci_result_job"
+HANDLE_PULL_REQUEST = "handle_pull_request_job"
+HANDLE_CHECK_ACTION = "handle_check_action_job"
+MAINTENANCE = "maintenance_job"
+
+JOB_NAMES = (
+    PROJECT_SETUP,
+    PLAN_PROTOCOL,
+    EXECUTE_STEP,
+    RUN_QUALITY,
+    OPEN_PR,
+    CODEMACHINE_IMPORT,
+    HANDLE_COMMAND,
+    HANDLE_LABEL,
+    HANDLE_INSTALLATION,
+    HANDLE_CI_RESULT,
+    HANDLE_PULL_REQUEST,
+    HANDLE_CHECK_ACTION,
+    MAINTENANCE,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    function: str
+    args: tuple = ()
+    key: str = ""
+    project_id: int | None = None
+    protocol_run_id: int | None = None
+    step_run_id: int | None = None
+    delivery_id: str | None = field(default=None, compare=False)
+
+    @property
+    def job_id(self) -> str:
+        return f"{self.function}:{self.key}" if self.key else self.function
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def command_job(delivery_id: str, comment_id: int, index: int, raw: str) -> Job:
+    """Same comment, same position, same text: the same job, however often GitHub delivers it."""
+    return Job(HANDLE_COMMAND, (delivery_id, index), f"{comment_id}:{index}:{short_hash(raw)}", delivery_id=delivery_id)
+
+
+def delivery_job(function: str, delivery_id: str) -> Job:
+    return Job(function, (delivery_id,), delivery_id, delivery_id=delivery_id)
+
+
+def project_setup_job(project_id: int, nonce: str = "") -> Job:
+    return Job(PROJECT_SETUP, (project_id,), f"{project_id}:{nonce}", project_id=project_id)
+
+
+def plan_protocol_job(protocol_run_id: int, attempt: int = 1) -> Job:
+    return Job(PLAN_PROTOCOL, (protocol_run_id,), f"{protocol_run_id}:{attempt}", protocol_run_id=protocol_run_id)
+
+
+def execute_step_job(step_run_id: int, attempt: int) -> Job:
+    return Job(EXECUTE_STEP, (step_run_id,), f"{step_run_id}:{attempt}", step_run_id=step_run_id)
+
+
+def run_quality_job(step_run_id: int, attempt: int) -> Job:
+    return Job(RUN_QUALITY, (step_run_id,), f"{step_run_id}:{attempt}", step_run_id=step_run_id)
+
+
+def open_pr_job(protocol_run_id: int, nonce: str = "") -> Job:
+    return Job(OPEN_PR, (protocol_run_id,), f"{protocol_run_id}:{nonce}", protocol_run_id=protocol_run_id)
+
+
+def codemachine_import_job(protocol_run_id: int) -> Job:
+    return Job(CODEMACHINE_IMPORT, (protocol_run_id,), str(protocol_run_id), protocol_run_id=protocol_run_id)
+
+
+class JobQueue:
+    """Wakes arq for jobs already recorded in the database."""
+
+    def __init__(self, redis: ArqRedis, *, queue_name: str = default_queue_name):
+        self.redis = redis
+        self.queue_name = queue_name
+
+    async def wake(self, jobs: Iterable[Job]) -> int:
+        woken = 0
+        for job in jobs:
+            try:
+                await self.redis.enqueue_job(job.function, *job.args, _job_id=job.job_id, _queue_name=self.queue_name)
+                woken += 1
+            except Exception:  # recorded already; the maintenance job re-drives it
+                log.exception("could not enqueue %s", job.job_id)
+        return woken
+
+    async def wake_by_id(self, function: str, args: list, job_id: str) -> bool:
+        return await self.redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=self.queue_name) is not None
+
+    async def is_known(self, job_id: str) -> bool:
+        """True while arq holds the job (queued, deferred or running)."""
+        return bool(await self.redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
+
+    async def depth(self) -> int:
+        return await self.redis.zcard(self.queue_name)
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+async def connect_redis(url: str) -> ArqRedis:
+    return await create_pool(RedisSettings.from_dsn(url))
+
+
+def embedded_redis() -> ArqRedis:
+    """arq over an in-memory Redis in this process: one command runs everything on a laptop."""
+    pool = ConnectionPool(connection_class=_EmbeddedConnection, server=fakeredis.FakeServer())
+    return ArqRedis(connection_pool=pool)
+
+
+class _InfoSocket(AsyncFakeSocket):
+    """The in-memory server answers INFO, which arq's worker logs at start."""
+
+    @command((), (bytes,))
+    def info(self, *_sections: bytes) -> bytes:
+        return b"redis_version:embedded\r\nused_memory_human:n/a\r\nconnected_clients:1\r\n"
+
+
+class _EmbeddedConnection(FakeAsyncRedisConnection):
+    async def _connect(self) -> None:
+        await super()._connect()
+        self._sock.__class__ = _InfoSocket

@@ -1,0 +1,181 @@
+"""Async data functions. Each takes the session it works in; callers own the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
+from bot.queue import Job
+
+FINISHED_JOB_STATES = ("done", "failed")
+
+
+async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str) -> int:
+    """INSERT … ON CONFLICT DO NOTHING; returns how many rows were new."""
+    if not rows:
+        return 0
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=[key])
+    result = await session.exec(statement)
+    return result.rowcount or 0
+
+
+def job_row(job: Job) -> dict:
+    return {
+        "job_id": job.job_id,
+        "function": job.function,
+        "args": list(job.args),
+        "status": "queued",
+        "attempts": 0,
+        "delivery_id": job.delivery_id,
+        "project_id": job.project_id,
+        "protocol_run_id": job.protocol_run_id,
+        "step_run_id": job.step_run_id,
+        "enqueued_at": utcnow(),
+    }
+
+
+async def record_jobs(session: AsyncSession, jobs: Iterable[Job]) -> list[Job]:
+    """Records jobs not seen before and returns them; a job id already known is a duplicate."""
+    fresh = []
+    for job in jobs:
+        if await insert_ignore(session, QueuedJob, [job_row(job)], "job_id"):
+            fresh.append(job)
+    return fresh
+
+
+async def record_delivery(session: AsyncSession, delivery: WebhookDelivery, jobs: Sequence[Job]) -> list[Job] | None:
+    """Stores the delivery and its jobs in one transaction; None when the delivery id was seen before."""
+    row = delivery.model_dump(exclude={"id"})
+    if not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
+        return None
+    fresh = await record_jobs(session, jobs)
+    await session.commit()
+    return fresh
+
+
+async def get_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelivery | None:
+    result = await session.exec(select(WebhookDelivery).where(WebhookDelivery.delivery_id == delivery_id))
+    return result.first()
+
+
+async def finish_delivery(session: AsyncSession, delivery_id: str, status: str, error: str | None = None) -> None:
+    await session.exec(
+        update(WebhookDelivery)
+        .where(col(WebhookDelivery.delivery_id) == delivery_id)
+        .values(status=status, error=error, processed_at=utcnow())
+    )
+
+
+async def start_job(session: AsyncSession, job_id: str) -> QueuedJob | None:
+    """Marks a recorded job running; None when it already finished (a duplicate wake-up)."""
+    job = await session.get(QueuedJob, job_id)
+    if job is None or job.status in FINISHED_JOB_STATES:
+        return job if job is None else None
+    job.status = "running"
+    job.attempts += 1
+    job.started_at = utcnow()
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def finish_job(session: AsyncSession, job_id: str, *, ok: bool, error: str | None = None) -> None:
+    await session.exec(
+        update(QueuedJob)
+        .where(col(QueuedJob.job_id) == job_id)
+        .values(status="done" if ok else "failed", error=error, finished_at=utcnow())
+    )
+    await session.commit()
+
+
+async def unfinished_jobs(session: AsyncSession, *, queued_before: datetime, running_before: datetime) -> list[QueuedJob]:
+    statement = select(QueuedJob).where(
+        ((col(QueuedJob.status) == "queued") & (col(QueuedJob.enqueued_at) < queued_before))
+        | ((col(QueuedJob.status) == "running") & (col(QueuedJob.started_at) < running_before))
+    ).limit(500)
+    return list((await session.exec(statement)).all())
+
+
+async def job_counts(session: AsyncSession) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = await session.exec(select(QueuedJob.status, func.count()).group_by(QueuedJob.status))
+    return {status: count for status, count in rows.all()}
+
+
+async def record_event(
+    session: AsyncSession,
+    event_type: str,
+    message: str = "",
+    *,
+    project_id: int | None = None,
+    protocol_run_id: int | None = None,
+    step_run_id: int | None = None,
+    meta: dict | None = None,
+) -> Event:
+    event = Event(
+        event_type=event_type,
+        message=message,
+        project_id=project_id,
+        protocol_run_id=protocol_run_id,
+        step_run_id=step_run_id,
+        meta=meta or {},
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def project_for_repo(session: AsyncSession, forge: str, repo: str) -> Project | None:
+    statement = select(Project).where(Project.forge == forge, Project.forge_repo == repo)
+    return (await session.exec(statement)).first()
+
+
+async def register_repo(
+    session: AsyncSession,
+    *,
+    forge: str,
+    repo: str,
+    repo_id: int | None,
+    installation_id: int | None,
+    clone_url: str | None,
+    default_branch: str | None,
+) -> tuple[Project, bool]:
+    """Creates or reactivates the project for a repository; returns (project, created)."""
+    project = await project_for_repo(session, forge, repo)
+    created = project is None
+    if created:
+        project = Project(name=repo, forge=forge, forge_repo=repo, ci_provider=forge)
+    project.forge_repo_id = repo_id or project.forge_repo_id
+    project.installation_id = installation_id or project.installation_id
+    project.git_url = clone_url or project.git_url
+    project.base_branch = default_branch or project.base_branch
+    project.active = True
+    project.updated_at = utcnow()
+    session.add(project)
+    await session.flush()
+    return project, created
+
+
+async def deactivate_repos(session: AsyncSession, forge: str, repos: Iterable[str]) -> list[Project]:
+    projects = []
+    for repo in repos:
+        project = await project_for_repo(session, forge, repo)
+        if project and project.active:
+            project.active = False
+            project.updated_at = utcnow()
+            session.add(project)
+            projects.append(project)
+    await session.flush()
+    return projects
+
+
+def minutes_ago(minutes: float) -> datetime:
+    return utcnow() - timedelta(minutes=minutes)

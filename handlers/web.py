@@ -1,0 +1,149 @@
+"""The aiohttp application: webhook intake, health and metrics. No forge call happens in a request."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from gidgethub import sansio
+
+from bot import db, store
+from bot.deps import Deps
+from bot.logs import log_context
+from bot.metrics import CONTENT_TYPE
+from bot.models import WebhookDelivery
+from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
+from handlers.github import router as github_router
+from handlers.intake import Intake
+
+log = logging.getLogger("agentry.web")
+
+DEPS = web.AppKey("deps", Deps)
+MAX_BODY_BYTES = GITHUB_MAX_PAYLOAD_BYTES + 1024 * 1024
+
+
+def make_app(deps: Deps) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[measure, json_errors])
+    app[DEPS] = deps
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/webhooks/github", github_webhook)
+    return app
+
+
+def error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error(413, f"body is larger than {exc.max_size} bytes")
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return error(exc.status, exc.reason)
+        raise
+
+
+@web.middleware
+async def measure(request: web.Request, handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics = request.app[DEPS].metrics
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+async def health(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    checks = {"database": await _check(db.ping(deps.engine)), "queue": await _check(deps.queue.ping())}
+    ok = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks}, status=200 if ok else 503)
+
+
+async def _check(probe) -> str:
+    try:
+        await probe
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+async def metrics(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    try:
+        deps.metrics.queue_depth.set(await deps.queue.depth())
+    except Exception:
+        log.warning("queue depth unavailable")
+    return web.Response(body=deps.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def github_webhook(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    counted = deps.metrics.deliveries
+    body = await request.read()
+    if not verify_github_signature(deps.settings.webhook_secret, body, request.headers.get("X-Hub-Signature-256")):
+        counted.labels("github", "rejected").inc()
+        return error(401, "missing or invalid X-Hub-Signature-256")
+    event_name = request.headers.get("X-GitHub-Event")
+    delivery_id = request.headers.get("X-GitHub-Delivery")
+    if not event_name or not delivery_id:
+        counted.labels("github", "invalid").inc()
+        return error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
+    try:
+        payload = parse_github_body(body, request.content_type)
+    except InvalidPayload as exc:
+        counted.labels("github", "invalid").inc()
+        return error(400, str(exc))
+    if event_name == "ping":
+        counted.labels("github", "ping").inc()
+        return web.json_response({"status": "pong", "zen": payload.get("zen")})
+    with log_context(delivery_id=delivery_id, event=event_name):
+        return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id))
+
+
+async def _accept(deps: Deps, event: sansio.Event) -> web.Response:
+    intake = Intake(deps.settings, event.delivery_id)
+    try:
+        await github_router.dispatch(event, intake)
+    except (KeyError, TypeError, AttributeError) as exc:
+        deps.metrics.deliveries.labels("github", "invalid").inc()
+        return error(400, f"payload does not have the shape of a {event.event} event: {exc!r}")
+    delivery = _delivery_row(event, status="accepted" if intake.jobs else "ignored")
+    async with deps.sessions() as session:
+        fresh = await store.record_delivery(session, delivery, intake.jobs)
+    if fresh is None:
+        deps.metrics.deliveries.labels("github", "duplicate").inc()
+        return web.json_response({"status": "duplicate", "delivery": event.delivery_id})
+    await deps.queue.wake(fresh)
+    deps.metrics.deliveries.labels("github", delivery.status).inc()
+    log.info("delivery %s", delivery.status, extra={"jobs": [job.job_id for job in fresh]})
+    return web.json_response(
+        {"status": delivery.status, "delivery": event.delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
+    )
+
+
+def _delivery_row(event: sansio.Event, status: str) -> WebhookDelivery:
+    data = event.data
+    return WebhookDelivery(
+        delivery_id=event.delivery_id,
+        forge="github",
+        event=event.event,
+        action=data.get("action") if isinstance(data.get("action"), str) else None,
+        status=status,
+        repo=(data.get("repository") or {}).get("full_name"),
+        installation_id=(data.get("installation") or {}).get("id"),
+        payload=data,
+    )

@@ -1,0 +1,79 @@
+"""The arq worker: its functions, its cron jobs, and the dependencies it builds at start-up.
+
+`arq jobs.worker.WorkerSettings` works as arq expects: the settings are built from the environment
+when arq asks for them (module `__getattr__`), not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from bot import db
+from bot.config import Settings
+from bot.deps import Deps, open_deps
+from bot.logs import configure_logging
+from bot.queue import JobQueue
+from jobs import installs, maintenance
+from jobs.tracking import tracked
+
+JOB_FUNCTIONS = [
+    tracked(installs.handle_installation_job),
+]
+CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
+
+
+def worker_options(settings: Settings) -> dict:
+    return {
+        "functions": JOB_FUNCTIONS,
+        "cron_jobs": CRON_JOBS,
+        "max_jobs": settings.max_concurrent_jobs,
+        "job_timeout": settings.step_timeout_seconds + 300,
+        "keep_result": 0,
+        "max_tries": 1,
+        "poll_delay": 0.2,
+    }
+
+
+def embedded_worker(deps: Deps, *, burst: bool = False) -> Worker:
+    """A worker inside the web process, sharing its dependencies."""
+    return Worker(
+        redis_pool=deps.queue.redis,
+        ctx={"deps": deps},
+        handle_signals=False,
+        burst=burst,
+        **worker_options(deps.settings),
+    )
+
+
+async def startup(ctx: dict) -> None:
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level)
+    if db.is_sqlite(settings.database_url):
+        await db.upgrade_in_thread(settings.database_url)
+    ctx["deps"] = await open_deps(settings, queue=JobQueue(ctx["redis"]))
+
+
+async def shutdown(ctx: dict) -> None:
+    deps: Deps | None = ctx.get("deps")
+    if deps is not None:
+        await deps.http.close()
+        await deps.engine.dispose()
+
+
+def worker_settings(settings: Settings) -> dict:
+    return {
+        **worker_options(settings),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url or "redis://localhost:6379"),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+    }
+
+
+def __getattr__(name: str):
+    if name == "WorkerSettings":
+        return worker_settings(Settings.from_env(os.environ))
+    raise AttributeError(name)

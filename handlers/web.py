@@ -40,8 +40,8 @@ def error(status: int, message: str, **extra) -> web.Response:
 async def json_errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error(413, f"body is larger than {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, f"body is larger than {MAX_BODY_BYTES} bytes (GitHub caps payloads at 25 MB)")
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             return error(exc.status, exc.reason)
@@ -107,9 +107,6 @@ async def github_webhook(request: web.Request) -> web.Response:
     except InvalidPayload as exc:
         counted.labels("github", "invalid").inc()
         return error(400, str(exc))
-    if event_name == "ping":
-        counted.labels("github", "ping").inc()
-        return web.json_response({"status": "pong", "zen": payload.get("zen")})
     with log_context(delivery_id=delivery_id, event=event_name):
         return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id))
 
@@ -130,6 +127,8 @@ async def _accept(deps: Deps, event: sansio.Event) -> web.Response:
     await deps.queue.wake(fresh)
     deps.metrics.deliveries.labels("github", delivery.status).inc()
     log.info("delivery %s", delivery.status, extra={"jobs": [job.job_id for job in fresh]})
+    if event.event == "ping":
+        return web.json_response({"status": "pong", "zen": event.data.get("zen")})
     return web.json_response(
         {"status": delivery.status, "delivery": event.delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
     )

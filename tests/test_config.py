@@ -1,0 +1,85 @@
+import pytest
+
+from bot.config import ConfigError, Settings
+
+BASE = {"AGENTRY_WEBHOOK_SECRET": "s3cret"}
+
+
+def test_defaults_follow_the_specification():
+    settings = Settings.from_env(BASE)
+    assert (settings.host, settings.port) == ("127.0.0.1", 8010)
+    assert settings.database_url.startswith("sqlite+aiosqlite:///") and settings.database_url.endswith("/.agentry/agentry.db")
+    assert settings.redis_url is None and settings.embedded_queue
+    assert settings.command_prefix == "/agent"
+    assert settings.default_engine == "codex"
+    assert (settings.step_timeout_seconds, settings.idle_timeout_seconds) == (3600, 600)
+    assert settings.token_budget_mode == "warn"
+    assert settings.auto_qa_on_ci is False
+    assert settings.max_concurrent_jobs == 2
+    assert settings.github_api_url == "https://api.github.com"
+    assert (settings.labels.run, settings.labels.plan, settings.labels.ralph) == ("agent:run", "agent:plan", "agent:ralph")
+    assert not settings.github_app_configured
+
+
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({}, "AGENTRY_WEBHOOK_SECRET"),
+        ({**BASE, "AGENTRY_PORT": "http"}, "AGENTRY_PORT"),
+        ({**BASE, "AGENTRY_MAX_CONCURRENT_JOBS": "0"}, "AGENTRY_MAX_CONCURRENT_JOBS"),
+        ({**BASE, "AGENTRY_DEFAULT_ENGINE": "gpt"}, "AGENTRY_DEFAULT_ENGINE"),
+        ({**BASE, "AGENTRY_TOKEN_BUDGET_MODE": "loose"}, "AGENTRY_TOKEN_BUDGET_MODE"),
+        ({**BASE, "AGENTRY_AUTO_QA_ON_CI": "maybe"}, "AGENTRY_AUTO_QA_ON_CI"),
+        ({**BASE, "AGENTRY_STEP_TIMEOUT_SECONDS": "-1"}, "AGENTRY_STEP_TIMEOUT_SECONDS"),
+        ({**BASE, "AGENTRY_GITHUB_APP_ID": "1"}, "AGENTRY_GITHUB_PRIVATE_KEY"),
+        ({**BASE, "AGENTRY_GITHUB_PRIVATE_KEY": "k"}, "AGENTRY_GITHUB_APP_ID"),
+        ({**BASE, "AGENTRY_GITHUB_APP_ID": "1", "AGENTRY_GITHUB_PRIVATE_KEY_PATH": "/nonexistent/key.pem"},
+         "AGENTRY_GITHUB_PRIVATE_KEY_PATH"),
+        ({**BASE, "AGENTRY_ENGINE_COMMAND": "run 'unclosed"}, "AGENTRY_ENGINE_COMMAND"),
+    ],
+)
+def test_a_bad_setting_names_its_variable(env, names):
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert names in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_dev_mode_generates_a_webhook_secret():
+    settings = Settings.from_env({"AGENTRY_DEV_MODE": "1"})
+    assert settings.webhook_secret_generated and len(settings.webhook_secret) >= 32
+    assert Settings.from_env({"AGENTRY_DEV_MODE": "1"}).webhook_secret != settings.webhook_secret
+
+
+def test_secrets_never_appear_in_repr():
+    settings = Settings.from_env({
+        **BASE, "AGENTRY_API_TOKEN": "api-tok-123", "AGENTRY_GITHUB_APP_ID": "7",
+        "AGENTRY_GITHUB_PRIVATE_KEY": "-----BEGIN KEY-----x", "AGENTRY_GITLAB_TOKEN": "glpat-999",
+    })
+    text = repr(settings)
+    for secret in ("s3cret", "api-tok-123", "BEGIN KEY", "glpat-999"):
+        assert secret not in text
+
+
+def test_private_key_is_read_from_a_file(tmp_path):
+    key = tmp_path / "app.pem"
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nabc\n")
+    settings = Settings.from_env({**BASE, "AGENTRY_GITHUB_APP_ID": "7", "AGENTRY_GITHUB_PRIVATE_KEY_PATH": str(key)})
+    assert settings.github_app_configured and settings.github_private_key.startswith("-----BEGIN")
+
+
+def test_per_engine_settings_are_collected():
+    settings = Settings.from_env({
+        **BASE, "AGENTRY_CODEX_BIN": "/opt/codex", "AGENTRY_CLAUDE_ARGS": "--max-turns 5 --foo 'a b'",
+        "AGENTRY_GEMINI_CONFIG": "/etc/gemini.json", "AGENTRY_ENGINE_COMMAND": "python3 agent.py --fast",
+    })
+    assert settings.engine_bins == {"codex": "/opt/codex"}
+    assert settings.engine_args == {"claude": ("--max-turns", "5", "--foo", "a b")}
+    assert settings.engine_configs == {"gemini": "/etc/gemini.json"}
+    assert settings.engine_command == ("python3", "agent.py", "--fast")
+
+
+def test_settings_are_frozen():
+    settings = Settings.from_env(BASE)
+    with pytest.raises(Exception):
+        settings.port = 1

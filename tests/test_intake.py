@@ -1,0 +1,90 @@
+"""The webhook endpoint: verify, record once, enqueue, answer fast."""
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+
+from bot.models import QueuedJob, WebhookDelivery
+from tests.conftest import FIXTURES, post_webhook, signed_headers
+
+PAYLOADS = sorted((FIXTURES / "github-webhooks").glob("*/*.json"))
+
+
+async def count(deps, model, *where) -> int:
+    async with deps.sessions() as session:
+        return (await session.exec(select(func.count()).select_from(model).where(*where))).one()
+
+
+@pytest.mark.parametrize("path", PAYLOADS, ids=lambda path: f"{path.parent.name}/{path.name}")
+async def test_every_real_payload_is_accepted_and_recorded_once(client, deps, path: Path):
+    event = path.parent.name
+    body = path.read_bytes()
+    response = await client.post("/webhooks/github", data=body, headers=signed_headers(body, event, f"d-{path.stem}"))
+    assert 200 <= response.status < 300, await response.text()
+    assert await count(deps, WebhookDelivery, WebhookDelivery.delivery_id == f"d-{path.stem}") == 1
+
+
+async def test_a_redelivery_does_its_work_once(client, deps):
+    payload = json.loads((FIXTURES / "github-webhooks/installation/created.payload.json").read_text())
+    first = await post_webhook(client, "installation", payload, "same-id")
+    second = await post_webhook(client, "installation", payload, "same-id")
+    assert first.status == 202 and (await first.json())["jobs"] == ["handle_installation_job:same-id"]
+    assert second.status == 200 and (await second.json())["status"] == "duplicate"
+    assert await count(deps, WebhookDelivery) == 1
+    assert await count(deps, QueuedJob) == 1
+
+
+async def test_a_bad_signature_is_401_and_leaves_no_trace_but_a_counter(client, deps):
+    body = b'{"zen": "x"}'
+    headers = signed_headers(body, "ping", "bad-1", secret="wrong")
+    response = await client.post("/webhooks/github", data=body, headers=headers)
+    assert response.status == 401
+    assert "X-Hub-Signature-256" in (await response.json())["error"]
+    unsigned = {key: value for key, value in headers.items() if key != "X-Hub-Signature-256"}
+    assert (await client.post("/webhooks/github", data=body, headers=unsigned)).status == 401
+    assert await count(deps, WebhookDelivery) == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'agentry_webhook_deliveries_total{forge="github",outcome="rejected"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "body, drop_header, reason",
+    [
+        (b"{not json", None, "not JSON"),
+        (b'{"zen": 1}', "X-GitHub-Event", "X-GitHub-Event"),
+        (b'{"zen": 1}', "X-GitHub-Delivery", "X-GitHub-Delivery"),
+        (b'{"action": "created"}', None, "shape"),
+    ],
+)
+async def test_authentic_but_unreadable_deliveries_are_400_with_a_reason(client, deps, body, drop_header, reason):
+    headers = signed_headers(body, "issue_comment", "bad-body")
+    headers.pop(drop_header, None)
+    response = await client.post("/webhooks/github", data=body, headers=headers)
+    assert response.status == 400
+    assert reason in (await response.json())["error"]
+    assert await count(deps, WebhookDelivery) == 0
+
+
+async def test_a_body_over_githubs_cap_is_413(client):
+    body = b'{"pad": "' + b"x" * (27 * 1024 * 1024) + b'"}'
+    response = await client.post("/webhooks/github", data=body, headers=signed_headers(body, "push", "huge"))
+    assert response.status == 413
+    assert "larger than" in (await response.json())["error"]
+
+
+async def test_ping_answers_200(client):
+    response = await post_webhook(client, "ping", {"zen": "Keep it logically awesome.", "hook_id": 1})
+    assert response.status == 200
+    assert (await response.json())["status"] == "pong"
+
+
+async def test_a_form_encoded_delivery_is_accepted(client, deps):
+    from urllib.parse import urlencode
+
+    payload = (FIXTURES / "github-webhooks/installation/created.payload.json").read_text()
+    body = urlencode({"payload": payload}).encode()
+    headers = {**signed_headers(body, "installation", "form-1"), "Content-Type": "application/x-www-form-urlencoded"}
+    response = await client.post("/webhooks/github", data=body, headers=headers)
+    assert response.status == 202

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import db
+from bot import db, store
 from bot.config import Settings
 from bot.metrics import Metrics
-from bot.queue import JobQueue, connect_redis, embedded_redis
+from bot.queue import Job, JobQueue, connect_redis, embedded_redis
 
 
 @dataclass
@@ -24,6 +24,14 @@ class Deps:
     queue: JobQueue
     metrics: Metrics
     worker_id: str
+
+    async def submit(self, jobs: list[Job]) -> list[Job]:
+        """Records jobs (a job id seen before is a duplicate) and wakes the queue for the new ones."""
+        async with self.sessions() as session:
+            fresh = await store.record_jobs(session, jobs)
+            await session.commit()
+        await self.queue.wake(fresh)
+        return fresh
 
     async def close(self) -> None:
         await self.http.close()

@@ -34,6 +34,7 @@ HANDLE_INSTALLATION = "handle_installation_job"
 HANDLE_CI_RESULT = "handle_ci_result_job"
 HANDLE_PULL_REQUEST = "handle_pull_request_job"
 HANDLE_CHECK_ACTION = "handle_check_action_job"
+REPORT_PROTOCOL = "report_protocol_job"
 MAINTENANCE = "maintenance_job"
 
 JOB_NAMES = (
@@ -49,6 +50,7 @@ JOB_NAMES = (
     HANDLE_CI_RESULT,
     HANDLE_PULL_REQUEST,
     HANDLE_CHECK_ACTION,
+    REPORT_PROTOCOL,
     MAINTENANCE,
 )
 
@@ -99,6 +101,14 @@ def run_quality_job(step_run_id: int, attempt: int) -> Job:
 
 def open_pr_job(protocol_run_id: int, nonce: str = "") -> Job:
     return Job(OPEN_PR, (protocol_run_id,), f"{protocol_run_id}:{nonce}", protocol_run_id=protocol_run_id)
+
+
+def report_protocol_job(protocol_run_id: int, reason: str) -> Job:
+    """Refreshes the status comment and check run; one per change, so ids carry a timestamp."""
+    import time
+
+    return Job(REPORT_PROTOCOL, (protocol_run_id,), f"{protocol_run_id}:{reason}:{time.time_ns()}",
+               protocol_run_id=protocol_run_id)
 
 
 def codemachine_import_job(protocol_run_id: int) -> Job:

@@ -8,14 +8,14 @@ import time
 from aiohttp import web
 from gidgethub import sansio
 
-from bot import db, store
+from bot import db
 from bot.deps import Deps
 from bot.logs import log_context
 from bot.metrics import CONTENT_TYPE
 from bot.models import WebhookDelivery
 from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
 from handlers.github import router as github_router
-from handlers.intake import Intake
+from handlers.intake import Intake, accept
 
 log = logging.getLogger("agentry.web")
 
@@ -119,14 +119,9 @@ async def _accept(deps: Deps, event: sansio.Event) -> web.Response:
         deps.metrics.deliveries.labels("github", "invalid").inc()
         return error(400, f"payload does not have the shape of a {event.event} event: {exc!r}")
     delivery = _delivery_row(event, status="accepted" if intake.jobs else "ignored")
-    async with deps.sessions() as session:
-        fresh = await store.record_delivery(session, delivery, intake.jobs)
+    fresh = await accept(deps, delivery, intake.jobs)
     if fresh is None:
-        deps.metrics.deliveries.labels("github", "duplicate").inc()
         return web.json_response({"status": "duplicate", "delivery": event.delivery_id})
-    await deps.queue.wake(fresh)
-    deps.metrics.deliveries.labels("github", delivery.status).inc()
-    log.info("delivery %s", delivery.status, extra={"jobs": [job.job_id for job in fresh]})
     if event.event == "ping":
         return web.json_response({"status": "pong", "zen": event.data.get("zen")})
     return web.json_response(

@@ -1,0 +1,255 @@
+"""What jobs need from a forge (GitHub or GitLab), and a stand-in that records instead of sending.
+
+Jobs talk to a :class:`Forge`; they never know which forge, or whether anything is sent at all.
+:class:`RecordingForge` is used when no app credentials are configured: every call is handed to
+a ``record(name, data)`` sink (never a token) and answered with made-up but consistent ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+PERMISSIONS = ("admin", "write", "read", "none")
+"""Permission levels, strongest first."""
+
+Record = Callable[[str, dict[str, Any]], None]
+"""Sink for :class:`RecordingForge`: ``record(call_name, call_data)``."""
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A repository on a forge.
+
+    ``forge`` is ``"github"`` or ``"gitlab"``; ``full_name`` is ``"owner/name"`` (on GitLab the
+    namespace may have several parts). ``installation_id`` (GitHub) and ``project_id`` (GitLab)
+    are filled in when known.
+    """
+
+    forge: str
+    full_name: str
+    installation_id: int | None = None
+    project_id: int | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.full_name.rsplit("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.full_name.rsplit("/", 1)[-1]
+
+
+@runtime_checkable
+class Forge(Protocol):
+    """The forge operations jobs use, independent of GitHub vs GitLab."""
+
+    async def permission(self, repo: RepoRef, user: str) -> str:
+        """``"admin"``, ``"write"``, ``"read"`` or ``"none"`` for ``user`` on ``repo``."""
+
+    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
+        """Add a reaction to an issue or pull-request comment."""
+
+    async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
+        """Comment on an issue or pull request; return the comment id."""
+
+    async def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> None:
+        """Replace a comment's body."""
+
+    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+        """Id of the first comment written by this app that contains ``marker``."""
+
+    async def upsert_status_comment(
+        self,
+        repo: RepoRef,
+        issue_number: int,
+        marker: str,
+        body: str,
+        comment_id: int | None,
+    ) -> int:
+        """Update the status comment (by id, else found by marker) or create it; return its id."""
+
+    async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
+        """Create a check run from a GitHub-shaped payload; return its id."""
+
+    async def update_check_run(
+        self, repo: RepoRef, check_run_id: int, payload: dict[str, Any]
+    ) -> None:
+        """Update a check run with a GitHub-shaped payload."""
+
+    async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
+        """The open pull request from ``head_branch``: ``{"number", "url", "draft", "state"}``."""
+
+    async def open_pull_request(
+        self,
+        repo: RepoRef,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool,
+    ) -> dict[str, Any]:
+        """Open a pull request (or return the one already open from ``head``)."""
+
+    async def update_pull_request(
+        self,
+        repo: RepoRef,
+        number: int,
+        *,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        """Change a pull request's title and/or body."""
+
+    async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:
+        """Turn a draft pull request into one ready for review."""
+
+    async def git_token(self, repo: RepoRef) -> str:
+        """A short-lived token for ``git push`` to ``repo``."""
+
+
+class RecordingForge:
+    """A :class:`Forge` without network: records every call and invents consistent ids.
+
+    ``default_permission`` is what :meth:`permission` answers for everyone: without credentials
+    nothing can be checked, so whoever builds this decides. :meth:`git_token` returns ``""``
+    (no credentials to give).
+    """
+
+    def __init__(self, record: Record, *, default_permission: str) -> None:
+        if default_permission not in PERMISSIONS:
+            raise ValueError(f"default_permission must be one of {PERMISSIONS}")
+        self._record = record
+        self._default_permission = default_permission
+        self._comment_ids = itertools.count(1)
+        self._check_run_ids = itertools.count(1)
+        self._pull_numbers = itertools.count(1)
+        self._comments: dict[int, tuple[str, int, str]] = {}
+        self._pulls: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def _emit(self, name: str, repo: RepoRef, **data: Any) -> None:
+        self._record(name, {"forge": repo.forge, "repo": repo.full_name, **data})
+
+    async def permission(self, repo: RepoRef, user: str) -> str:
+        self._emit("permission", repo, user=user, permission=self._default_permission)
+        return self._default_permission
+
+    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
+        self._emit("react", repo, comment_id=comment_id, content=content)
+
+    async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
+        comment_id = next(self._comment_ids)
+        self._comments[comment_id] = (repo.full_name, issue_number, body)
+        self._emit(
+            "create_comment", repo, issue_number=issue_number, body=body, comment_id=comment_id
+        )
+        return comment_id
+
+    async def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> None:
+        if comment_id in self._comments:
+            full_name, issue_number, _ = self._comments[comment_id]
+            self._comments[comment_id] = (full_name, issue_number, body)
+        self._emit("update_comment", repo, comment_id=comment_id, body=body)
+
+    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+        found = self._find_comment(repo, issue_number, marker)
+        self._emit(
+            "find_comment", repo, issue_number=issue_number, marker=marker, comment_id=found
+        )
+        return found
+
+    def _find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+        for comment_id, (full_name, number, body) in self._comments.items():
+            if (full_name, number) == (repo.full_name, issue_number) and marker in body:
+                return comment_id
+        return None
+
+    async def upsert_status_comment(
+        self,
+        repo: RepoRef,
+        issue_number: int,
+        marker: str,
+        body: str,
+        comment_id: int | None,
+    ) -> int:
+        body = with_marker(body, marker)
+        target = comment_id if comment_id in self._comments else None
+        target = target or self._find_comment(repo, issue_number, marker)
+        if target is None:
+            return await self.create_comment(repo, issue_number, body)
+        await self.update_comment(repo, target, body)
+        return target
+
+    async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
+        check_run_id = next(self._check_run_ids)
+        self._emit("create_check_run", repo, payload=payload, check_run_id=check_run_id)
+        return check_run_id
+
+    async def update_check_run(
+        self, repo: RepoRef, check_run_id: int, payload: dict[str, Any]
+    ) -> None:
+        self._emit("update_check_run", repo, check_run_id=check_run_id, payload=payload)
+
+    async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
+        pull = self._pulls.get((repo.full_name, head_branch))
+        self._emit("find_pull_request", repo, head_branch=head_branch, pull_request=pull)
+        return dict(pull) if pull else None
+
+    async def open_pull_request(
+        self,
+        repo: RepoRef,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool,
+    ) -> dict[str, Any]:
+        existing = self._pulls.get((repo.full_name, head))
+        pull = existing or self._new_pull(repo, head, draft)
+        self._emit(
+            "open_pull_request",
+            repo,
+            head=head,
+            base=base,
+            title=title,
+            body=body,
+            draft=draft,
+            pull_request=pull,
+        )
+        return dict(pull)
+
+    def _new_pull(self, repo: RepoRef, head: str, draft: bool) -> dict[str, Any]:
+        number = next(self._pull_numbers)
+        pull = {"number": number, "url": f"recorded://{repo.full_name}/pull/{number}",
+                "draft": draft, "state": "open"}
+        self._pulls[(repo.full_name, head)] = pull
+        return pull
+
+    async def update_pull_request(
+        self,
+        repo: RepoRef,
+        number: int,
+        *,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        self._emit("update_pull_request", repo, number=number, title=title, body=body)
+
+    async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:
+        for (full_name, _), pull in self._pulls.items():
+            if full_name == repo.full_name and pull["number"] == number:
+                pull["draft"] = False
+        self._emit("mark_ready_for_review", repo, number=number)
+
+    async def git_token(self, repo: RepoRef) -> str:
+        self._emit("git_token", repo)
+        return ""
+
+
+def with_marker(body: str, marker: str) -> str:
+    """``body`` guaranteed to contain ``marker`` (prepended on its own line when missing)."""
+    return body if marker in body else f"{marker}\n{body}"

@@ -1,0 +1,635 @@
+"""Git plumbing: one bare mirror per project, one worktree per protocol, pushes to the forge.
+
+Every call runs `git` as an asyncio subprocess with an argument list, a working directory and a
+timeout (the whole process group is killed when it expires), never prompts, and never runs hooks.
+
+A token reaches git only through the environment: `AGENTRY_GIT_TOKEN` holds it, and an inline
+credential helper (a fixed string, scoped to the remote's scheme and host) prints it when git asks.
+Inherited helpers are reset first. The token is never in argv, a URL, a config value, a log line
+or a `GitError` message.
+
+The remote is the source of truth: every job fetches, and `prepare_worktree` checks the protocol
+branch out at the remote head, so any worker can continue any protocol from its own data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+LOCAL_TIMEOUT = 120.0  # seconds, for commands that do not touch the network
+NETWORK_TIMEOUT = 900.0  # clone, fetch, push
+LOCK_TIMEOUT = 1800.0  # waiting for another job that holds the mirror's lock
+
+TOKEN_ENV = "AGENTRY_GIT_TOKEN"
+TOKEN_USERNAME = "x-access-token"
+# A fixed string: the shell expands the variable when git runs the helper, so the token only
+# ever lives in the environment. It answers `get` and ignores `store` / `erase`.
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; '
+    f'echo username={TOKEN_USERNAME}; echo "password=${TOKEN_ENV}"; }}; f'
+)
+
+_SAFE_CONFIG = (
+    ("core.hooksPath", os.devnull),  # never run repository or user hooks
+    ("core.askPass", ""),
+    ("core.fsmonitor", "false"),
+    ("commit.gpgSign", "false"),
+)
+_DROPPED_ENV = frozenset(
+    {
+        "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX", "GIT_CONFIG_PARAMETERS",
+        "GIT_CEILING_DIRECTORIES", "GIT_ASKPASS", "SSH_ASKPASS",
+    }
+)
+_DROPPED_ENV_PREFIXES = ("GIT_AUTHOR_", "GIT_COMMITTER_", "AGENTRY_")
+_IN_PROGRESS = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_AUTH_HEADER = re.compile(r"(?i)(authorization:\s*\w+\s+)\S+")
+_STDERR_TAIL = 2000
+_REMOTE = "refs/remotes/origin/"
+
+
+class GitError(Exception):
+    """A git operation failed. The message holds the command and the tail of git's stderr, with
+    tokens and URL credentials replaced by `***`."""
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(_scrub(message))
+        self.returncode = returncode
+        self.stderr = _scrub(stderr)
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str = "agentry[bot]"
+    email: str = "agentry[bot]@users.noreply.github.com"
+
+
+@dataclass(frozen=True)
+class _Result:
+    returncode: int
+    out: bytes
+    stderr: str
+    truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.out.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and paths
+
+
+def branch_name(protocol_id: int, title: str) -> str:
+    """`agent/<id>-<slug>`; the slug is lowercase ASCII `[a-z0-9-]`, at most 40 characters."""
+    if int(protocol_id) < 0:
+        raise ValueError("protocol_id must not be negative")
+    return f"agent/{int(protocol_id)}-{_slug(title)}"
+
+
+def _slug(title: str, limit: int = 40) -> str:
+    ascii_title = unicodedata.normalize("NFKD", title or "").encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "work"
+
+
+def mirror_path(data_dir: Path, project_id: int) -> Path:
+    return Path(data_dir) / "repos" / f"{int(project_id)}.git"
+
+
+def worktree_path(data_dir: Path, protocol_id: int) -> Path:
+    return Path(data_dir) / "worktrees" / str(int(protocol_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirror
+
+
+async def ensure_mirror(url_or_path: str, mirror: Path, *, token: str | None = None) -> None:
+    """Create the bare mirror on first use, point it at `url_or_path`, fetch, update origin/HEAD."""
+    url, mirror = _clean_remote(url_or_path), Path(mirror)
+    async with _mirror_lock(mirror):
+        if not _is_mirror(mirror):
+            await _create_mirror(mirror, url)
+        elif await _origin_url(mirror) != url:
+            await _git(mirror, "remote", "set-url", "origin", url)
+        await _fetch(mirror, token)
+        await _git(
+            mirror, "remote", "set-head", "origin", "--auto",
+            token=token, url=url, timeout=NETWORK_TIMEOUT, check=False,
+        )
+
+
+async def fetch(mirror: Path, *, token: str | None = None) -> None:
+    async with _mirror_lock(Path(mirror)):
+        await _fetch(Path(mirror), token)
+
+
+async def default_branch(mirror: Path) -> str:
+    head = await _git(Path(mirror), "symbolic-ref", "--quiet", f"{_REMOTE}HEAD", check=False)
+    if head.returncode == 0:
+        return head.text.strip().removeprefix(_REMOTE)
+    names = {branch["name"] for branch in await list_branches(mirror)}
+    for guess in ("main", "master"):
+        if guess in names:
+            return guess
+    raise GitError("cannot determine the remote's default branch")
+
+
+async def list_branches(mirror: Path) -> list[dict]:
+    """The remote's branches as of the last fetch: `[{"name": ..., "sha": ...}]`, sorted by name."""
+    listing = await _git(
+        Path(mirror), "for-each-ref", "--format=%(refname) %(objectname)", _REMOTE
+    )
+    branches = []
+    for line in listing.text.splitlines():
+        ref, sha = line.split(" ")
+        name = ref.removeprefix(_REMOTE)
+        if name != "HEAD":
+            branches.append({"name": name, "sha": sha})
+    return branches
+
+
+async def _create_mirror(mirror: Path, url: str) -> None:
+    staging = mirror.with_name(mirror.name + ".tmp")
+    _rmtree(mirror)
+    _rmtree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    await _git(staging.parent, "init", "--bare", "--quiet", staging.name)
+    # Branches land in refs/remotes/origin/* (no local branch goes stale); tags are mirrored
+    # with force, so a tag moved upstream cannot make fetches fail.
+    await _git(staging, "remote", "add", "origin", url)
+    await _git(staging, "config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*")
+    staging.rename(mirror)
+
+
+async def _fetch(repo: Path, token: str | None) -> None:
+    url = await _origin_url(repo)
+    await _git(
+        repo, "fetch", "--prune", "--quiet", "origin", token=token, url=url, timeout=NETWORK_TIMEOUT
+    )
+
+
+async def _origin_url(repo: Path) -> str:
+    return (await _git(repo, "config", "--get", "remote.origin.url")).text.strip()
+
+
+def _is_mirror(mirror: Path) -> bool:
+    return all(((mirror / "HEAD").is_file(), (mirror / "config").is_file(),
+                (mirror / "objects").is_dir()))
+
+
+def _clean_remote(url_or_path: str) -> str:
+    """An absolute path for a local repository, else the URL without credentials."""
+    text = str(url_or_path).strip()
+    if not text or text.startswith("-") or any(c in text for c in "\r\n\0"):
+        raise GitError("invalid repository URL or path")
+    if "://" not in text:
+        return str(Path(text).resolve()) if Path(text).exists() else text
+    parts = urlsplit(text)
+    if "@" not in parts.netloc:
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    keep_user = parts.scheme not in ("http", "https") and parts.username
+    netloc = f"{parts.username}@{host}" if keep_user else host
+    log.warning("removed credentials from a repository URL; pass the token separately")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.asynccontextmanager
+async def _mirror_lock(mirror: Path) -> AsyncIterator[None]:
+    """An exclusive flock on `<mirror>.lock`, between processes and between tasks of one process."""
+    resolved = mirror.resolve()
+    lock_path = resolved.with_name(resolved.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await _acquire(fd, lock_path)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _acquire(fd: int, lock_path: Path) -> None:
+    deadline, delay = time.monotonic() + LOCK_TIMEOUT, 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise GitError(f"timed out waiting for {lock_path.name}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worktrees
+
+
+async def prepare_worktree(
+    mirror: Path, worktree: Path, *, branch: str, base_branch: str, token: str | None = None
+) -> str:
+    """Fetch, then check `branch` out in `worktree` at the remote's head of `branch`, or at
+    `origin/<base_branch>` when the remote has no such branch. Local changes are discarded (the
+    remote is the truth); a half-made or foreign worktree is replaced. Returns the HEAD sha."""
+    mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
+    await _check_branch(mirror, branch)
+    await _check_branch(mirror, base_branch)
+    async with _mirror_lock(mirror):
+        await _fetch(mirror, token)
+        start = await _start_point(mirror, branch, base_branch)
+        if not await _reuse_worktree(mirror, worktree, branch, start):
+            await _recreate_worktree(mirror, worktree, branch, start)
+    return await head_sha(worktree)
+
+
+async def remove_worktree(mirror: Path, worktree: Path) -> None:
+    mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
+    if not _is_mirror(mirror):
+        _rmtree(worktree)
+        return
+    async with _mirror_lock(mirror):
+        await _discard_worktree(mirror, worktree)
+        await _delete_orphan_branches(mirror)
+
+
+async def prune_worktrees(mirror: Path) -> None:
+    """Forget worktrees whose directories are gone and delete local branches no worktree uses."""
+    if not _is_mirror(Path(mirror)):
+        return
+    async with _mirror_lock(Path(mirror)):
+        await _git(Path(mirror), "worktree", "prune")
+        await _delete_orphan_branches(Path(mirror))
+
+
+def _worktree_of(mirror: Path, worktree: Path) -> Path:
+    """The worktree's absolute path; it is deleted when broken, so it must not hold the mirror."""
+    worktree = Path(worktree).resolve()
+    if Path(mirror).resolve().is_relative_to(worktree):
+        raise GitError(f"worktree {worktree} would contain the mirror")
+    return worktree
+
+
+async def _start_point(mirror: Path, branch: str, base_branch: str) -> str:
+    for name in (branch, base_branch):
+        if await _rev(mirror, f"{_REMOTE}{name}") is not None:
+            return f"{_REMOTE}{name}"
+    raise GitError(f"base branch {base_branch!r} does not exist on the remote")
+
+
+async def _reuse_worktree(mirror: Path, worktree: Path, branch: str, start: str) -> bool:
+    """Reuse a healthy worktree of this mirror in place; False when it must be recreated."""
+    if not await _is_healthy_worktree(mirror, worktree):
+        return False
+    try:
+        await _git(
+            worktree, "checkout", "--quiet", "--force", "--no-track", "--ignore-other-worktrees",
+            "-B", branch, start,
+        )
+        await _git(worktree, "clean", "-ffdq")  # ignored files (build caches) are kept
+    except GitError as exc:
+        log.warning("recreating worktree %s: %s", worktree, exc)
+        return False
+    return True
+
+
+async def _is_healthy_worktree(mirror: Path, worktree: Path) -> bool:
+    if not (worktree / ".git").is_file():
+        return False
+    found = await _git(
+        worktree, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir",
+        "--git-dir", check=False,
+    )
+    lines = found.text.splitlines()
+    if found.returncode != 0 or len(lines) != 3:
+        return False
+    top, common, git_dir = (Path(line).resolve() for line in lines)
+    if top != worktree or common != mirror.resolve():
+        return False
+    return not any((git_dir / marker).exists() for marker in _IN_PROGRESS)
+
+
+async def _recreate_worktree(mirror: Path, worktree: Path, branch: str, start: str) -> None:
+    await _discard_worktree(mirror, worktree)
+    worktree.parent.mkdir(parents=True, exist_ok=True)
+    await _git(
+        mirror, "worktree", "add", "--quiet", "--force", "--no-track", "-B", branch,
+        str(worktree), start,
+    )
+
+
+async def _discard_worktree(mirror: Path, worktree: Path) -> None:
+    await _git(mirror, "worktree", "remove", "--force", "--force", str(worktree), check=False)
+    _rmtree(worktree)
+    await _git(mirror, "worktree", "prune")
+
+
+async def _delete_orphan_branches(mirror: Path) -> None:
+    """Local branches only back worktrees; the remote keeps the work."""
+    listing = await _git(mirror, "worktree", "list", "--porcelain")
+    in_use = {
+        line.split(" ", 1)[1] for line in listing.text.splitlines() if line.startswith("branch ")
+    }
+    refs = (await _git(mirror, "for-each-ref", "--format=%(refname)", "refs/heads/")).text.split()
+    orphans = [ref for ref in refs if ref not in in_use]
+    if orphans:
+        commands = "".join(f"delete {ref}\n" for ref in orphans).encode()
+        await _git(mirror, "update-ref", "--stdin", stdin=commands)
+
+
+# ---------------------------------------------------------------------------------------------
+# Work in a worktree
+
+
+async def commit_all(worktree: Path, message: str, identity: Identity = Identity()) -> str | None:
+    """Stage everything and commit as `identity`; the new sha, or None when nothing changed."""
+    worktree = Path(worktree)
+    await _git(worktree, "add", "--all")
+    staged = await _git(worktree, "diff", "--cached", "--quiet", check=False)
+    if staged.returncode == 0:
+        return None
+    if staged.returncode != 1:
+        raise _failure(("diff", "--cached", "--quiet"), staged.returncode, staged.stderr)
+    await _git(
+        worktree, "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "--file=-",
+        stdin=(message.strip() or "agentry: update").encode(), env=_identity_env(identity),
+    )
+    return await head_sha(worktree)
+
+
+async def push(
+    worktree: Path, branch: str, *, token: str | None = None, force_with_lease: bool = False
+) -> str:
+    """Push HEAD to `refs/heads/<branch>` on origin; returns the pushed sha. With
+    `force_with_lease`, overwrite only if the remote still has what the last fetch saw."""
+    worktree = Path(worktree)
+    await _check_branch(worktree, branch)
+    sha = await head_sha(worktree)
+    async with _mirror_lock(await _common_dir(worktree)):
+        args = ["push", "--quiet", "--no-verify"]
+        if force_with_lease:
+            expected = await _rev(worktree, f"{_REMOTE}{branch}") or ""
+            args.append(f"--force-with-lease=refs/heads/{branch}:{expected}")
+        args += ["origin", f"{sha}:refs/heads/{branch}"]
+        url = await _origin_url(worktree)
+        await _git(worktree, *args, token=token, url=url, timeout=NETWORK_TIMEOUT)
+    return sha
+
+
+async def delete_remote_branch(mirror: Path, branch: str, *, token: str | None = None) -> None:
+    """Delete the branch on the remote; a branch that is already gone is fine."""
+    mirror = Path(mirror)
+    await _check_branch(mirror, branch)
+    async with _mirror_lock(mirror):
+        args = ("push", "--quiet", "origin", f":refs/heads/{branch}")
+        url = await _origin_url(mirror)
+        pushed = await _git(
+            mirror, *args, token=token, url=url, timeout=NETWORK_TIMEOUT, check=False
+        )
+        if pushed.returncode != 0 and "remote ref does not exist" not in pushed.stderr:
+            raise _failure(args, pushed.returncode, pushed.stderr, token)
+        await _git(mirror, "update-ref", "-d", f"{_REMOTE}{branch}", check=False)
+
+
+async def head_sha(worktree: Path) -> str:
+    return (await _git(Path(worktree), "rev-parse", "--verify", "HEAD")).text.strip()
+
+
+async def diff(worktree: Path, base: str, *, max_bytes: int = 200_000) -> str:
+    """What the branch changes since it left `base` (`base...HEAD`) plus uncommitted and untracked
+    changes, as a patch of at most `max_bytes` bytes (cut at a line end, with a marker)."""
+    worktree = Path(worktree)
+    base_sha = await _resolve_base(worktree, base)
+    merge_base = await _git(worktree, "merge-base", base_sha, "HEAD", check=False)
+    since = merge_base.text.strip() if merge_base.returncode == 0 else base_sha
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {"GIT_INDEX_FILE": await _scratch_index(worktree, Path(scratch))}
+        await _git(worktree, "add", "--all", env=env)  # the real index stays untouched
+        patch = await _git(
+            worktree, "diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", since,
+            env=env, limit=max_bytes,
+        )
+    return _cap(patch.out, max_bytes, patch.truncated)
+
+
+async def changed_files(worktree: Path) -> list[str]:
+    """Paths with uncommitted changes, untracked files included (`git status --porcelain`)."""
+    status = await _git(Path(worktree), "status", "--porcelain=v1", "-z", "--untracked-files=all")
+    entries, paths = iter(status.text.split("\0")), []
+    for entry in entries:
+        if not entry:
+            continue
+        paths.append(entry[3:])
+        if "R" in entry[:2] or "C" in entry[:2]:
+            next(entries, None)  # the rename's source path follows
+    return paths
+
+
+async def _resolve_base(worktree: Path, base: str) -> str:
+    for candidate in (f"{_REMOTE}{base}", base):
+        sha = await _rev(worktree, candidate)
+        if sha is not None:
+            return sha
+    raise GitError(f"unknown base revision {base!r}")
+
+
+async def _scratch_index(worktree: Path, scratch: Path) -> str:
+    real = await _git(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index")
+    copy = scratch / "index"
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copyfile(real.text.strip(), copy)
+    return str(copy)
+
+
+def _cap(out: bytes, max_bytes: int, truncated: bool) -> str:
+    if not truncated and len(out) <= max_bytes:
+        return out.decode("utf-8", "replace")
+    marker = f"\n[diff truncated at {max_bytes} bytes]\n".encode()
+    cut = out[: max(max_bytes - len(marker), 0)]
+    line_end = cut.rfind(b"\n")
+    cut = cut[: line_end + 1] if line_end >= 0 else cut
+    return (cut + marker)[:max_bytes].decode("utf-8", "ignore")
+
+
+async def _common_dir(worktree: Path) -> Path:
+    found = await _git(worktree, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    return Path(found.text.strip())
+
+
+async def _rev(repo: Path, rev: str) -> str | None:
+    found = await _git(
+        repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}",
+        check=False,
+    )
+    return found.text.strip() if found.returncode == 0 else None
+
+
+async def _check_branch(cwd: Path, branch: str) -> None:
+    valid = not branch.startswith("-") and (
+        await _git(cwd, "check-ref-format", f"refs/heads/{branch}", check=False)
+    ).returncode == 0
+    if not valid:
+        raise GitError(f"invalid branch name {branch!r}")
+
+
+def _identity_env(identity: Identity) -> dict[str, str]:
+    return {
+        "GIT_AUTHOR_NAME": identity.name,
+        "GIT_AUTHOR_EMAIL": identity.email,
+        "GIT_COMMITTER_NAME": identity.name,
+        "GIT_COMMITTER_EMAIL": identity.email,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Running git
+
+
+async def _git(
+    cwd: Path,
+    *args: str,
+    check: bool = True,
+    token: str | None = None,
+    url: str | None = None,
+    timeout: float | None = None,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    limit: int | None = None,
+) -> _Result:
+    """Run `git *args` in `cwd`. `token` is offered to `url`'s host through the credential
+    helper; `limit` caps stdout (the process is killed once it is exceeded)."""
+    timeout = LOCAL_TIMEOUT if timeout is None else timeout
+    log.debug("git %s (in %s)", " ".join(args), cwd)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=cwd, env=_git_env(cwd, token, url) | (env or {}),
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # so a timeout kills git's helpers too
+        )
+    except OSError as exc:
+        raise GitError(f"cannot run git {args[0]} in {cwd}: {exc.strerror}") from None
+    try:
+        out, err, truncated = await asyncio.wait_for(_communicate(proc, stdin, limit), timeout)
+    except TimeoutError:
+        raise GitError(f"git {' '.join(args)} timed out after {timeout:g}s") from None
+    finally:
+        _kill(proc)
+        await proc.wait()
+    result = _Result(proc.returncode, out, err.decode("utf-8", "replace"), truncated)
+    if check and result.returncode != 0 and not truncated:
+        raise _failure(args, result.returncode, result.stderr, token)
+    return result
+
+
+async def _communicate(
+    proc: asyncio.subprocess.Process, stdin: bytes | None, limit: int | None
+) -> tuple[bytes, bytes, bool]:
+    if limit is None:
+        out, err = await proc.communicate(stdin)
+        return out, err, False
+    err_task = asyncio.ensure_future(proc.stderr.read())
+    try:
+        try:
+            out, truncated = await proc.stdout.readexactly(limit + 1), True
+        except asyncio.IncompleteReadError as exc:
+            out, truncated = exc.partial, False
+        if truncated:
+            _kill(proc)
+        err = await err_task
+        await proc.wait()
+        return out, err, truncated
+    finally:
+        err_task.cancel()  # a no-op once it is done
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _git_env(cwd: Path, token: str | None, url: str | None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not _dropped(key)}
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_TRACE_REDACT="1",
+        LC_ALL="C",
+        # Never mistake an enclosing repository for a broken worktree or mirror.
+        GIT_CEILING_DIRECTORIES=str(Path(cwd).resolve().parent),
+    )
+    entries = list(_SAFE_CONFIG)
+    if token:
+        entries += _credential_config(token, url)
+        if entries[-1][1] == CREDENTIAL_HELPER:
+            env[TOKEN_ENV] = token
+    _add_config(env, entries)
+    return env
+
+
+def _credential_config(token: str, url: str | None) -> list[tuple[str, str]]:
+    """Reset inherited helpers, then answer with the token for the remote's scheme and host."""
+    if any(c in token for c in "\r\n\0"):
+        raise GitError("invalid token")
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [("credential.helper", "")]
+    scope = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    return [("credential.helper", ""), (f"credential.{scope}.helper", CREDENTIAL_HELPER)]
+
+
+def _add_config(env: dict[str, str], entries: Iterable[tuple[str, str]]) -> None:
+    count = int(env.get("GIT_CONFIG_COUNT") or 0)
+    for key, value in entries:
+        env[f"GIT_CONFIG_KEY_{count}"], env[f"GIT_CONFIG_VALUE_{count}"] = key, value
+        count += 1
+    env["GIT_CONFIG_COUNT"] = str(count)
+
+
+def _dropped(key: str) -> bool:
+    return key in _DROPPED_ENV or key.startswith(_DROPPED_ENV_PREFIXES)
+
+
+def _failure(
+    args: Iterable[str], returncode: int, stderr: str, token: str | None = None
+) -> GitError:
+    tail = _scrub(stderr.strip()[-_STDERR_TAIL:], token)
+    command = _scrub("git " + " ".join(args), token)
+    message = f"{command} failed (exit {returncode}): {tail}"
+    return GitError(message, returncode=returncode, stderr=tail)
+
+
+def _scrub(text: str, token: str | None = None) -> str:
+    """Remove a token (plain or inside a Basic auth value) and any URL userinfo from text."""
+    if token:
+        basic = base64.b64encode(f"{TOKEN_USERNAME}:{token}".encode()).decode()
+        text = text.replace(token, "***").replace(basic, "***")
+    text = _USERINFO.sub(r"\1***@", text)
+    return _AUTH_HEADER.sub(r"\1***", text)
+
+
+def _rmtree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

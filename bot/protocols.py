@@ -1,0 +1,315 @@
+"""Operations on protocol runs and steps, shared by slash commands, check-run buttons and the REST API.
+
+Each operation moves state through the pure tables in `bot.workflow`, records an event, and
+returns the jobs that should follow; the caller commits and then submits them. An action the
+current state does not allow raises `Conflict` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot import queue, store
+from bot.models import Clarification, Project, ProtocolRun, StepRun, utcnow
+from bot.queue import Job
+from bot.workflow import (
+    ProtocolAction,
+    ProtocolStatus,
+    StepAction,
+    StepStatus,
+    TERMINAL_PROTOCOL_STATUSES,
+    TransitionError,
+    next_runnable_steps,
+    protocol_outcome,
+    transition,
+)
+
+ACTIVE_STEP_STATUSES = (StepStatus.RUNNING, StepStatus.NEEDS_QA)
+KINDS = ("run", "plan", "ralph", "ask")
+
+
+class Conflict(Exception):
+    """The action is not allowed in the current state (HTTP 409, or a reply on the forge)."""
+
+
+class NotFound(Exception):
+    """What the action names does not exist (HTTP 404, or a reply on the forge)."""
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower().encode("ascii", "ignore").decode()).strip("-")
+    return words[:limit].rstrip("-") or "work"
+
+
+async def create_protocol(
+    session: AsyncSession,
+    project: Project,
+    *,
+    title: str,
+    kind: str = "run",
+    description: str | None = None,
+    issue_number: int | None = None,
+    engine: str | None = None,
+    model: str | None = None,
+    created_by: str | None = None,
+    base_branch: str | None = None,
+    branch: str | None = None,
+    policy: dict | None = None,
+    template_config: dict | None = None,
+) -> ProtocolRun:
+    if kind not in KINDS:
+        raise ValueError(f"unknown protocol kind {kind!r}")
+    protocol = ProtocolRun(
+        project_id=project.id,
+        protocol_name=slug(title),
+        kind=kind,
+        status=ProtocolStatus.PENDING,
+        base_branch=base_branch or project.base_branch,
+        description=description,
+        issue_number=issue_number,
+        issue_title=title,
+        engine=engine,
+        model=model,
+        created_by=created_by,
+        policy=policy or {},
+        template_config=template_config,
+    )
+    session.add(protocol)
+    await session.flush()
+    protocol.protocol_name = f"{protocol.id}-{slug(title)}"
+    protocol.branch = branch or f"agent/{protocol.protocol_name}"
+    await store.record_event(session, "protocol_created", f"{kind} protocol created by {created_by or 'the API'}",
+                             project_id=project.id, protocol_run_id=protocol.id,
+                             meta={"kind": kind, "engine": engine, "model": model, "issue_number": issue_number})
+    return protocol
+
+
+async def steps_of(session: AsyncSession, protocol_id: int) -> list[StepRun]:
+    statement = select(StepRun).where(StepRun.protocol_run_id == protocol_id).order_by(col(StepRun.step_index))
+    return list((await session.exec(statement)).all())
+
+
+async def active_protocol_for_issue(session: AsyncSession, project_id: int, issue_number: int,
+                                    kinds: Sequence[str] = ("run", "plan", "ralph")) -> ProtocolRun | None:
+    """The newest protocol on the issue that has not ended (else the newest of any state)."""
+    statement = (
+        select(ProtocolRun)
+        .where(ProtocolRun.project_id == project_id, ProtocolRun.issue_number == issue_number,
+               col(ProtocolRun.kind).in_(kinds))
+        .order_by(col(ProtocolRun.id).desc())
+        .limit(20)
+    )
+    protocols = list((await session.exec(statement)).all())
+    for protocol in protocols:
+        if protocol.status not in TERMINAL_PROTOCOL_STATUSES:
+            return protocol
+    return protocols[0] if protocols else None
+
+
+def move(current: str, action: ProtocolAction | StepAction) -> str:
+    enum = ProtocolStatus if isinstance(action, ProtocolAction) else StepStatus
+    try:
+        return transition(enum(current), action).value
+    except TransitionError as exc:
+        raise Conflict(str(exc)) from None
+
+
+async def set_protocol_status(session: AsyncSession, protocol: ProtocolRun, action: ProtocolAction, *,
+                              actor: str | None, message: str = "", meta: dict | None = None) -> None:
+    before = protocol.status
+    protocol.status = move(protocol.status, action)
+    protocol.updated_at = utcnow()
+    session.add(protocol)
+    await store.record_event(
+        session, f"protocol_{action.value}", message or f"{before} → {protocol.status}",
+        project_id=protocol.project_id, protocol_run_id=protocol.id,
+        meta={"from": before, "to": protocol.status, "actor": actor, **(meta or {})},
+    )
+
+
+async def set_step_status(session: AsyncSession, step: StepRun, action: StepAction, *, actor: str | None,
+                          protocol: ProtocolRun, message: str = "", meta: dict | None = None,
+                          to: StepStatus | None = None) -> None:
+    before = step.status
+    allowed = move(step.status, action)
+    step.status = (to or allowed) if to is None or to.value == allowed or action is StepAction.SUCCEED else allowed
+    step.updated_at = utcnow()
+    session.add(step)
+    await store.record_event(
+        session, f"step_{action.value}", message or f"{step.step_name}: {before} → {step.status}",
+        project_id=protocol.project_id, protocol_run_id=protocol.id, step_run_id=step.id,
+        meta={"from": before, "to": step.status, "actor": actor, **(meta or {})},
+    )
+
+
+def report(protocol: ProtocolRun, reason: str) -> Job:
+    return queue.report_protocol_job(protocol.id, reason)
+
+
+async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, action: ProtocolAction, *,
+                                actor: str | None) -> list[Job]:
+    """Start, plan, pause, resume, cancel, run the next step, retry the latest, or open the PR."""
+    if action is ProtocolAction.OPEN_PR:
+        move(protocol.status, action)
+        await store.record_event(session, "open_pr_requested", f"requested by {actor or 'the API'}",
+                                 project_id=protocol.project_id, protocol_run_id=protocol.id, meta={"actor": actor})
+        return [queue.open_pr_job(protocol.id, nonce=str(utcnow().timestamp()))]
+    if action is ProtocolAction.RETRY_LATEST:
+        return await retry_latest(session, protocol, actor=actor)
+    await set_protocol_status(session, protocol, action, actor=actor)
+    if action is ProtocolAction.CANCEL:
+        await cancel_open_steps(session, protocol, actor=actor)
+        return [report(protocol, "cancel")]
+    if protocol.status == ProtocolStatus.PLANNING:
+        attempt = protocol.runtime_state.get("plan_attempts", 0) + 1
+        protocol.runtime_state = {**protocol.runtime_state, "plan_attempts": attempt}
+        return [queue.plan_protocol_job(protocol.id, attempt), report(protocol, action.value)]
+    if protocol.status == ProtocolStatus.RUNNING:
+        return [*await schedule_next(session, protocol, actor=actor), report(protocol, action.value)]
+    return [report(protocol, action.value)]
+
+
+async def cancel_open_steps(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> None:
+    for step in await steps_of(session, protocol.id):
+        if step.status in (StepStatus.PENDING, StepStatus.NEEDS_QA, StepStatus.BLOCKED, StepStatus.FAILED):
+            await set_step_status(session, step, StepAction.CANCEL, actor=actor, protocol=protocol)
+
+
+async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
+    steps = await steps_of(session, protocol.id)
+    failed = [step for step in steps if step.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
+    if not steps:
+        await set_protocol_status(session, protocol, ProtocolAction.PLAN, actor=actor, message="re-planning")
+        attempt = protocol.runtime_state.get("plan_attempts", 0) + 1
+        protocol.runtime_state = {**protocol.runtime_state, "plan_attempts": attempt}
+        return [queue.plan_protocol_job(protocol.id, attempt), report(protocol, "retry")]
+    await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor)
+    if failed:
+        return await retry_step(session, protocol, failed[-1], actor=actor)
+    return [*await schedule_next(session, protocol, actor=actor), report(protocol, "retry")]
+
+
+async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun, *, actor: str | None) -> list[Job]:
+    await set_step_status(session, step, StepAction.RETRY, actor=actor, protocol=protocol)
+    step.retries += 1
+    if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
+        await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor)
+    return [*await schedule_next(session, protocol, actor=actor), report(protocol, "retry")]
+
+
+async def schedule_next(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None = None) -> list[Job]:
+    """What the protocol does next: run its next step (one at a time, they share a worktree),
+    open the PR when every step is done, or block when nothing can run."""
+    if protocol.status != ProtocolStatus.RUNNING:
+        return []
+    steps = await steps_of(session, protocol.id)
+    if any(step.status in ACTIVE_STEP_STATUSES for step in steps):
+        return []
+    outcome = protocol_outcome(steps)
+    if outcome is ProtocolStatus.COMPLETED:
+        return await steps_finished(session, protocol, actor=actor)
+    if outcome is ProtocolStatus.BLOCKED:
+        await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=actor,
+                                  message="no step can run: a step failed or is blocked")
+        return []
+    runnable = next_runnable_steps(steps)
+    if not runnable:
+        return []
+    step = runnable[0]
+    return [queue.execute_step_job(step.id, step.retries + 1)]
+
+
+async def steps_finished(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
+    """Every step is done: a protocol on a forge waits for its PR to merge; one without completes."""
+    project = await session.get(Project, protocol.project_id)
+    if protocol.kind == "ask":
+        return []
+    if project is not None and project.forge and protocol.issue_number is not None:
+        if protocol.runtime_state.get("awaiting_merge"):
+            return []
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": True}
+        session.add(protocol)
+        await store.record_event(session, "steps_completed", "every step is done; opening the pull request",
+                                 project_id=protocol.project_id, protocol_run_id=protocol.id)
+        return [queue.open_pr_job(protocol.id, nonce="final")]
+    await set_protocol_status(session, protocol, ProtocolAction.COMPLETE, actor=actor, message="every step is done")
+    return []
+
+
+def find_step(steps: Sequence[StepRun], reference: str | None, *, statuses: Sequence[str] = ()) -> StepRun:
+    """A step by 1-based number or name (case-insensitive); without one, the latest in `statuses`."""
+    if reference:
+        if reference.isdigit():
+            index = int(reference) - 1
+            for step in steps:
+                if step.step_index == index:
+                    return step
+        for step in steps:
+            if step.step_name.lower() == reference.lower():
+                return step
+        raise NotFound(f"no step {reference!r}; steps are " + ", ".join(
+            f"{step.step_index + 1} `{step.step_name}`" for step in steps) if steps else "the protocol has no steps yet")
+    candidates = [step for step in steps if step.status in statuses]
+    if not candidates:
+        raise Conflict("no step is " + " or ".join(status.replace("_", " ") for status in statuses))
+    return candidates[-1]
+
+
+async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: StepRun, action: StepAction, *,
+                            actor: str | None) -> list[Job]:
+    """Run (or re-run), run QA, approve, retry or cancel one step."""
+    if protocol.status in TERMINAL_PROTOCOL_STATUSES:
+        raise Conflict(f"cannot {action.value} step: the protocol is {protocol.status}")
+    if action in (StepAction.RUN, StepAction.RETRY):
+        if step.status == StepStatus.PENDING:
+            move(step.status, StepAction.RUN)
+            return [queue.execute_step_job(step.id, step.retries + 1)]
+        return await retry_step(session, protocol, step, actor=actor)
+    if action is StepAction.RUN_QA:
+        await set_step_status(session, step, StepAction.RUN_QA, actor=actor, protocol=protocol)
+        attempt = step.runtime_state.get("qa_attempts", 0) + 1
+        step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+        return [queue.run_quality_job(step.id, attempt), report(protocol, "qa")]
+    if action is StepAction.APPROVE:
+        await set_step_status(session, step, StepAction.APPROVE, actor=actor, protocol=protocol,
+                              message=f"{step.step_name} approved by {actor or 'the API'}")
+        if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
+            await set_protocol_status(session, protocol, ProtocolAction.RUN_NEXT_STEP, actor=actor)
+        return [*await schedule_next(session, protocol, actor=actor), report(protocol, "approve")]
+    if action is StepAction.CANCEL:
+        await set_step_status(session, step, StepAction.CANCEL, actor=actor, protocol=protocol)
+        return [report(protocol, "cancel_step")]
+    raise Conflict(f"{action.value} is not an action people can take on a step")
+
+
+async def open_clarifications(session: AsyncSession, protocol: ProtocolRun) -> list[Clarification]:
+    statement = select(Clarification).where(Clarification.protocol_run_id == protocol.id,
+                                            Clarification.status == "open")
+    return list((await session.exec(statement)).all())
+
+
+async def answer_clarification(session: AsyncSession, protocol: ProtocolRun | None, clarification: Clarification,
+                               answer: object, *, actor: str | None) -> list[Job]:
+    clarification.answer = answer
+    clarification.status = "answered"
+    clarification.answered_at = utcnow()
+    clarification.answered_by = actor
+    clarification.updated_at = utcnow()
+    session.add(clarification)
+    await store.record_event(session, "clarification_answered", f"{clarification.key} answered by {actor or 'the API'}",
+                             project_id=clarification.project_id, protocol_run_id=clarification.protocol_run_id,
+                             meta={"key": clarification.key})
+    if protocol is None:
+        return []
+    await session.flush()
+    still_blocking = [item for item in await open_clarifications(session, protocol) if item.blocking]
+    if still_blocking or protocol.status != ProtocolStatus.PAUSED or not protocol.runtime_state.get("awaiting_answers"):
+        return [report(protocol, "answer")]
+    protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": False}
+    await set_protocol_status(session, protocol, ProtocolAction.RESUME, actor=actor,
+                              message="every blocking question is answered")
+    return [*await schedule_next(session, protocol, actor=actor), report(protocol, "answer")]

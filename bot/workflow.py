@@ -1,0 +1,265 @@
+"""The protocol and step state machines: every allowed transition, in one table per kind.
+
+Pure: no I/O. Callers move a protocol run or a step with :func:`transition`; an action that is not
+allowed raises :class:`TransitionError`, whose text is the reply for a 409 or a GitHub comment, and
+the caller changes nothing.
+
+Semantics the tables encode:
+
+- ``paused`` stops new steps from starting; a step already running finishes and records its own
+  outcome. On ``resume`` the protocol is ``running`` again and the caller settles it with
+  :func:`protocol_outcome` / :func:`next_runnable_steps`.
+- ``completed`` and ``cancelled`` are terminal, with one exception: ``block`` reopens a
+  ``completed`` protocol, for CI failing on its branch after the last step completed but before
+  the PR merged. ``failed`` is not terminal: it can be retried, re-planned or cancelled.
+- ``open_pr`` never changes the protocol's status; the table only says when a PR may be opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class ProtocolStatus(StrEnum):
+    PENDING = "pending"
+    PLANNING = "planning"
+    PLANNED = "planned"
+    RUNNING = "running"
+    PAUSED = "paused"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    NEEDS_QA = "needs_qa"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BLOCKED = "blocked"
+
+
+class QaPolicy(StrEnum):
+    SKIP = "skip"
+    LIGHT = "light"
+    FULL = "full"
+
+
+class ProtocolAction(StrEnum):
+    START = "start"
+    PLAN = "plan"
+    PLAN_SUCCEEDED = "plan_succeeded"
+    PLAN_FAILED = "plan_failed"
+    RUN_NEXT_STEP = "run_next_step"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY_LATEST = "retry_latest"
+    OPEN_PR = "open_pr"
+    BLOCK = "block"
+    FAIL = "fail"
+    COMPLETE = "complete"
+
+
+class StepAction(StrEnum):
+    RUN = "run"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    BLOCK = "block"
+    RUN_QA = "run_qa"
+    QA_PASS = "qa_pass"
+    QA_FAIL = "qa_fail"
+    APPROVE = "approve"
+    RETRY = "retry"
+    CANCEL = "cancel"
+    CI_SUCCESS = "ci_success"
+    CI_FAILURE = "ci_failure"
+    RESET = "reset"
+
+
+P = ProtocolStatus
+S = StepStatus
+
+TERMINAL_PROTOCOL_STATUSES = frozenset({P.CANCELLED, P.COMPLETED})
+_ACTIVE_PROTOCOL = tuple(status for status in P if status not in TERMINAL_PROTOCOL_STATUSES)
+
+
+def _to(target, sources: Iterable) -> dict:
+    return {source: target for source in sources}
+
+
+def _unchanged(sources: Iterable) -> dict:
+    return {source: source for source in sources}
+
+
+# action -> {current status: new status}
+PROTOCOL_TRANSITIONS: Mapping[ProtocolAction, Mapping[ProtocolStatus, ProtocolStatus]] = {
+    ProtocolAction.START: {P.PENDING: P.PLANNING, P.PLANNED: P.RUNNING},
+    ProtocolAction.PLAN: _to(P.PLANNING, (P.PENDING, P.PLANNED, P.PAUSED, P.BLOCKED, P.FAILED)),
+    # A plan job that finishes after its protocol was paused leaves it paused.
+    ProtocolAction.PLAN_SUCCEEDED: {P.PLANNING: P.PLANNED, P.PAUSED: P.PAUSED},
+    ProtocolAction.PLAN_FAILED: _to(P.BLOCKED, (P.PLANNING, P.PAUSED)),
+    ProtocolAction.RUN_NEXT_STEP: _to(P.RUNNING, (P.PLANNED, P.RUNNING, P.BLOCKED)),
+    ProtocolAction.PAUSE: _to(P.PAUSED, (P.PLANNING, P.PLANNED, P.RUNNING)),
+    ProtocolAction.RESUME: {P.PAUSED: P.RUNNING},
+    ProtocolAction.CANCEL: _to(P.CANCELLED, _ACTIVE_PROTOCOL),
+    ProtocolAction.RETRY_LATEST: _to(P.RUNNING, (P.BLOCKED, P.FAILED)),
+    ProtocolAction.OPEN_PR: _unchanged((P.RUNNING, P.PAUSED, P.BLOCKED, P.FAILED, P.COMPLETED)),
+    ProtocolAction.BLOCK: _to(P.BLOCKED, (P.RUNNING, P.COMPLETED)),
+    ProtocolAction.FAIL: _to(P.FAILED, (s for s in _ACTIVE_PROTOCOL if s is not P.FAILED)),
+    # Also the PR-merged event: a merge completes the protocol whatever it was doing.
+    ProtocolAction.COMPLETE: _to(P.COMPLETED, _ACTIVE_PROTOCOL),
+}
+
+STEP_TRANSITIONS: Mapping[StepAction, Mapping[StepStatus, StepStatus]] = {
+    StepAction.RUN: _to(S.RUNNING, (S.PENDING, S.FAILED, S.BLOCKED, S.CANCELLED)),
+    StepAction.SUCCEED: {S.RUNNING: S.NEEDS_QA},
+    StepAction.FAIL: _to(S.FAILED, (S.RUNNING, S.NEEDS_QA)),
+    StepAction.BLOCK: _to(S.BLOCKED, (S.RUNNING, S.NEEDS_QA)),
+    StepAction.RUN_QA: _to(S.NEEDS_QA, (S.NEEDS_QA, S.COMPLETED, S.FAILED)),
+    StepAction.QA_PASS: {S.NEEDS_QA: S.COMPLETED},
+    StepAction.QA_FAIL: {S.NEEDS_QA: S.FAILED},
+    StepAction.APPROVE: _to(S.COMPLETED, (S.NEEDS_QA, S.FAILED, S.BLOCKED)),
+    StepAction.RETRY: _to(S.PENDING, (S.FAILED, S.BLOCKED, S.CANCELLED, S.COMPLETED)),
+    StepAction.CANCEL: _to(S.CANCELLED, (S.PENDING, S.RUNNING, S.NEEDS_QA, S.FAILED, S.BLOCKED)),
+    # A failed step stays failed on a later green CI run: it may have failed QA.
+    StepAction.CI_SUCCESS: _to(S.COMPLETED, (S.NEEDS_QA, S.COMPLETED)),
+    StepAction.CI_FAILURE: _to(S.FAILED, (S.NEEDS_QA, S.COMPLETED)),
+    StepAction.RESET: _to(S.PENDING, (S.PENDING, S.NEEDS_QA, S.COMPLETED, S.FAILED, S.BLOCKED)),
+}
+
+_VERBS: Mapping[StrEnum, str] = {
+    ProtocolAction.PLAN_SUCCEEDED: "record a plan for",
+    ProtocolAction.PLAN_FAILED: "record a failed plan for",
+    ProtocolAction.RUN_NEXT_STEP: "run the next step of",
+    ProtocolAction.RETRY_LATEST: "retry",
+    ProtocolAction.OPEN_PR: "open a pull request for",
+    StepAction.SUCCEED: "finish",
+    StepAction.RUN_QA: "run QA on",
+    StepAction.QA_PASS: "record a QA pass for",
+    StepAction.QA_FAIL: "record a QA failure for",
+    StepAction.CI_SUCCESS: "record a CI success for",
+    StepAction.CI_FAILURE: "record a CI failure for",
+}
+
+_STATUS_WORDS: Mapping[StrEnum, str] = {S.NEEDS_QA: "waiting for QA"}
+
+
+class TransitionError(Exception):
+    """An action that the current status does not allow; ``str()`` is a sentence for people."""
+
+    def __init__(self, kind: str, current: StrEnum, action: StrEnum, reason: str) -> None:
+        super().__init__(kind, current, action, reason)
+        self.kind = kind
+        self.current = current
+        self.action = action
+        self.reason = reason
+
+    def __str__(self) -> str:
+        verb = _VERBS.get(self.action, self.action.value)
+        return f"cannot {verb} {self.kind}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class _Machine:
+    kind: str
+    statuses: type[StrEnum]
+    actions: type[StrEnum]
+    table: Mapping
+
+
+_MACHINES = (
+    _Machine("protocol", ProtocolStatus, ProtocolAction, PROTOCOL_TRANSITIONS),
+    _Machine("step", StepStatus, StepAction, STEP_TRANSITIONS),
+)
+
+
+def _machine_for(current, action) -> _Machine:
+    """The machine named by the enum types of ``current`` and ``action`` (plain strings follow)."""
+    kinds = [m for m in _MACHINES if isinstance(current, m.statuses) or isinstance(action, m.actions)]
+    if len(kinds) != 1:
+        raise TypeError(
+            f"cannot tell protocol from step: {current!r} with {action!r}; "
+            "pass a ProtocolStatus/ProtocolAction or a StepStatus/StepAction"
+        )
+    return kinds[0]
+
+
+def transition(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction):
+    """The status after ``action``, or :class:`TransitionError` if ``current`` does not allow it."""
+    machine = _machine_for(current, action)
+    current, action = machine.statuses(current), machine.actions(action)
+    allowed = machine.table[action]
+    if current not in allowed:
+        raise TransitionError(machine.kind, current, action, _refusal(current, allowed.values()))
+    return allowed[current]
+
+
+def _refusal(current: StrEnum, targets: Iterable[StrEnum]) -> str:
+    already = "already " if current in targets else ""
+    return f"it is {already}{_STATUS_WORDS.get(current, current.value)}"
+
+
+def allowed_actions(current: ProtocolStatus | StepStatus) -> list:
+    """Actions allowed from ``current``, in declaration order."""
+    machine = _machine_for(current, None)
+    return [action for action in machine.actions if current in machine.table[action]]
+
+
+def is_allowed(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction) -> bool:
+    machine = _machine_for(current, action)
+    return machine.statuses(current) in machine.table[machine.actions(action)]
+
+
+def after_execution(qa_policy: QaPolicy | str) -> StepStatus:
+    """Where a step that ran successfully lands: ``completed`` when QA is skipped, else ``needs_qa``.
+
+    Check the move first with ``transition(status, StepAction.SUCCEED)``; store this instead of
+    its result when the step's QA policy may be ``skip``.
+    """
+    return S.COMPLETED if QaPolicy(qa_policy) is QaPolicy.SKIP else S.NEEDS_QA
+
+
+class StepLike(Protocol):
+    step_index: int
+    step_name: str
+    status: StepStatus | str
+    depends_on: Sequence[str] | None
+
+
+def next_runnable_steps(steps: Iterable[StepLike]) -> list[StepLike]:
+    """Pending steps whose dependencies are all completed, in index order.
+
+    Steps share the protocol's worktree: a caller that runs one step at a time takes the first.
+    """
+    steps = list(steps)
+    completed = {step.step_name for step in steps if step.status == S.COMPLETED}
+    runnable = [
+        step
+        for step in steps
+        if step.status == S.PENDING and set(step.depends_on or ()) <= completed
+    ]
+    return sorted(runnable, key=lambda step: step.step_index)
+
+
+def protocol_outcome(steps: Iterable[StepLike]) -> ProtocolStatus | None:
+    """What the steps say about their protocol once nothing more can move on its own.
+
+    ``None`` while work remains (a step running, waiting for QA, or runnable) and for no steps;
+    ``completed`` when every step is completed or cancelled and at least one completed;
+    otherwise ``blocked`` (a step failed or blocked, or pending steps wait on ones that never
+    will complete).
+    """
+    steps = list(steps)
+    statuses = {S(step.status) for step in steps}
+    if not steps or statuses & {S.RUNNING, S.NEEDS_QA} or next_runnable_steps(steps):
+        return None
+    if S.COMPLETED in statuses and statuses <= {S.COMPLETED, S.CANCELLED}:
+        return P.COMPLETED
+    return P.BLOCKED

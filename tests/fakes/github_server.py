@@ -1,0 +1,770 @@
+"""A fake GitHub REST API (plus the one GraphQL mutation agentry uses) for tests.
+
+    async with FakeGitHub() as gh:           # listens on 127.0.0.1, a free port
+        gh.url, gh.app_id, gh.private_key_pem, gh.calls, ...
+
+It behaves like GitHub where agentry depends on it:
+
+- ``POST /app/installations/{id}/access_tokens`` needs a valid app JWT (RS256, ``iss`` = app id,
+  sane ``iat``/``exp``) and issues ``ghs_…`` tokens that expire after ``token_ttl`` seconds;
+  ``token_requests`` counts them per installation. ``GET /repos/{o}/{r}/installation`` needs the
+  JWT too. Everything else needs ``Authorization: token <valid installation token>`` (or
+  ``Bearer``), else 401.
+- Request bodies are validated against the schemas extracted from GitHub's OpenAPI description
+  (``tests/fixtures/github-rest``): jsonschema on the resolved request body schema plus the
+  flattened constraints (required, enum, maxLength, maxItems). A body that breaks them gets 422
+  with the errors, as GitHub does.
+- GETs answer with an ``ETag`` and honour ``If-None-Match`` (304), like GitHub's conditional
+  requests.
+- Every request is recorded in ``calls`` (method, path, url, json body, auth kind, status);
+  the Authorization header is never recorded.
+- Faults: ``rate_limit(path, status=403|429, retry_after=1)``, ``primary_rate_limit(path)``,
+  ``fail(path, status)`` answer the next matching request(s) with an error;
+  ``expire_tokens()`` makes every issued token invalid.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "github-rest"
+JWT_MAX_LIFETIME = 600
+CLOCK_DRIFT_ALLOWANCE = 60
+REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+
+PULL_UPDATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "body": {"type": "string"},
+        "state": {"type": "string", "enum": ["open", "closed"]},
+        "base": {"type": "string"},
+        "maintainer_can_modify": {"type": "boolean"},
+    },
+}
+GRAPHQL_SCHEMA = {
+    "type": "object",
+    "required": ["query"],
+    "properties": {"query": {"type": "string"}, "variables": {"type": "object"}},
+}
+
+Handler = Callable[["Request"], Awaitable[web.Response]]
+
+
+# -- keys and time ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _app_key() -> rsa.RSAPrivateKey:
+    """One RSA key per test process (generating one per test is slow for nothing)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- request body validation --------------------------------------------------------------------
+
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _DATE_TIME.match(value):
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _error(resource: str, field_path: str, code: str, message: str) -> dict[str, str]:
+    return {"resource": resource, "field": field_path, "code": code, "message": message}
+
+
+def _nodes(value: Any, parts: list[str], here: str) -> Iterator[tuple[str, Any]]:
+    """The values at a flattened path like ``output.annotations[].message`` (present ones only)."""
+    if not parts:
+        yield here or "(root)", value
+        return
+    head, rest = parts[0], parts[1:]
+    name, is_list = head.removesuffix("[]"), head.endswith("[]")
+    if not isinstance(value, dict) or name not in value:
+        return
+    child, path = value[name], f"{here}.{name}" if here else name
+    if not is_list:
+        yield from _nodes(child, rest, path)
+    elif isinstance(child, list):
+        for index, item in enumerate(child):
+            yield from _nodes(item, rest, f"{path}[{index}]")
+
+
+def _constraint_errors(at: str, value: Any, rule: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for name in rule.get("required", ()):
+            if name not in value:
+                yield "missing_field", f"{name!r} is required at {at}"
+    if "enum" in rule and isinstance(value, str | int) and value not in rule["enum"]:
+        yield "invalid", f"{value!r} is not one of {rule['enum']}"
+    if "maxLength" in rule and isinstance(value, str) and len(value) > rule["maxLength"]:
+        yield "invalid", f"longer than {rule['maxLength']} characters"
+    if "maxItems" in rule and isinstance(value, list) and len(value) > rule["maxItems"]:
+        yield "invalid", f"more than {rule['maxItems']} items"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """The error's message, or for oneOf/anyOf the reasons each alternative failed."""
+    if not error.context:
+        return _short(error.message)
+    reasons = sorted({_short(sub.message) for sub in error.context})
+    return f"matches none of the allowed alternatives ({error.validator}): " + "; ".join(reasons)
+
+
+class BodySchema:
+    """Validates request bodies of one operation: jsonschema plus flattened constraints."""
+
+    def __init__(
+        self,
+        resource: str,
+        schema: dict[str, Any] | None,
+        constraints: list[dict[str, Any]] = (),
+        body_required: bool = True,
+    ) -> None:
+        self.resource = resource
+        self.body_required = body_required
+        self.constraints = [c for c in constraints if not c["at"].startswith("<")]
+        self.validator = (
+            jsonschema.Draft4Validator(schema, format_checker=_FORMATS) if schema else None
+        )
+
+    @classmethod
+    def from_file(cls, filename: str, resource: str) -> BodySchema:
+        spec = json.loads((SCHEMA_DIR / filename).read_text())
+        request_body = spec.get("requestBody") or {}
+        content = request_body.get("content", {}).get("application/json", {})
+        return cls(
+            resource,
+            content.get("schema"),
+            spec.get("requestBody_constraints") or [],
+            bool(request_body.get("required")),
+        )
+
+    def errors(self, body: Any) -> list[dict[str, str]]:
+        if body is None and not self.body_required:
+            return []
+        found = self._schema_errors(body) + self._flat_errors(body)
+        unique = {(e["field"], e["message"]): e for e in found}
+        return list(unique.values())
+
+    def _schema_errors(self, body: Any) -> list[dict[str, str]]:
+        if self.validator is None:
+            return []
+        return [
+            _error(
+                self.resource,
+                ".".join(str(p) for p in error.absolute_path) or "(root)",
+                "missing_field" if error.validator == "required" else "invalid",
+                _describe(error),
+            )
+            for error in self.validator.iter_errors(body)
+        ]
+
+    def _flat_errors(self, body: Any) -> list[dict[str, str]]:
+        errors = []
+        for rule in self.constraints:
+            parts = [] if rule["at"] == "(root)" else rule["at"].split(".")
+            for at, value in _nodes(body, parts, ""):
+                for code, message in _constraint_errors(at, value, rule):
+                    errors.append(_error(self.resource, at, code, message))
+        return errors
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(filename: str, resource: str) -> BodySchema:
+    return BodySchema.from_file(filename, resource)
+
+
+# -- recorded requests and faults ---------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    """One request as the fake saw it (never its Authorization header)."""
+
+    method: str
+    path: str
+    url: str
+    json: Any
+    auth: str
+    status: int = 0
+
+    @property
+    def line(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Fault:
+    path: str
+    method: str | None
+    status: int
+    headers: dict[str, str]
+    message: str
+    times: int
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.times > 0 and path == self.path and self.method in (None, method)
+
+
+@dataclass
+class IssuedToken:
+    installation_id: int
+    expires_at: float
+
+
+@dataclass
+class Request:
+    """What an endpoint handler gets: the aiohttp request, parsed body, authenticated party."""
+
+    raw: web.Request
+    body: Any
+    installation_id: int | None = None
+
+    @property
+    def vars(self) -> dict[str, str]:
+        return dict(self.raw.match_info)
+
+    @property
+    def repo(self) -> str:
+        return f"{self.raw.match_info['owner']}/{self.raw.match_info['repo']}"
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers)
+
+
+def _message(message: str, status: int, **extra: Any) -> web.Response:
+    body = {"message": message, "documentation_url": "https://docs.github.com/rest", **extra}
+    return _json(body, status)
+
+
+# -- the fake -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeGitHub:
+    """A GitHub REST API on 127.0.0.1 for one test. See the module docstring."""
+
+    app_id: str = "4242"
+    app_slug: str = "agentry-test"
+    repos: dict[str, int] = field(default_factory=lambda: {"octo/demo": 7})
+    token_ttl: float = 3600.0
+    max_per_page: int = 100
+    permissions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.url = ""
+        self.private_key_pem = _pem(_app_key())
+        self._public_key = _app_key().public_key()
+        self.calls: list[Call] = []
+        self.token_requests: Counter[int] = Counter()
+        self.tokens: dict[str, IssuedToken] = {}
+        self.comments: dict[int, dict[str, Any]] = {}
+        self.reactions: list[dict[str, Any]] = []
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1001)
+        self._pull_numbers: Counter[str] = Counter()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.app_slug}[bot]"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeGitHub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- test controls ------------------------------------------------------------------------
+
+    def fail(
+        self,
+        path: str,
+        status: int,
+        *,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        message: str = "Injected failure",
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests to ``path`` (and ``method``) with ``status``."""
+        self._faults.append(Fault(path, method, status, headers or {}, message, times))
+
+    def rate_limit(
+        self, path: str, *, status: int = 403, retry_after: int = 1, times: int = 1
+    ) -> None:
+        """A secondary rate limit: ``status`` (403 or 429) with ``retry-after``."""
+        headers = {"retry-after": str(retry_after)}
+        message = "You have exceeded a secondary rate limit."
+        self.fail(path, status, headers=headers, message=message, times=times)
+
+    def primary_rate_limit(self, path: str, *, reset_in: int = 1, times: int = 1) -> None:
+        """A primary rate limit: 403 with ``x-ratelimit-remaining: 0``."""
+        headers = {
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(int(time.time()) + reset_in),
+        }
+        self.fail(path, 403, headers=headers, message="API rate limit exceeded", times=times)
+
+    def expire_tokens(self) -> None:
+        """Make every installation token issued so far expired."""
+        for token in self.tokens.values():
+            token.expires_at = 0.0
+
+    def add_comment(self, repo: str, issue_number: int, body: str, *, user: str) -> int:
+        """Seed a comment written by ``user``; returns its id."""
+        return self._new_comment(repo, issue_number, body, user)["id"]
+
+    def delete_comment(self, comment_id: int) -> None:
+        self.comments.pop(comment_id, None)
+
+    def lines(self, *, include_auth: bool = False) -> list[str]:
+        """``"METHOD /path"`` of every call, without the token plumbing unless asked."""
+        return [c.line for c in self.calls if include_auth or not self._is_auth_call(c)]
+
+    @staticmethod
+    def _is_auth_call(call: Call) -> bool:
+        return call.path.startswith("/app/") or call.path.endswith("/installation")
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        repo = "/repos/{owner}/{repo}"
+        routes: list[tuple[str, str, Handler, str, BodySchema | None]] = [
+            ("POST", "/app/installations/{installation_id:\\d+}/access_tokens",
+             self._access_token, "jwt",
+             _schema("apps-create-installation-access-token.json", "InstallationToken")),
+            ("GET", repo + "/installation", self._repo_installation, "jwt", None),
+            ("GET", repo + "/collaborators/{username}/permission", self._permission, "token",
+             None),
+            ("POST", repo + "/issues/comments/{comment_id:\\d+}/reactions", self._react, "token",
+             _schema("reactions-create-for-issue-comment.json", "Reaction")),
+            ("PATCH", repo + "/issues/comments/{comment_id:\\d+}", self._update_comment,
+             "token", _schema("issues-update-comment.json", "IssueComment")),
+            ("GET", repo + "/issues/{issue_number:\\d+}/comments", self._list_comments, "token",
+             None),
+            ("POST", repo + "/issues/{issue_number:\\d+}/comments", self._create_comment,
+             "token", _schema("issues-create-comment.json", "IssueComment")),
+            ("POST", repo + "/check-runs", self._create_check_run, "token",
+             _schema("checks-create.json", "CheckRun")),
+            ("PATCH", repo + "/check-runs/{check_run_id:\\d+}", self._update_check_run, "token",
+             _schema("checks-update.json", "CheckRun")),
+            ("GET", repo + "/pulls", self._list_pulls, "token", None),
+            ("POST", repo + "/pulls", self._create_pull, "token",
+             _schema("pulls-create.json", "PullRequest")),
+            ("GET", repo + "/pulls/{pull_number:\\d+}", self._get_pull, "token", None),
+            ("PATCH", repo + "/pulls/{pull_number:\\d+}", self._update_pull, "token",
+             BodySchema("PullRequest", PULL_UPDATE_SCHEMA)),
+            ("POST", "/graphql", self._graphql, "token", BodySchema("GraphQL", GRAPHQL_SCHEMA)),
+        ]
+        for method, path, handler, auth, schema in routes:
+            app.router.add_route(method, path, self._endpoint(handler, auth, schema))
+        app.router.add_route("*", "/{tail:.*}", self._endpoint(self._not_found, "any", None))
+        return app
+
+    def _endpoint(self, handler: Handler, auth: str, schema: BodySchema | None) -> Any:
+        async def endpoint(raw: web.Request) -> web.StreamResponse:
+            call = Call(raw.method, raw.path, str(raw.rel_url), None, self._auth_kind(raw))
+            self.calls.append(call)
+            response = await self._serve(raw, call, handler, auth, schema)
+            call.status = response.status
+            return response
+
+        return endpoint
+
+    async def _serve(
+        self,
+        raw: web.Request,
+        call: Call,
+        handler: Handler,
+        auth: str,
+        schema: BodySchema | None,
+    ) -> web.StreamResponse:
+        body_text = await raw.text()
+        try:
+            call.json = json.loads(body_text) if body_text else None
+        except ValueError:
+            return _message("Problems parsing JSON", 400)
+        fault = self._take_fault(raw.method, raw.path)
+        if fault is not None:
+            return fault
+        denied, installation_id = self._authenticate(raw, auth)
+        if denied is not None:
+            return denied
+        errors = schema.errors(call.json) if schema else []
+        if errors:
+            return _message("Invalid request.", 422, errors=errors)
+        request = Request(raw, call.json, installation_id)
+        return self._conditional(raw, await handler(request))
+
+    def _take_fault(self, method: str, path: str) -> web.Response | None:
+        for fault in self._faults:
+            if fault.matches(method, path):
+                fault.times -= 1
+                response = _message(fault.message, fault.status)
+                response.headers.update(fault.headers)
+                return response
+        return None
+
+    @staticmethod
+    def _conditional(raw: web.Request, response: web.Response) -> web.Response:
+        if raw.method != "GET" or response.status != 200 or response.body is None:
+            return response
+        etag = '"' + hashlib.sha256(bytes(response.body)).hexdigest()[:32] + '"'
+        if raw.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        response.headers["ETag"] = etag
+        return response
+
+    # -- authentication -----------------------------------------------------------------------
+
+    @staticmethod
+    def _credential(raw: web.Request) -> str | None:
+        scheme, _, value = raw.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() in ("token", "bearer") and value:
+            return value.strip()
+        return None
+
+    def _auth_kind(self, raw: web.Request) -> str:
+        credential = self._credential(raw)
+        if credential is None:
+            return "none"
+        if credential in self.tokens:
+            valid = self.tokens[credential].expires_at > time.time()
+            return "token" if valid else "expired-token"
+        return "jwt" if credential.count(".") == 2 else "invalid"
+
+    def _authenticate(
+        self, raw: web.Request, auth: str
+    ) -> tuple[web.Response | None, int | None]:
+        credential = self._credential(raw) or ""
+        if auth == "jwt":
+            problem = self._jwt_problem(credential)
+            return (_message(problem, 401) if problem else None), None
+        if auth == "token":
+            return self._token_check(raw, credential)
+        return None, None
+
+    def _jwt_problem(self, credential: str) -> str | None:
+        try:
+            claims = jwt.decode(
+                credential,
+                self._public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+            )
+        except jwt.PyJWTError as exc:
+            return f"A JSON web token could not be decoded ({type(exc).__name__})"
+        if str(claims["iss"]) != self.app_id:
+            return "'Issuer' claim ('iss') must be the app id"
+        if claims["exp"] - claims["iat"] > JWT_MAX_LIFETIME:
+            return "'Expiration time' claim ('exp') is too far in the future"
+        if claims["iat"] > time.time() + CLOCK_DRIFT_ALLOWANCE:
+            return "'Issued at' claim ('iat') must be in the past"
+        return None
+
+    def _token_check(
+        self, raw: web.Request, credential: str
+    ) -> tuple[web.Response | None, int | None]:
+        issued = self.tokens.get(credential)
+        if issued is None or issued.expires_at <= time.time():
+            return _message("Bad credentials", 401), None
+        repo = self._repo_of(raw)
+        if repo is not None and self.repos.get(repo) != issued.installation_id:
+            return _message("Not Found", 404), None
+        return None, issued.installation_id
+
+    @staticmethod
+    def _repo_of(raw: web.Request) -> str | None:
+        owner, repo = raw.match_info.get("owner"), raw.match_info.get("repo")
+        return f"{owner}/{repo}" if owner and repo else None
+
+    # -- apps ---------------------------------------------------------------------------------
+
+    async def _access_token(self, request: Request) -> web.Response:
+        installation_id = int(request.vars["installation_id"])
+        if installation_id not in self.repos.values():
+            return _message("Not Found", 404)
+        self.token_requests[installation_id] += 1
+        token = "ghs_" + secrets.token_hex(18)
+        expires_at = int(time.time() + self.token_ttl)
+        self.tokens[token] = IssuedToken(installation_id, float(expires_at))
+        body = {"token": token, "expires_at": _iso(expires_at),
+                "permissions": {"checks": "write", "contents": "write", "issues": "write",
+                                "pull_requests": "write", "metadata": "read"},
+                "repository_selection": "all"}
+        return _json(body, 201)
+
+    async def _repo_installation(self, request: Request) -> web.Response:
+        installation_id = self.repos.get(request.repo)
+        if installation_id is None:
+            return _message("Not Found", 404)
+        owner = request.vars["owner"]
+        body = {"id": installation_id, "app_id": int(self.app_id), "app_slug": self.app_slug,
+                "account": {"login": owner}, "target_type": "Organization",
+                "repository_selection": "all", "permissions": {}, "events": []}
+        return _json(body)
+
+    async def _permission(self, request: Request) -> web.Response:
+        user = request.vars["username"]
+        permission = self.permissions.get(user)
+        if permission is None:
+            return _message(f"{user} is not a user", 404)
+        body = {"permission": permission, "role_name": permission,
+                "user": {"login": user, "type": "User"}}
+        return _json(body)
+
+    async def _not_found(self, request: Request) -> web.Response:
+        return _message("Not Found", 404)
+
+    # -- comments and reactions ---------------------------------------------------------------
+
+    def _new_comment(self, repo: str, issue_number: int, body: str, user: str) -> dict[str, Any]:
+        comment_id = next(self._ids)
+        now = _iso(time.time())
+        comment = {
+            "id": comment_id, "node_id": f"IC_fake{comment_id}", "body": body,
+            "url": f"{self.url}/repos/{repo}/issues/comments/{comment_id}",
+            "html_url": f"https://github.example/{repo}/issues/{issue_number}#issuecomment-"
+                        f"{comment_id}",
+            "issue_url": f"{self.url}/repos/{repo}/issues/{issue_number}",
+            "user": {"login": user, "type": "Bot" if user.endswith("[bot]") else "User"},
+            "created_at": now, "updated_at": now, "author_association": "NONE",
+            "_repo": repo, "_issue": issue_number,
+        }
+        self.comments[comment_id] = comment
+        return comment
+
+    @staticmethod
+    def _public(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if not k.startswith("_")}
+
+    def _comment_in(self, request: Request) -> dict[str, Any] | None:
+        comment = self.comments.get(int(request.vars["comment_id"]))
+        return comment if comment and comment["_repo"] == request.repo else None
+
+    async def _create_comment(self, request: Request) -> web.Response:
+        number = int(request.vars["issue_number"])
+        comment = self._new_comment(request.repo, number, request.body["body"], self.bot_login)
+        return _json(self._public(comment), 201)
+
+    async def _update_comment(self, request: Request) -> web.Response:
+        comment = self._comment_in(request)
+        if comment is None:
+            return _message("Not Found", 404)
+        comment.update(body=request.body["body"], updated_at=_iso(time.time()))
+        return _json(self._public(comment))
+
+    async def _list_comments(self, request: Request) -> web.Response:
+        number = int(request.vars["issue_number"])
+        matching = [self._public(c) for c in self.comments.values()
+                    if (c["_repo"], c["_issue"]) == (request.repo, number)]
+        return self._page(request.raw, matching)
+
+    def _page(self, raw: web.Request, items: list[Any]) -> web.Response:
+        per_page = min(int(raw.query.get("per_page", 30)), self.max_per_page)
+        page = max(int(raw.query.get("page", 1)), 1)
+        last = max(1, -(-len(items) // per_page))
+        chunk = items[(page - 1) * per_page: page * per_page]
+        links = self._links(raw, per_page, page, last)
+        return _json(chunk, headers={"Link": links} if links else None)
+
+    def _links(self, raw: web.Request, per_page: int, page: int, last: int) -> str:
+        def link(number: int, rel: str) -> str:
+            url = raw.url.with_query({**raw.query, "per_page": per_page, "page": number})
+            return f'<{url}>; rel="{rel}"'
+
+        rels = []
+        if page < last:
+            rels += [link(page + 1, "next"), link(last, "last")]
+        if page > 1:
+            rels += [link(1, "first"), link(page - 1, "prev")]
+        return ", ".join(rels)
+
+    async def _react(self, request: Request) -> web.Response:
+        comment = self._comment_in(request)
+        if comment is None:
+            return _message("Not Found", 404)
+        content = request.body["content"]
+        for reaction in self.reactions:
+            if (reaction["_comment"], reaction["content"]) == (comment["id"], content):
+                return _json(self._public(reaction), 200)
+        reaction = {"id": next(self._ids), "node_id": "REA_fake", "content": content,
+                    "user": {"login": self.bot_login, "type": "Bot"},
+                    "created_at": _iso(time.time()), "_comment": comment["id"]}
+        self.reactions.append(reaction)
+        return _json(self._public(reaction), 201)
+
+    # -- check runs ---------------------------------------------------------------------------
+
+    async def _create_check_run(self, request: Request) -> web.Response:
+        check_run_id = next(self._ids)
+        run = {"id": check_run_id, "node_id": f"CR_fake{check_run_id}",
+               "url": f"{self.url}/repos/{request.repo}/check-runs/{check_run_id}",
+               "html_url": f"https://github.example/{request.repo}/runs/{check_run_id}",
+               "status": "queued", "conclusion": None, "started_at": None,
+               "completed_at": None, "details_url": None, "external_id": None,
+               "output": {"title": None, "summary": None, "text": None,
+                          "annotations_count": 0},
+               "check_suite": {"id": 1}, "app": {"slug": self.app_slug},
+               "pull_requests": [], "_repo": request.repo}
+        self._apply_check_run(run, request.body)
+        self.check_runs[check_run_id] = run
+        return _json(self._public(run), 201)
+
+    async def _update_check_run(self, request: Request) -> web.Response:
+        run = self.check_runs.get(int(request.vars["check_run_id"]))
+        if run is None or run["_repo"] != request.repo:
+            return _message("Not Found", 404)
+        self._apply_check_run(run, request.body)
+        return _json(self._public(run))
+
+    @staticmethod
+    def _apply_check_run(run: dict[str, Any], body: dict[str, Any]) -> None:
+        output = body.get("output") or {}
+        run.update({k: v for k, v in body.items() if k != "output"})
+        run["output"].update({k: v for k, v in output.items() if k != "annotations"})
+        run["output"]["annotations_count"] += len(output.get("annotations", []))
+        if body.get("conclusion"):
+            run["status"] = "completed"
+
+    # -- pull requests ------------------------------------------------------------------------
+
+    def _pull(self, request: Request) -> dict[str, Any] | None:
+        return self.pulls.get((request.repo, int(request.vars["pull_number"])))
+
+    def _repo_pulls(self, repo: str) -> list[dict[str, Any]]:
+        return [pull for (name, _), pull in self.pulls.items() if name == repo]
+
+    async def _create_pull(self, request: Request) -> web.Response:
+        body = request.body
+        owner = request.vars["owner"]
+        branch = body["head"].split(":", 1)[-1]
+        label = f"{owner}:{branch}"
+        if any(p["head"]["label"] == label and p["state"] == "open"
+               for p in self._repo_pulls(request.repo)):
+            error = {"resource": "PullRequest", "code": "custom",
+                     "message": f"A pull request already exists for {label}."}
+            return _message("Validation Failed", 422, errors=[error])
+        pull = self._new_pull(request.repo, body, branch, label)
+        return _json(pull, 201)
+
+    def _new_pull(
+        self, repo: str, body: dict[str, Any], branch: str, label: str
+    ) -> dict[str, Any]:
+        self._pull_numbers[repo] += 1
+        number, pull_id = self._pull_numbers[repo], next(self._ids)
+        pull = {"id": pull_id, "node_id": f"PR_fake{pull_id}", "number": number,
+                "url": f"{self.url}/repos/{repo}/pulls/{number}",
+                "html_url": f"https://github.example/{repo}/pull/{number}",
+                "state": "open", "draft": bool(body.get("draft", False)),
+                "title": body.get("title"), "body": body.get("body"),
+                "head": {"ref": branch, "label": label, "sha": "0" * 40},
+                "base": {"ref": body["base"]}, "merged": False,
+                "user": {"login": self.bot_login, "type": "Bot"}}
+        self.pulls[(repo, number)] = pull
+        return pull
+
+    async def _list_pulls(self, request: Request) -> web.Response:
+        query = request.raw.query
+        state, head = query.get("state", "open"), query.get("head")
+        pulls = [p for p in self._repo_pulls(request.repo)
+                 if state in ("all", p["state"]) and head in (None, p["head"]["label"])]
+        return self._page(request.raw, pulls)
+
+    async def _get_pull(self, request: Request) -> web.Response:
+        pull = self._pull(request)
+        return _json(pull) if pull else _message("Not Found", 404)
+
+    async def _update_pull(self, request: Request) -> web.Response:
+        pull = self._pull(request)
+        if pull is None:
+            return _message("Not Found", 404)
+        pull.update({k: v for k, v in request.body.items() if k in ("title", "body", "state")})
+        return _json(pull)
+
+    # -- GraphQL ------------------------------------------------------------------------------
+
+    async def _graphql(self, request: Request) -> web.Response:
+        query, variables = request.body["query"], request.body.get("variables") or {}
+        if "markPullRequestReadyForReview" not in query:
+            return _json({"data": None, "errors": [{"message": "Unsupported by the fake"}]})
+        pull = self._pull_by_node_ids(variables.values())
+        if pull is None:
+            error = {"type": "NOT_FOUND", "message": "Could not resolve to a node"}
+            return _json({"data": None, "errors": [error]})
+        pull["draft"] = False
+        result = {"pullRequest": {"number": pull["number"], "isDraft": False}}
+        return _json({"data": {"markPullRequestReadyForReview": result}})
+
+    def _pull_by_node_ids(self, candidates: Any) -> dict[str, Any] | None:
+        for pull in self.pulls.values():
+            if pull["node_id"] in candidates:
+                return pull
+        return None

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db, store
 from bot.config import Settings
+from bot.forge import Forge, RecordingForge
+from bot.forge.github import GitHubAppAuth, GitHubForge
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, connect_redis, embedded_redis
 
@@ -24,6 +26,10 @@ class Deps:
     queue: JobQueue
     metrics: Metrics
     worker_id: str
+    forges: dict[str, Forge] = field(default_factory=dict)
+
+    def forge(self, name: str) -> Forge:
+        return self.forges[name]
 
     async def submit(self, jobs: list[Job]) -> list[Job]:
         """Records jobs (a job id seen before is a duplicate) and wakes the queue for the new ones."""
@@ -44,7 +50,7 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
     if queue is None:
         redis = await connect_redis(settings.redis_url) if settings.redis_url else embedded_redis()
         queue = JobQueue(redis)
-    return Deps(
+    deps = Deps(
         settings=settings,
         engine=engine,
         sessions=db.make_sessions(engine),
@@ -53,3 +59,28 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
         metrics=Metrics.create(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
     )
+    deps.forges["github"] = github_forge(deps)
+    return deps
+
+
+def github_forge(deps: Deps) -> Forge:
+    """The GitHub App client, or without credentials a forge that records each call as an event.
+
+    Without credentials nobody's permission can be checked: dev mode lets everyone write, otherwise
+    nobody may."""
+    settings = deps.settings
+    if settings.github_app_configured:
+        auth = GitHubAppAuth(deps.http, app_id=settings.github_app_id, private_key=settings.github_private_key,
+                             api_url=settings.github_api_url)
+        return GitHubForge(deps.http, auth, api_url=settings.github_api_url, app_slug=settings.github_app_slug)
+    return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
+
+
+def recorder(deps: Deps):
+    async def record(name: str, data: dict) -> None:
+        async with deps.sessions() as session:
+            await store.record_event(session, f"forge_{name}", f"{data.get('forge')} {name} (recorded, not sent)",
+                                     meta=data)
+            await session.commit()
+
+    return record

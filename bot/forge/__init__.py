@@ -7,15 +7,16 @@ a ``record(name, data)`` sink (never a token) and answered with made-up but cons
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Awaitable, Any, Protocol, runtime_checkable
 
 PERMISSIONS = ("admin", "write", "read", "none")
 """Permission levels, strongest first."""
 
-Record = Callable[[str, dict[str, Any]], None]
+Record = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 """Sink for :class:`RecordingForge`: ``record(call_name, call_data)``."""
 
 
@@ -130,20 +131,22 @@ class RecordingForge:
         self._comments: dict[int, tuple[str, int, str]] = {}
         self._pulls: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def _emit(self, name: str, repo: RepoRef, **data: Any) -> None:
-        self._record(name, {"forge": repo.forge, "repo": repo.full_name, **data})
+    async def _emit(self, name: str, repo: RepoRef, **data: Any) -> None:
+        recorded = self._record(name, {"forge": repo.forge, "repo": repo.full_name, **data})
+        if inspect.isawaitable(recorded):
+            await recorded
 
     async def permission(self, repo: RepoRef, user: str) -> str:
-        self._emit("permission", repo, user=user, permission=self._default_permission)
+        await self._emit("permission", repo, user=user, permission=self._default_permission)
         return self._default_permission
 
     async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
-        self._emit("react", repo, comment_id=comment_id, content=content)
+        await self._emit("react", repo, comment_id=comment_id, content=content)
 
     async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
         comment_id = next(self._comment_ids)
         self._comments[comment_id] = (repo.full_name, issue_number, body)
-        self._emit(
+        await self._emit(
             "create_comment", repo, issue_number=issue_number, body=body, comment_id=comment_id
         )
         return comment_id
@@ -152,11 +155,11 @@ class RecordingForge:
         if comment_id in self._comments:
             full_name, issue_number, _ = self._comments[comment_id]
             self._comments[comment_id] = (full_name, issue_number, body)
-        self._emit("update_comment", repo, comment_id=comment_id, body=body)
+        await self._emit("update_comment", repo, comment_id=comment_id, body=body)
 
     async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
         found = self._find_comment(repo, issue_number, marker)
-        self._emit(
+        await self._emit(
             "find_comment", repo, issue_number=issue_number, marker=marker, comment_id=found
         )
         return found
@@ -185,17 +188,17 @@ class RecordingForge:
 
     async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
         check_run_id = next(self._check_run_ids)
-        self._emit("create_check_run", repo, payload=payload, check_run_id=check_run_id)
+        await self._emit("create_check_run", repo, payload=payload, check_run_id=check_run_id)
         return check_run_id
 
     async def update_check_run(
         self, repo: RepoRef, check_run_id: int, payload: dict[str, Any]
     ) -> None:
-        self._emit("update_check_run", repo, check_run_id=check_run_id, payload=payload)
+        await self._emit("update_check_run", repo, check_run_id=check_run_id, payload=payload)
 
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         pull = self._pulls.get((repo.full_name, head_branch))
-        self._emit("find_pull_request", repo, head_branch=head_branch, pull_request=pull)
+        await self._emit("find_pull_request", repo, head_branch=head_branch, pull_request=pull)
         return dict(pull) if pull else None
 
     async def open_pull_request(
@@ -210,7 +213,7 @@ class RecordingForge:
     ) -> dict[str, Any]:
         existing = self._pulls.get((repo.full_name, head))
         pull = existing or self._new_pull(repo, head, draft)
-        self._emit(
+        await self._emit(
             "open_pull_request",
             repo,
             head=head,
@@ -237,16 +240,16 @@ class RecordingForge:
         title: str | None = None,
         body: str | None = None,
     ) -> None:
-        self._emit("update_pull_request", repo, number=number, title=title, body=body)
+        await self._emit("update_pull_request", repo, number=number, title=title, body=body)
 
     async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:
         for (full_name, _), pull in self._pulls.items():
             if full_name == repo.full_name and pull["number"] == number:
                 pull["draft"] = False
-        self._emit("mark_ready_for_review", repo, number=number)
+        await self._emit("mark_ready_for_review", repo, number=number)
 
     async def git_token(self, repo: RepoRef) -> str:
-        self._emit("git_token", repo)
+        await self._emit("git_token", repo)
         return ""
 
 

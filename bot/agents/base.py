@@ -1,0 +1,234 @@
+"""Types and small helpers shared by the runner and the per-CLI modules.
+
+The per-CLI modules (``codex``, ``claude``, ``opencode``, ``gemini``, ``aider``,
+``command``) each expose the same surface:
+
+* ``NAME``, ``INSTALL_HINT``
+* ``CONFIG_NAME``: where ``AGENTRY_<ENGINE>_CONFIG`` is copied, relative to the
+  run home (``None``: the engine takes no config file)
+* ``DEFAULT_CONFIG``: file content written there when no config file is set
+  (``None``: nothing is written)
+* ``QUIET_ENV``: static variables that switch off update checks and telemetry
+* ``PROMPT_ON_STDIN``: the prompt goes on stdin instead of argv
+* ``build_command(request, config) -> list[str]`` (``argv[0]`` is the
+  configured path or the bare executable name; the runner resolves it)
+* ``run_env(request, home, config_file) -> dict[str, str]``
+* ``PARSER``: a :class:`StreamParser` subclass fed one stdout line at a time
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class EngineNotInstalled(Exception):
+    """The engine's executable cannot be found; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings, built by the integrator from ``AGENTRY_*`` variables."""
+
+    bins: Mapping[str, str] = field(default_factory=dict)
+    extra_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    config_files: Mapping[str, str] = field(default_factory=dict)
+    command_line: tuple[str, ...] = ()
+    timeout_seconds: float = 3600
+    idle_timeout_seconds: float = 600
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    max_final_message_chars: int = 200_000
+    # Not in the original brief; all optional.
+    kill_grace_seconds: float = 5.0  # SIGTERM -> SIGKILL delay for the process group
+    max_log_bytes: int = 64 * 1024 * 1024  # per run; later output is counted, not logged
+    home_parent: str | None = None  # where fresh run homes are created (default: TMPDIR)
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    engine: str
+    prompt: str
+    cwd: Path
+    kind: str  # plan | execute | qa | ralph | ask
+    model: str | None = None
+    session_id: str | None = None
+    read_only: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Not in the original brief: a persistent home reused across runs (kept
+    # after the run). Resuming a session needs it, since the CLIs keep their
+    # sessions in the home. None: a fresh temp home, deleted after the run.
+    home_dir: Path | None = None
+
+
+@dataclass
+class TokenUsage:
+    """Token counts as the CLI reports them.
+
+    ``input`` counts every prompt token, cached ones included; ``cached`` is
+    the part served from the provider's cache; ``total`` is the CLI's own
+    total when it reports one, else ``input + output``.
+    """
+
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    total: int = 0
+
+
+@dataclass
+class AgentResult:
+    ok: bool
+    engine: str
+    exit_code: int | None
+    final_message: str
+    session_id: str | None
+    usage: TokenUsage
+    cost_usd: float | None
+    error: str | None
+    timed_out: bool = False
+    idle_timed_out: bool = False
+    duration_seconds: float = 0.0
+    output_bytes: int = 0
+
+
+@dataclass
+class ParseOutcome:
+    """What a parser concludes from a finished stream."""
+
+    ok: bool
+    final_message: str = ""
+    session_id: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_usd: float | None = None
+    error: str | None = None
+
+
+class StreamParser:
+    """Consumes one output line at a time; keeps only what the result needs. No I/O."""
+
+    def __init__(self, max_message_chars: int = 200_000) -> None:
+        self.max_message_chars = max_message_chars
+        self.stderr_tail: deque[str] = deque(maxlen=3)
+
+    def feed(self, line: str) -> None:
+        """One stdout line, without its newline."""
+
+    def feed_stderr(self, line: str) -> None:
+        """One stderr line; the last few explain failures the stream does not."""
+        if line.strip():
+            self.stderr_tail.append(line.strip()[:300])
+
+    def explain(self, reason: str, detail: str | None = None) -> str:
+        """``reason``, followed by ``detail`` or else the last stderr lines."""
+        detail = detail or " | ".join(self.stderr_tail)
+        return f"{reason}: {detail}" if detail else reason
+
+    def finish(self, exit_code: int | None) -> ParseOutcome:
+        raise NotImplementedError
+
+    def cap(self, text: str) -> str:
+        return cap_text(text, self.max_message_chars)
+
+
+class JsonLinesParser(StreamParser):
+    """Base for the CLIs that print one JSON object per line."""
+
+    def __init__(self, max_message_chars: int = 200_000) -> None:
+        super().__init__(max_message_chars)
+        self.last_text_line: str | None = None  # last non-JSON line, for error reports
+
+    def feed(self, line: str) -> None:
+        event = parse_json_object(line)
+        if event is None:
+            if line.strip():
+                self.last_text_line = line.strip()[:500]
+            return
+        self.handle(event)
+
+    def handle(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def fallback_error(self, exit_code: int | None, what: str) -> str:
+        """An error text when the stream itself did not say what went wrong."""
+        reason = f"exit code {exit_code}" if exit_code not in (0, None) else what
+        return self.explain(reason, self.last_text_line)
+
+
+def parse_json_object(line: str) -> dict[str, Any] | None:
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def cap_text(text: str, limit: int) -> str:
+    if limit <= 0 or len(text) <= limit:
+        return text
+    return text[:limit] + "\n[... truncated]"
+
+
+def as_int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return int(value)
+    return 0
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def executable(name: str, config: EngineConfig) -> str:
+    """The configured path of the engine (``AGENTRY_<ENGINE>_BIN``) or its bare name."""
+    return config.bins.get(name) or name
+
+
+def extra_args(name: str, config: EngineConfig) -> list[str]:
+    return list(config.extra_args.get(name, ()))
+
+
+def prompt_argument(prompt: str) -> str:
+    """The prompt as one argv element.
+
+    A leading ``-`` would be read as an option by every CLI parser, so it gets a
+    leading space; NUL bytes cannot travel in argv and are dropped.
+    """
+    text = prompt.replace("\0", "")
+    return " " + text if text.startswith("-") else text
+
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+
+
+def session_argument(session_id: str) -> str:
+    if not _SESSION_ID.match(session_id):
+        raise ValueError(f"invalid session id: {session_id!r}")
+    return session_id
+
+
+def model_argument(model: str) -> str:
+    if not model or model.startswith("-") or "\0" in model:
+        raise ValueError(f"invalid model name: {model!r}")
+    return model
+
+
+def has_option(args: list[str], names: tuple[str, ...]) -> bool:
+    """True if ``args`` holds one of the options, as ``--x``, ``--x=v`` or ``-x``."""
+    long_names = tuple(name + "=" for name in names if name.startswith("--"))
+    return any(arg in names or (long_names and arg.startswith(long_names)) for arg in args)

@@ -712,6 +712,8 @@ def check_run_state(protocol: Any) -> tuple[str, str | None]:
     status = status_of(protocol)
     if status == "planned" and kind_of(protocol) == "plan":
         return PLAN_ONLY_DONE
+    if status == "running" and (getattr(protocol, "runtime_state", None) or {}).get("awaiting_merge"):
+        return ("completed", "success")
     return CHECK_STATE.get(status, ("in_progress", None))
 
 

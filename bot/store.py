@@ -179,3 +179,23 @@ async def deactivate_repos(session: AsyncSession, forge: str, repos: Iterable[st
 
 def minutes_ago(minutes: float) -> datetime:
     return utcnow() - timedelta(minutes=minutes)
+
+
+async def claim_step(session: AsyncSession, step_id: int) -> bool:
+    """Compare-and-set pending → running: of two workers racing for a step, exactly one wins."""
+    from bot.models import StepRun
+
+    result = await session.exec(
+        update(StepRun)
+        .where(col(StepRun.id) == step_id, col(StepRun.status) == "pending")
+        .values(status="running", updated_at=utcnow())
+    )
+    await session.commit()
+    return result.rowcount == 1
+
+
+async def stuck_steps(session: AsyncSession, *, updated_before: datetime) -> list:
+    from bot.models import StepRun
+
+    statement = select(StepRun).where(col(StepRun.status) == "running", col(StepRun.updated_at) < updated_before)
+    return list((await session.exec(statement.limit(100))).all())

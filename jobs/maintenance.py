@@ -6,6 +6,7 @@ import logging
 
 from bot import store
 from bot.deps import Deps
+from jobs.step import fail_stuck_steps
 
 log = logging.getLogger("agentry.jobs.maintenance")
 
@@ -31,4 +32,4 @@ async def redrive_lost_jobs(deps: Deps) -> int:
 
 async def maintenance_job(ctx: dict) -> dict:
     deps: Deps = ctx["deps"]
-    return {"redriven": await redrive_lost_jobs(deps)}
+    return {"redriven": await redrive_lost_jobs(deps), "stuck_steps_failed": await fail_stuck_steps(deps)}

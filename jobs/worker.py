@@ -17,11 +17,26 @@ from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
 from bot.queue import JobQueue
-from jobs import installs, maintenance
+from jobs import commands, forge_events, installs, maintenance, protocol, reporting, step
 from jobs.tracking import tracked
 
 JOB_FUNCTIONS = [
-    tracked(installs.handle_installation_job),
+    tracked(function)
+    for function in (
+        protocol.project_setup_job,
+        protocol.plan_protocol_job,
+        step.execute_step_job,
+        step.run_quality_job,
+        protocol.open_pr_job,
+        protocol.codemachine_import_job,
+        commands.handle_command_job,
+        commands.handle_label_job,
+        commands.handle_check_action_job,
+        installs.handle_installation_job,
+        forge_events.handle_ci_result_job,
+        forge_events.handle_pull_request_job,
+        reporting.report_protocol_job,
+    )
 ]
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
 

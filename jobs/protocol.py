@@ -1,0 +1,253 @@
+"""Protocol-level jobs: project setup, planning, and the pull request."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot import git, render, store
+from bot.agents import AgentRequest, EngineNotInstalled, run_agent
+from bot.deps import Deps
+from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
+from bot.plans import Plan, PlanError, parse_plan, render_prompt
+from bot.protocols import apply_protocol_action, report, schedule_next, set_protocol_status, steps_of
+from bot.workflow import ProtocolAction, ProtocolStatus
+from jobs import prompts, workspace
+from jobs.common import forge_of, load_protocol, repo_ref, transaction
+from jobs.reporting import report_protocol
+from jobs.runs import add_artifact, engine_config, finish_run, start_run
+
+log = logging.getLogger("agentry.jobs.protocol")
+
+MESSAGES_IN_PROMPT = 50
+
+
+async def project_setup_job(ctx: dict, project_id: int) -> dict:
+    """Clones (or fetches) the project's repository and records its branches."""
+    deps: Deps = ctx["deps"]
+    async with deps.sessions() as session:
+        project = await session.get(Project, project_id)
+    run = await start_run(deps, job_type="project_setup_job", run_kind="setup", project_id=project_id)
+    try:
+        mirror = await workspace.mirror(deps, project, await workspace.git_token(deps, project))
+        branches = await git.list_branches(mirror)
+        default = await git.default_branch(mirror)
+    except (git.GitError, workspace.NoRepository) as exc:
+        await finish_run(deps, run, status="failed", error=str(exc))
+        async with transaction(deps) as session:
+            await _set_project_status(session, project_id, "setup_failed", str(exc))
+        return {"ok": False, "error": str(exc)}
+    await finish_run(deps, run, status="succeeded", extra={"branches": branches, "default_branch": default})
+    async with transaction(deps) as session:
+        await _set_project_status(session, project_id, "ready", f"{len(branches)} branches, default {default}",
+                                  branches=branches)
+    return {"ok": True, "branches": len(branches)}
+
+
+async def _set_project_status(session: AsyncSession, project_id: int, status: str, message: str,
+                              branches: list | None = None) -> None:
+    project = await session.get(Project, project_id)
+    project.status = status
+    project.updated_at = utcnow()
+    session.add(project)
+    await store.record_event(session, f"project_{status}", message, project_id=project_id,
+                             meta={"branches": branches} if branches is not None else {})
+
+
+# Planning
+
+
+async def plan_protocol_job(ctx: dict, protocol_id: int) -> None:
+    deps: Deps = ctx["deps"]
+    async with deps.sessions() as session:
+        protocol, project = await load_protocol(session, protocol_id)
+        if protocol is None or protocol.status != ProtocolStatus.PLANNING:
+            return
+        messages = await messages_text(session, protocol)
+    run = await start_run(deps, job_type="plan_protocol_job", run_kind="plan", project_id=project.id,
+                          protocol_run_id=protocol.id, engine=protocol.engine, model=protocol.model,
+                          attempt=protocol.runtime_state.get("plan_attempts", 1))
+    try:
+        plan, raw = await _ask_for_plan(deps, project, protocol, run, messages)
+    except PlanFailure as failure:
+        await finish_run(deps, run, status="failed", error=failure.reason)
+        await _plan_failed(deps, protocol.id, failure.reason)
+        return
+    await add_artifact(deps, run, "plan.json", json.dumps(raw, indent=2), kind="plan")
+    await finish_run(deps, run, status="succeeded", extra={"steps": len(plan.steps)})
+    await _store_plan(deps, protocol.id, plan)
+    await report_protocol(deps, protocol.id)
+
+
+class PlanFailure(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run, messages: str) -> tuple[Plan, dict]:
+    try:
+        path, _token = await workspace.worktree(deps, project, protocol)
+    except (git.GitError, workspace.NoRepository) as exc:
+        raise PlanFailure(f"could not prepare the repository: {exc}") from None
+    prompt = render_prompt(
+        prompts.template("plan.md"), repository=project.forge_repo or project.name,
+        issue_number=protocol.issue_number or "", issue_title=protocol.issue_title or protocol.protocol_name,
+        issue_body=protocol.description or "", instructions=protocol.policy.get("instructions", ""),
+        messages=messages, feedback=protocol.runtime_state.get("plan_feedback", ""),
+    )
+    request = AgentRequest(engine=protocol.engine or deps.settings.default_engine, prompt=prompt, cwd=path, kind="plan",
+                           model=protocol.model, read_only=True,
+                           env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
+    try:
+        result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+    except EngineNotInstalled as exc:
+        raise PlanFailure(str(exc)) from None
+    if not result.ok:
+        raise PlanFailure(f"the {result.engine} plan run failed: {result.error or 'no reason given'}")
+    try:
+        plan = parse_plan(result.final_message, prompts.plan_schema())
+    except PlanError as exc:
+        await add_artifact(deps, run, "plan-output.txt", result.final_message, kind="plan")
+        raise PlanFailure("the plan is invalid:\n" + "\n".join(f"- {error}" for error in exc.errors)) from None
+    from bot.plans import extract_json_object
+
+    return plan, extract_json_object(result.final_message)
+
+
+async def _plan_failed(deps: Deps, protocol_id: int, reason: str) -> None:
+    async with transaction(deps) as session:
+        protocol = await session.get(ProtocolRun, protocol_id)
+        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason,
+                                  "plan_feedback": f"A previous plan was rejected:\n{reason}"}
+        await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
+    await report_protocol(deps, protocol_id)
+
+
+async def _store_plan(deps: Deps, protocol_id: int, plan: Plan) -> None:
+    async with deps.sessions() as session:
+        protocol = await session.get(ProtocolRun, protocol_id)
+        for index, planned in enumerate(plan.steps):
+            session.add(StepRun(
+                protocol_run_id=protocol.id, step_index=index, step_name=planned.name, step_type=planned.type,
+                prompt=planned.prompt, qa_policy=str(planned.qa), depends_on=list(planned.depends_on),
+                policy=dict(planned.policy), engine_id=planned.engine, model=planned.model,
+            ))
+        blocking = False
+        for question in plan.clarifications:
+            blocking |= question.blocking
+            session.add(Clarification(project_id=protocol.project_id, protocol_run_id=protocol.id, key=question.key,
+                                      question=question.question, options=list(question.options) or None,
+                                      recommended=question.recommended, blocking=question.blocking))
+        protocol.runtime_state = {**protocol.runtime_state, "plan_summary": plan.summary, "blocked_reason": None}
+        await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,
+                                  message=f"planned {len(plan.steps)} steps", meta={"steps": len(plan.steps)})
+        jobs = await _after_plan(session, protocol, blocking)
+        await session.commit()
+    await deps.submit(jobs)
+
+
+async def _after_plan(session: AsyncSession, protocol: ProtocolRun, blocking: bool) -> list:
+    if protocol.kind != "run" or protocol.status != ProtocolStatus.PLANNED:
+        return []
+    if blocking:
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": True}
+        await set_protocol_status(session, protocol, ProtocolAction.PAUSE, actor=None,
+                                  message="waiting for answers to the plan's questions")
+        return []
+    return [job for job in await apply_protocol_action(session, protocol, ProtocolAction.START, actor=None)
+            if job.function != "report_protocol_job"]
+
+
+async def messages_text(session: AsyncSession, protocol: ProtocolRun) -> str:
+    statement = (select(Message).where(Message.protocol_run_id == protocol.id)
+                 .order_by(col(Message.id).desc()).limit(MESSAGES_IN_PROMPT))
+    rows = list(reversed((await session.exec(statement)).all()))
+    answered = (await session.exec(select(Clarification).where(
+        Clarification.protocol_run_id == protocol.id, Clarification.status == "answered"))).all()
+    lines = [f"- [{row.type}] {row.author or 'someone'}: {row.body}" for row in rows]
+    lines += [f"- answer to {item.key} ({item.question}): {item.answer}" for item in answered]
+    return "\n".join(lines)
+
+
+# The pull request
+
+
+async def open_pr_job(ctx: dict, protocol_id: int) -> None:
+    """Opens the protocol's PR (a draft until every QA passed), or updates the one that exists."""
+    deps: Deps = ctx["deps"]
+    async with deps.sessions() as session:
+        protocol, project = await load_protocol(session, protocol_id)
+        if protocol is None or not project.forge or not protocol.head_sha:
+            return
+        steps = await steps_of(session, protocol.id)
+    forge, repo = forge_of(deps, project), repo_ref(project)
+    ready = bool(steps) and all(step.status == "completed" for step in steps)
+    title = render.pr_title(protocol, protocol.issue_title)
+    body = _pr_body(protocol, steps)
+    existing = await forge.find_pull_request(repo, protocol.branch)
+    if existing is None:
+        pull = await forge.open_pull_request(repo, head=protocol.branch, base=protocol.base_branch, title=title,
+                                             body=body, draft=not ready)
+    else:
+        pull = existing
+        await forge.update_pull_request(repo, existing["number"], title=title, body=body)
+    if ready and pull.get("draft"):
+        await forge.mark_ready_for_review(repo, pull["number"])
+    async with transaction(deps) as session:
+        stored = await session.get(ProtocolRun, protocol_id)
+        stored.pr_number, stored.pr_url = pull["number"], pull.get("url")
+        session.add(stored)
+        await store.record_event(session, "pull_request_opened" if existing is None else "pull_request_updated",
+                                 f"#{pull['number']} {'ready for review' if ready else 'draft'}",
+                                 project_id=project.id, protocol_run_id=protocol_id,
+                                 meta={"number": pull["number"], "url": pull.get("url"), "draft": not ready})
+    await report_protocol(deps, protocol_id)
+
+
+def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
+    body = render_prompt(
+        prompts.template("pr.md"), issue_number=protocol.issue_number or "",
+        summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
+        steps_table=render.step_table(steps, None), status_comment_url=status_comment_url(protocol),
+    )
+    unwanted = ([] if protocol.issue_number else ["Closes #"]) + ([] if status_comment_url(protocol) else ["Progress, QA"])
+    body = "\n".join(line for line in body.splitlines() if not any(line.startswith(text) for text in unwanted))
+    return render.truncate_middle(body, render.PR_BODY_MAX)
+
+
+def status_comment_url(protocol: ProtocolRun) -> str:
+    issue_url = protocol.runtime_state.get("issue_url")
+    if not issue_url or not protocol.status_comment_id:
+        return ""
+    anchor = "note_" if "/-/" in issue_url else "issuecomment-"
+    return f"{issue_url}#{anchor}{protocol.status_comment_id}"
+
+
+async def resume_after(deps: Deps, protocol_id: int) -> None:
+    """Queues what follows once a job moved a protocol (used after steps finish)."""
+    async with deps.sessions() as session:
+        protocol = await session.get(ProtocolRun, protocol_id)
+        jobs = await schedule_next(session, protocol)
+        await session.commit()
+    await deps.submit(jobs + [report(protocol, "next")])
+
+
+async def codemachine_import_job(ctx: dict, protocol_id: int) -> None:
+    """Reads a CodeMachine workspace into the protocol's steps and policies."""
+    from pathlib import Path
+
+    from bot.codemachine import import_codemachine
+
+    deps: Deps = ctx["deps"]
+    async with transaction(deps) as session:
+        protocol, project = await load_protocol(session, protocol_id)
+        if protocol is None:
+            return
+        workspace_path = Path((protocol.template_source or {}).get("workspace_path") or project.local_path or ".")
+        steps = await import_codemachine(session, project, protocol, workspace_path)
+        await store.record_event(session, "codemachine_imported", f"{len(steps)} steps from {workspace_path}",
+                                 project_id=project.id, protocol_run_id=protocol.id)

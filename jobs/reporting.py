@@ -1,0 +1,64 @@
+"""Shows a protocol where people look: one status comment, and a check run on the branch head."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import update
+from sqlmodel import col
+
+from bot import render
+from bot.deps import Deps
+from bot.models import ProtocolRun
+from bot.protocols import steps_of
+from jobs.common import forge_of, load_protocol, repo_ref
+
+log = logging.getLogger("agentry.jobs.reporting")
+
+
+async def report_protocol(deps: Deps, protocol_id: int) -> None:
+    async with deps.sessions() as session:
+        protocol, project = await load_protocol(session, protocol_id)
+        if protocol is None or project is None or not project.forge:
+            return
+        steps = await steps_of(session, protocol.id)
+    forge, repo = forge_of(deps, project), repo_ref(project)
+    prefix = deps.settings.command_prefix
+    changes: dict = {}
+    if protocol.issue_number is not None and protocol.kind != "ask":
+        body = render.status_comment(protocol, steps, links=_links(protocol), command_prefix=prefix)
+        comment_id = await forge.upsert_status_comment(repo, protocol.issue_number, render.status_marker(protocol.id),
+                                                       body, protocol.status_comment_id)
+        if comment_id != protocol.status_comment_id:
+            changes["status_comment_id"] = comment_id
+    if protocol.head_sha and protocol.kind != "ask":
+        changes.update(await _check_run(forge, repo, protocol, steps, prefix))
+    if changes:
+        async with deps.sessions() as session:
+            await session.exec(update(ProtocolRun).where(col(ProtocolRun.id) == protocol.id).values(**changes))
+            await session.commit()
+
+
+async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> dict:
+    """Updates the protocol's check run in place while its head is the same and it has not completed;
+    a new head, or work resumed after a conclusion, gets a new check run (GitHub keeps conclusions)."""
+    status, _ = render.check_run_state(protocol)
+    reusable = (protocol.check_run_id is not None and protocol.check_run_sha == protocol.head_sha
+                and not (protocol.check_run_completed and status != "completed"))
+    if reusable:
+        await forge.update_check_run(repo, protocol.check_run_id,
+                                     render.check_run_payload(protocol, steps, command_prefix=prefix))
+        check_run_id = protocol.check_run_id
+    else:
+        payload = render.check_run_payload(protocol, steps, head_sha=protocol.head_sha, command_prefix=prefix)
+        check_run_id = await forge.create_check_run(repo, payload)
+    return {"check_run_id": check_run_id, "check_run_sha": protocol.head_sha,
+            "check_run_completed": status == "completed"}
+
+
+def _links(protocol: ProtocolRun) -> dict[str, str]:
+    return {"Pull request": protocol.pr_url} if protocol.pr_url else {}
+
+
+async def report_protocol_job(ctx: dict, protocol_id: int) -> None:
+    await report_protocol(ctx["deps"], protocol_id)

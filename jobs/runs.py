@@ -1,0 +1,93 @@
+"""Every job attempt is a run (`codex_runs`) with a log file and registered artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from bot.agents import AgentResult, EngineConfig
+from bot.config import Settings
+from bot.deps import Deps
+from bot.models import CodexRun, RunArtifact, utcnow
+
+FINAL_MESSAGE_KEEP = 20_000
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        bins=dict(settings.engine_bins),
+        extra_args=dict(settings.engine_args),
+        config_files=dict(settings.engine_configs),
+        command_line=settings.engine_command,
+        timeout_seconds=settings.step_timeout_seconds,
+        idle_timeout_seconds=settings.idle_timeout_seconds,
+        base_env=dict(os.environ),
+    )
+
+
+def runs_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "runs"
+
+
+async def start_run(deps: Deps, *, job_type: str, run_kind: str, project_id: int | None,
+                    protocol_run_id: int | None = None, step_run_id: int | None = None, attempt: int = 1,
+                    engine: str | None = None, model: str | None = None, params: dict | None = None) -> CodexRun:
+    run = CodexRun(job_type=job_type, run_kind=run_kind, status="running", project_id=project_id,
+                   protocol_run_id=protocol_run_id, step_run_id=step_run_id, attempt=attempt,
+                   worker_id=deps.worker_id, engine=engine, model=model, params=params or {}, started_at=utcnow())
+    directory = runs_dir(deps.settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    run.log_path = str(directory / f"{run.run_id}.log")
+    Path(run.log_path).touch()
+    async with deps.sessions() as session:
+        session.add(run)
+        await session.commit()
+    return run
+
+
+async def finish_run(deps: Deps, run: CodexRun, *, status: str, result: AgentResult | None = None,
+                     error: str | None = None, extra: dict | None = None) -> CodexRun:
+    async with deps.sessions() as session:
+        stored = await session.get(CodexRun, run.run_id)
+        stored.status = status
+        stored.finished_at = utcnow()
+        stored.error = error or (result.error if result else None)
+        stored.result = {**(agent_summary(result) if result else {}), **(extra or {})}
+        if result is not None:
+            stored.cost_tokens = result.usage.total
+            stored.cost_cents = round(result.cost_usd * 100) if result.cost_usd is not None else None
+        session.add(stored)
+        await session.commit()
+        return stored
+
+
+def agent_summary(result: AgentResult) -> dict:
+    return {
+        "ok": result.ok,
+        "engine": result.engine,
+        "exit_code": result.exit_code,
+        "final_message": result.final_message[-FINAL_MESSAGE_KEEP:],
+        "session_id": result.session_id,
+        "usage": {"input": result.usage.input, "output": result.usage.output, "cached": result.usage.cached,
+                  "total": result.usage.total},
+        "cost_usd": result.cost_usd,
+        "timed_out": result.timed_out,
+        "idle_timed_out": result.idle_timed_out,
+        "duration_seconds": round(result.duration_seconds, 3),
+    }
+
+
+async def add_artifact(deps: Deps, run: CodexRun, name: str, content: str | bytes, *, kind: str = "file") -> RunArtifact:
+    """Writes the artifact beside the run log and registers it (only registered files are ever served)."""
+    directory = runs_dir(deps.settings) / run.run_id
+    directory.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
+    path = directory / Path(name).name
+    path.write_bytes(data)
+    artifact = RunArtifact(run_id=run.run_id, name=name, kind=kind, path=str(path),
+                           sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    async with deps.sessions() as session:
+        session.add(artifact)
+        await session.commit()
+    return artifact

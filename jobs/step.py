@@ -1,0 +1,472 @@
+"""Step jobs: run an agent on a step (a plan step, a Ralph loop, or a question), then QA it.
+
+A step is claimed with compare-and-set, so two workers never run it twice; its outcome is settled
+through the state machine, and whatever follows (QA, the next step, the PR) is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot import git, render, store
+from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
+from bot.deps import Deps
+from bot.models import Project, ProtocolRun, StepRun
+from bot.plans import parse_verdict, promise_met, render_prompt
+from bot.protocols import schedule_next, set_step_status, steps_of
+from bot.queue import run_quality_job as quality_job
+from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus
+from jobs import prompts, workspace
+from jobs.common import forge_of, load_protocol, repo_ref, transaction
+from jobs.protocol import messages_text
+from jobs.reporting import report_protocol
+from jobs.runs import add_artifact, engine_config, finish_run, start_run
+
+log = logging.getLogger("agentry.jobs.step")
+
+SUMMARY_CHARS = 4000
+FEEDBACK_TIMEOUT_SECONDS = 600
+FEEDBACK_TAIL_CHARS = 4000
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    error: str | None = None
+    summary: str | None = None
+    tokens: int = 0
+    cost_usd: float | None = None
+    head_sha: str | None = None
+    state: dict = field(default_factory=dict)
+    settle_as: StepStatus | None = None
+
+
+def failed(error: str, **state) -> Outcome:
+    return Outcome(ok=False, error=error, state=state)
+
+
+def from_result(result: AgentResult, **fields) -> Outcome:
+    return Outcome(ok=result.ok, error=None if result.ok else agent_error(result), tokens=result.usage.total,
+                   cost_usd=result.cost_usd, summary=result.final_message[:SUMMARY_CHARS] or None,
+                   state={"session_id": result.session_id} if result.session_id else {}, **fields)
+
+
+def agent_error(result: AgentResult) -> str:
+    if result.timed_out:
+        return f"{result.engine} ran out of time ({result.duration_seconds:.0f}s) and was stopped"
+    if result.idle_timed_out:
+        return f"{result.engine} printed nothing for too long and was stopped"
+    return result.error or f"{result.engine} exited with code {result.exit_code}"
+
+
+# Execute
+
+
+async def execute_step_job(ctx: dict, step_id: int) -> None:
+    deps: Deps = ctx["deps"]
+    async with deps.sessions() as session:
+        step = await session.get(StepRun, step_id)
+        if step is None:
+            return
+        protocol, project = await load_protocol(session, step.protocol_run_id)
+        if protocol.status != ProtocolStatus.RUNNING or not await store.claim_step(session, step_id):
+            return
+        await store.record_event(session, "step_started", f"{step.step_name} started (attempt {step.retries + 1})",
+                                 project_id=project.id, protocol_run_id=protocol.id, step_run_id=step.id)
+        await session.commit()
+    await report_protocol(deps, protocol.id)
+    runner = {"ralph": run_ralph, "ask": run_ask}.get(step.step_type, run_execute)
+    try:
+        outcome = await runner(deps, project, protocol, step)
+    except asyncio.CancelledError:
+        await settle(deps, step_id, failed("the worker stopped while the step was running; retry it"))
+        raise
+    except Exception as exc:
+        log.exception("step crashed")
+        outcome = failed(f"agentry failed while running the step: {type(exc).__name__}: {exc}")
+    await settle(deps, step_id, outcome)
+
+
+async def _start_agent_run(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, kind: str,
+                           engine: str, model: str | None):
+    return await start_run(deps, job_type="execute_step_job" if kind != "qa" else "run_quality_job", run_kind=kind,
+                           project_id=project.id, protocol_run_id=protocol.id, step_run_id=step.id,
+                           attempt=step.retries + 1, engine=engine, model=model)
+
+
+def step_engine(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> tuple[str, str | None]:
+    defaults = project.default_models or {}
+    engine = step.engine_id or protocol.engine or defaults.get("engine") or deps.settings.default_engine
+    model = step.model or protocol.model or defaults.get("execute") or deps.settings.default_model
+    return engine, model
+
+
+async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str, cwd: Path, kind: str,
+                protocol: ProtocolRun, step: StepRun, read_only: bool = False, session_id: str | None = None,
+                home_dir: Path | None = None) -> AgentResult:
+    request = AgentRequest(engine=engine, prompt=prompt, cwd=cwd, kind=kind, model=model, read_only=read_only,
+                           session_id=session_id, home_dir=home_dir,
+                           env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
+    result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+    await finish_run(deps, run, status="succeeded" if result.ok else "failed", result=result)
+    return result
+
+
+async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
+    if (exceeded := await protocol_budget_exceeded(deps, protocol)) is not None:
+        return failed(exceeded)
+    path, token = await workspace.worktree(deps, project, protocol)
+    engine, model = step_engine(deps, project, protocol, step)
+    async with deps.sessions() as session:
+        prompt = render_prompt(
+            prompts.template("execute.md"), step_name=step.step_name, step_prompt=step.prompt or "",
+            plan_summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
+            previous_steps=_previous_steps(await steps_of(session, protocol.id), step),
+            feedback=step.runtime_state.get("feedback", ""), messages=await messages_text(session, protocol),
+        )
+    run = await _start_agent_run(deps, project, protocol, step, "exec", engine, model)
+    try:
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="execute",
+                             protocol=protocol, step=step)
+    except EngineNotInstalled as exc:
+        await finish_run(deps, run, status="failed", error=str(exc))
+        return failed(str(exc))
+    outcome = from_result(result)
+    if not outcome.ok:
+        return outcome
+    if engine == "aider" and not await git.changed_files(path):
+        return failed("aider finished without changing any file")
+    if (exceeded := step_budget_exceeded(deps, step, outcome.tokens)) is not None:
+        outcome.state["budget"] = exceeded
+        if deps.settings.token_budget_mode == "strict":
+            return Outcome(ok=False, error=exceeded, tokens=outcome.tokens, cost_usd=outcome.cost_usd)
+    message = f"{step.step_name}\n\n{protocol.protocol_name}, step {step.step_index + 1} (attempt {step.retries + 1})"
+    commit = await git.commit_all(path, message, workspace.identity(deps))
+    outcome.head_sha = await git.push(path, protocol.branch, token=token)
+    outcome.state["commit_sha"] = commit
+    return outcome
+
+
+def _previous_steps(steps: list[StepRun], current: StepRun) -> str:
+    return "\n".join(f"- {step.step_name}: {step.status}" for step in steps if step.step_index < current.step_index)
+
+
+def step_budget_exceeded(deps: Deps, step: StepRun, tokens: int) -> str | None:
+    budget = step.policy.get("max_tokens") or deps.settings.max_tokens_per_step
+    if deps.settings.token_budget_mode == "off" or not budget or tokens <= budget:
+        return None
+    return f"token budget exceeded: the step used {tokens} tokens of {budget}"
+
+
+async def protocol_budget_exceeded(deps: Deps, protocol: ProtocolRun) -> str | None:
+    budget = protocol.policy.get("max_tokens_per_protocol") or deps.settings.max_tokens_per_protocol
+    if deps.settings.token_budget_mode != "strict" or not budget or protocol.tokens_used < budget:
+        return None
+    return f"token budget exceeded: the protocol used {protocol.tokens_used} tokens of {budget}"
+
+
+# Settling a step's outcome
+
+
+async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
+    jobs = []
+    run_light_qa = False
+    async with transaction(deps) as session:
+        step = await session.get(StepRun, step_id)
+        protocol = await session.get(ProtocolRun, step.protocol_run_id)
+        _account(step, protocol, outcome)
+        if protocol.status == ProtocolStatus.CANCELLED:
+            await set_step_status(session, step, StepAction.CANCEL, actor=None, protocol=protocol,
+                                  message=f"{step.step_name} stopped: the protocol was cancelled")
+        elif not outcome.ok:
+            step.runtime_state = {**step.runtime_state, "error": outcome.error}
+            await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
+                                  message=f"{step.step_name} failed: {outcome.error}")
+            jobs = await after_failure(session, protocol, step)
+        else:
+            await set_step_status(session, step, StepAction.SUCCEED, actor=None, protocol=protocol)
+            policy = QaPolicy(step.qa_policy) if step.qa_policy in QaPolicy.__members__.values() else QaPolicy.FULL
+            if policy is QaPolicy.SKIP or outcome.settle_as is StepStatus.COMPLETED:
+                await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
+                                      message=f"{step.step_name} completed (QA {policy.value})")
+                jobs = await schedule_next(session, protocol)
+            elif policy is QaPolicy.LIGHT:
+                run_light_qa = True
+            else:
+                jobs = [quality_job(step.id, step.runtime_state.get("qa_attempts", 0) + 1)]
+        await _budget_warning(deps, session, protocol, step, outcome)
+    if run_light_qa:
+        await run_quality(deps, step_id)
+        return
+    await deps.submit(jobs)
+    await report_protocol(deps, protocol.id)
+
+
+def _account(step: StepRun, protocol: ProtocolRun, outcome: Outcome) -> None:
+    step.tokens_used += outcome.tokens
+    protocol.tokens_used += outcome.tokens
+    if outcome.cost_usd is not None:
+        step.cost_usd = (step.cost_usd or 0) + outcome.cost_usd
+        protocol.cost_usd = (protocol.cost_usd or 0) + outcome.cost_usd
+    if outcome.summary:
+        step.summary = outcome.summary
+    if outcome.head_sha:
+        protocol.head_sha = outcome.head_sha
+    step.runtime_state = {**step.runtime_state, **outcome.state}
+
+
+async def _budget_warning(deps: Deps, session, protocol: ProtocolRun, step: StepRun, outcome: Outcome) -> None:
+    note = outcome.state.get("budget")
+    if note and deps.settings.token_budget_mode == "warn":
+        await store.record_event(session, "budget_exceeded", note, project_id=protocol.project_id,
+                                 protocol_run_id=protocol.id, step_run_id=step.id)
+
+
+async def after_failure(session, protocol: ProtocolRun, step: StepRun) -> list:
+    """A failed step may loop back or trigger another step (CodeMachine-style policies); else the
+    protocol blocks until a person retries or approves."""
+    loop = (step.policy or {}).get("loop")
+    if loop and loop.get("when") in ("qa_fail", "always", "failed"):
+        jobs = await _loop_back(session, protocol, step, loop)
+        if jobs is not None:
+            return jobs
+    trigger = (step.policy or {}).get("trigger")
+    if trigger and trigger.get("step"):
+        jobs = await _trigger(session, protocol, step, trigger)
+        if jobs is not None:
+            return jobs
+    return await schedule_next(session, protocol)
+
+
+async def _loop_back(session, protocol: ProtocolRun, step: StepRun, loop: dict) -> list | None:
+    loops = step.runtime_state.get("loops", 0)
+    if loops >= int(loop.get("max_iterations", 3)):
+        return None
+    steps = await steps_of(session, protocol.id)
+    target = next((item for item in steps if item.step_name.lower() == str(loop.get("back_to", step.step_name)).lower()),
+                  step)
+    for item in steps:
+        if target.step_index <= item.step_index <= step.step_index:
+            await set_step_status(session, item, StepAction.RESET, actor=None, protocol=protocol,
+                                  message=f"loop policy of {step.step_name}: back to {target.step_name}")
+    step.runtime_state = {**step.runtime_state, "loops": loops + 1}
+    step.retries += 1
+    return await schedule_next(session, protocol)
+
+
+async def _trigger(session, protocol: ProtocolRun, step: StepRun, trigger: dict) -> list | None:
+    steps = await steps_of(session, protocol.id)
+    target = next((item for item in steps if item.step_name.lower() == str(trigger["step"]).lower()), None)
+    fired = step.runtime_state.get("triggers", 0)
+    if target is None or target.id == step.id or fired >= int(trigger.get("max_iterations", 3)):
+        return None
+    await set_step_status(session, target, StepAction.RESET, actor=None, protocol=protocol,
+                          message=f"trigger policy of {step.step_name}: run {target.step_name}")
+    step.runtime_state = {**step.runtime_state, "triggers": fired + 1}
+    return await schedule_next(session, protocol)
+
+
+# QA
+
+
+async def run_quality_job(ctx: dict, step_id: int) -> None:
+    await run_quality(ctx["deps"], step_id)
+
+
+async def run_quality(deps: Deps, step_id: int) -> None:
+    async with deps.sessions() as session:
+        step = await session.get(StepRun, step_id)
+        protocol, project = await load_protocol(session, step.protocol_run_id)
+    if step.status != StepStatus.NEEDS_QA or protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED):
+        return
+    defaults = project.default_models or {}
+    engine = step.runtime_state.get("qa_engine") or defaults.get("qa_engine") or step_engine(deps, project, protocol, step)[0]
+    model = step.runtime_state.get("qa_model") or defaults.get("qa") or step_engine(deps, project, protocol, step)[1]
+    run = await _start_agent_run(deps, project, protocol, step, "qa", engine, model)
+    try:
+        path, _token = await workspace.worktree(deps, project, protocol)
+        prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
+                               diff=await git.diff(path, protocol.base_branch),
+                               ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="qa",
+                             protocol=protocol, step=step, read_only=True)
+        verdict = parse_verdict(result.final_message) if result.ok else None
+        reasons = verdict.reasons if verdict else f"QA run failed: {agent_error(result)}"
+        passed = bool(verdict and verdict.passed)
+        tokens = result.usage.total
+    except (EngineNotInstalled, git.GitError, workspace.NoRepository) as exc:
+        await finish_run(deps, run, status="failed", error=str(exc))
+        passed, reasons, tokens = False, f"QA could not run: {exc}", 0
+    await add_artifact(deps, run, "verdict.txt", f"{'PASS' if passed else 'FAIL'}\n\n{reasons}", kind="qa")
+    await settle_quality(deps, step_id, passed, reasons, tokens)
+
+
+async def settle_quality(deps: Deps, step_id: int, passed: bool, reasons: str, tokens: int) -> None:
+    async with transaction(deps) as session:
+        step = await session.get(StepRun, step_id)
+        protocol = await session.get(ProtocolRun, step.protocol_run_id)
+        step.tokens_used += tokens
+        protocol.tokens_used += tokens
+        step.runtime_state = {**step.runtime_state, "verdict": "PASS" if passed else "FAIL", "qa_reasons": reasons,
+                              "feedback": "" if passed else f"QA rejected the previous attempt:\n{reasons}"}
+        if step.status != StepStatus.NEEDS_QA:
+            return
+        if passed:
+            await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
+                                  message=f"{step.step_name}: QA passed")
+            jobs = await schedule_next(session, protocol)
+        else:
+            await set_step_status(session, step, StepAction.QA_FAIL, actor=None, protocol=protocol,
+                                  message=f"{step.step_name}: QA failed")
+            jobs = await after_failure(session, protocol, step)
+    await deps.submit(jobs)
+    await report_protocol(deps, protocol.id)
+
+
+# Ralph
+
+
+async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
+    """Runs the task again and again, feeding back the feedback commands' results, until the agent's
+    final message states the promise, the iterations run out, or the protocol is cancelled."""
+    path, token = await workspace.worktree(deps, project, protocol)
+    engine, model = step_engine(deps, project, protocol, step)
+    policy = step.policy or {}
+    maximum, promise = int(policy.get("max_iterations", 10)), str(policy.get("promise") or "")
+    iterations = list(step.runtime_state.get("iterations", []))
+    feedback_results = iterations[-1]["feedback_text"] if iterations else ""
+    total = Outcome(ok=True)
+    for number in range(len(iterations) + 1, maximum + 1):
+        if await _stop_requested(deps, protocol.id):
+            total.state["stopped"] = "cancelled"
+            break
+        prompt = render_prompt(prompts.template("ralph.md"), task=step.prompt or "", iteration=number,
+                               max_iterations=maximum, promise=promise, feedback_results=feedback_results)
+        run = await _start_agent_run(deps, project, protocol, step, "ralph", engine, model)
+        try:
+            result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="ralph",
+                                 protocol=protocol, step=step)
+        except EngineNotInstalled as exc:
+            await finish_run(deps, run, status="failed", error=str(exc))
+            return failed(str(exc), iterations=iterations)
+        total.tokens += result.usage.total
+        total.cost_usd = (total.cost_usd or 0) + result.cost_usd if result.cost_usd is not None else total.cost_usd
+        await git.commit_all(path, f"{step.step_name}: iteration {number}", workspace.identity(deps))
+        total.head_sha = await git.push(path, protocol.branch, token=token)
+        feedback = [await run_feedback(command, path) for command in policy.get("feedback", [])]
+        feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
+                                       for item in feedback)
+        met = result.ok and promise_met(result.final_message, promise)
+        iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
+                           "feedback": feedback, "feedback_text": feedback_results})
+        await _save_iterations(deps, step.id, iterations, result)
+        await report_protocol(deps, protocol.id)
+        total.summary = result.final_message[:SUMMARY_CHARS] or total.summary
+        if met:
+            total.state["stopped"] = "promise"
+            break
+    else:
+        total.state["stopped"] = "max_iterations"
+    total.state["iterations"] = iterations
+    total.settle_as = StepStatus.COMPLETED
+    return total
+
+
+async def _stop_requested(deps: Deps, protocol_id: int) -> bool:
+    async with deps.sessions() as session:
+        protocol = await session.get(ProtocolRun, protocol_id)
+        return protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED)
+
+
+async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: AgentResult) -> None:
+    async with transaction(deps) as session:
+        step = await session.get(StepRun, step_id)
+        protocol = await session.get(ProtocolRun, step.protocol_run_id)
+        step.runtime_state = {**step.runtime_state, "iterations": iterations}
+        protocol.runtime_state = {**protocol.runtime_state, "iterations": iterations}
+        await store.record_event(session, "ralph_iteration", f"iteration {iterations[-1]['iteration']} finished",
+                                 project_id=protocol.project_id, protocol_run_id=protocol.id, step_run_id=step.id,
+                                 meta={key: value for key, value in iterations[-1].items() if key != "feedback_text"})
+
+
+async def run_feedback(command: str, cwd: Path) -> dict:
+    """A feedback command (tests, linters) in the worktree: an argument list, never a shell."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return {"command": command, "exit_code": None, "output_tail": f"cannot parse the command: {exc}"}
+    try:
+        process = await asyncio.create_subprocess_exec(*argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+                                                       stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc.strerror}"}
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), FEEDBACK_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        return {"command": command, "exit_code": None, "output_tail": "timed out"}
+    text = output.decode(errors="replace")
+    return {"command": command, "exit_code": process.returncode, "output_tail": text[-FEEDBACK_TAIL_CHARS:]}
+
+
+# Ask
+
+
+async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
+    """A read-only question; a follow-up on the same issue resumes the same agent session."""
+    path, _token = await workspace.worktree(deps, project, protocol)
+    engine, model = step_engine(deps, project, protocol, step)
+    session_id = protocol.runtime_state.get("session_id") if protocol.runtime_state.get("session_engine") == engine else None
+    async with deps.sessions() as session:
+        earlier = [item for item in await steps_of(session, protocol.id) if item.step_index < step.step_index]
+    history = "\n\n".join(f"Q: {item.prompt}\nA: {item.summary or '(no answer)'}" for item in earlier)
+    prompt = render_prompt(prompts.template("ask.md"), question=step.prompt or "", history=history)
+    home = deps.settings.data_dir.resolve() / "homes" / f"protocol-{protocol.id}-{engine}"
+    home.mkdir(parents=True, exist_ok=True)
+    run = await _start_agent_run(deps, project, protocol, step, "ask", engine, model)
+    try:
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="ask",
+                             protocol=protocol, step=step, read_only=True, session_id=session_id, home_dir=home)
+    except EngineNotInstalled as exc:
+        await finish_run(deps, run, status="failed", error=str(exc))
+        return failed(str(exc))
+    outcome = from_result(result)
+    if outcome.ok and protocol.issue_number is not None:
+        note = "continues the earlier session" if session_id else None
+        await forge_of(deps, project).create_comment(
+            repo_ref(project), protocol.issue_number,
+            render.reply_answer(step.prompt or "", result.final_message, engine=engine, session_note=note))
+        await _remember_session(deps, protocol.id, engine, result.session_id)
+    outcome.settle_as = StepStatus.COMPLETED
+    return outcome
+
+
+async def _remember_session(deps: Deps, protocol_id: int, engine: str, session_id: str | None) -> None:
+    if not session_id:
+        return
+    async with transaction(deps) as session:
+        protocol = await session.get(ProtocolRun, protocol_id)
+        protocol.runtime_state = {**protocol.runtime_state, "session_id": session_id, "session_engine": engine}
+        session.add(protocol)
+
+
+# Maintenance: steps whose worker vanished
+
+
+async def fail_stuck_steps(deps: Deps) -> int:
+    """Fails steps left `running` past the step timeout (their worker died), visibly and retryably."""
+    grace_minutes = deps.settings.step_timeout_seconds / 60 + 5
+    async with deps.sessions() as session:
+        stuck = await store.stuck_steps(session, updated_before=store.minutes_ago(grace_minutes))
+    for step in stuck:
+        await settle(deps, step.id, failed(
+            f"no worker finished this step within {grace_minutes:.0f} minutes (the worker may have stopped); "
+            f"`{deps.settings.command_prefix} retry {step.step_index + 1}` runs it again"))
+    return len(stuck)
+

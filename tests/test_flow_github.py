@@ -1,0 +1,216 @@
+"""Whole flows through GitHub: a signed comment in, agents run as real subprocesses on a real git
+remote, and every GitHub call checked by the fake server against GitHub's schemas."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from bot.config import Settings
+from bot.deps import open_deps
+from bot.models import ProtocolRun, StepRun
+from tests.conftest import load_payload, post_webhook, run_jobs
+from tests.fakes.github_server import FakeGitHub
+
+REPO = "Codertocat/Hello-World"
+INSTALLATION = 1
+
+AGENT = r'''
+import json, os, signal, sys
+from pathlib import Path
+
+prompt = sys.stdin.read()
+kind = os.environ["AGENTRY_STEP_KIND"]
+state = Path(STATE_DIR)
+if kind == "plan":
+    print("Here is the plan:")
+    print("```json")
+    print(json.dumps({"summary": "Add a greeting to the project", "steps": [
+        {"name": "Write greeting", "prompt": "Create GREETING.md saying hello", "qa": "full"},
+        {"name": "Link it", "prompt": "Mention GREETING.md in the README", "qa": "light"},
+    ]}))
+    print("```")
+elif kind == "execute":
+    if "Create GREETING.md" in prompt:
+        Path("GREETING.md").write_text("Hello from the agent!\n")
+        print("Wrote GREETING.md")
+    else:
+        marker = state / "killed-once"
+        if os.environ.get("KILL_ONCE_MARKER_IGNORED") is None and KILL_ONCE and not marker.exists():
+            marker.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        with open("README.md", "a") as readme:
+            readme.write("\nSee GREETING.md.\n")
+        print("Linked the greeting from the README")
+elif kind == "qa":
+    print("The change does what the step asks.")
+    print("VERDICT: PASS")
+'''
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def remote(tmp_path) -> Path:
+    seed, bare = tmp_path / "seed", tmp_path / "remote.git"
+    seed.mkdir()
+    git("init", "-q", "-b", "main", cwd=seed)
+    (seed / "README.md").write_text("# Hello-World\n")
+    git("add", ".", cwd=seed)
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "initial", cwd=seed)
+    git("clone", "-q", "--bare", str(seed), str(bare))
+    return bare
+
+
+def agent_script(tmp_path: Path, *, kill_once: bool = False) -> Path:
+    state = tmp_path / "agent-state"
+    state.mkdir(exist_ok=True)
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT.replace("STATE_DIR", repr(str(state))).replace("KILL_ONCE", repr(kill_once)))
+    return script
+
+
+@pytest.fixture
+async def github():
+    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions={"Codertocat": "write", "reader": "read"}) as fake:
+        yield fake
+
+
+async def flow_deps(settings_env: dict, github: FakeGitHub, script: Path):
+    settings = Settings.from_env({
+        **settings_env,
+        "AGENTRY_GITHUB_APP_ID": github.app_id,
+        "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
+        "AGENTRY_GITHUB_API_URL": github.url,
+        "AGENTRY_GITHUB_APP_SLUG": github.app_slug,
+        "AGENTRY_DEFAULT_ENGINE": "command",
+        "AGENTRY_ENGINE_COMMAND": f"{sys.executable} {script}",
+    })
+    return await open_deps(settings)
+
+
+def comment_payload(github: FakeGitHub, remote: Path, body: str, *, user: str = "Codertocat") -> dict:
+    """A real issue_comment payload for a comment the fake GitHub knows about."""
+    payload = copy.deepcopy(load_payload("issue_comment", "created.with-installation.payload.json"))
+    payload["repository"].update(clone_url=str(remote), default_branch="main")
+    payload["comment"]["body"] = body
+    payload["comment"]["id"] = github.add_comment(REPO, 1, body, user=user)
+    payload["comment"]["user"]["login"] = user
+    return payload
+
+
+@pytest.fixture
+async def flow(aiohttp_client, settings_env, github, remote, tmp_path, request):
+    from handlers.web import make_app
+
+    kill_once = getattr(request, "param", False)
+    deps = await flow_deps(settings_env, github, agent_script(tmp_path, kill_once=kill_once))
+    client = await aiohttp_client(make_app(deps))
+    yield deps, client
+    await deps.close()
+
+
+def api_calls(github: FakeGitHub) -> list[str]:
+    return [line for line in github.lines() if "/access_tokens" not in line]
+
+
+async def protocols_in(deps) -> list[ProtocolRun]:
+    async with deps.sessions() as session:
+        return list((await session.exec(select(ProtocolRun))).all())
+
+
+async def steps_in(deps) -> list[StepRun]:
+    async with deps.sessions() as session:
+        return list((await session.exec(select(StepRun).order_by(StepRun.step_index))).all())
+
+
+async def test_a_writer_gets_eyes_then_a_status_comment_and_a_protocol(flow, github, remote):
+    deps, client = flow
+    payload = comment_payload(github, remote, "/agent run add a greeting")
+    response = await post_webhook(client, "issue_comment", payload)
+    assert response.status == 202
+    await run_jobs(deps)
+    calls = api_calls(github)
+    reaction = calls.index(f"POST /repos/{REPO}/issues/comments/{payload['comment']['id']}/reactions")
+    status_comment = calls.index(f"POST /repos/{REPO}/issues/1/comments")
+    assert calls[0] == f"GET /repos/{REPO}/collaborators/Codertocat/permission"
+    assert reaction < status_comment
+    assert github.reactions[0]["content"] == "eyes"
+    assert [protocol.created_by for protocol in await protocols_in(deps)] == ["Codertocat"]
+
+
+async def test_a_read_only_user_gets_only_a_denial(flow, github, remote):
+    deps, client = flow
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting", user="reader"))
+    await run_jobs(deps)
+    assert api_calls(github) == [
+        f"GET /repos/{REPO}/collaborators/reader/permission",
+        f"POST /repos/{REPO}/issues/1/comments",
+    ]
+    denial = list(github.comments.values())[-1]
+    assert "write" in denial["body"] and REPO in denial["body"]
+    assert await protocols_in(deps) == []
+
+
+async def test_run_ends_with_a_pushed_branch_qa_a_pr_and_a_completed_check_run(flow, github, remote):
+    deps, client = flow
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting"))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    steps = await steps_in(deps)
+    assert [(step.step_name, step.status) for step in steps] == [("Write greeting", "completed"),
+                                                                 ("Link it", "completed")]
+    assert all(step.runtime_state["verdict"] == "PASS" for step in steps)
+    assert git("--git-dir", str(remote), "show", f"{protocol.branch}:GREETING.md") == "Hello from the agent!"
+    assert "See GREETING.md." in git("--git-dir", str(remote), "show", f"{protocol.branch}:README.md")
+    log = git("--git-dir", str(remote), "log", "--format=%an|%s", f"main..{protocol.branch}").splitlines()
+    assert log == ["agentry[bot]|Link it", "agentry[bot]|Write greeting"]
+    [pull] = github.pulls.values()
+    assert pull["head"]["ref"] == protocol.branch and "Closes #1" in pull["body"] and not pull["draft"]
+    check_run = github.check_runs[protocol.check_run_id]
+    assert (check_run["status"], check_run["conclusion"]) == ("completed", "success")
+    status_comment = github.comments[protocol.status_comment_id]["body"]
+    assert "Write greeting" in status_comment and "Link it" in status_comment
+    assert protocol.status == "running" and protocol.runtime_state["awaiting_merge"]
+
+
+@pytest.mark.parametrize("flow", [True], indirect=True)
+async def test_an_engine_killed_mid_step_is_retried_to_completion(flow, github, remote):
+    deps, client = flow
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting"))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    assert protocol.status == "blocked"
+    assert [step.status for step in await steps_in(deps)] == ["completed", "failed"]
+    assert "code -9" in (await steps_in(deps))[1].runtime_state["error"]
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent retry"))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    assert [step.status for step in await steps_in(deps)] == ["completed", "completed"]
+    assert protocol.runtime_state["awaiting_merge"] and protocol.pr_number
+    assert "See GREETING.md." in git("--git-dir", str(remote), "show", f"{protocol.branch}:README.md")
+
+
+async def test_a_merged_pull_request_completes_the_protocol(flow, github, remote):
+    deps, client = flow
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting"))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    merged = copy.deepcopy(load_payload("pull_request", "closed.payload.json"))
+    merged["repository"] = comment_payload(github, remote, "")["repository"]
+    merged["installation"] = {"id": INSTALLATION}
+    merged["pull_request"].update(merged=True, number=protocol.pr_number)
+    merged["pull_request"]["head"]["ref"] = protocol.branch
+    await post_webhook(client, "pull_request", merged)
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    assert protocol.status == "completed"
+    assert json.loads(json.dumps(github.check_runs[protocol.check_run_id]))["conclusion"] == "success"

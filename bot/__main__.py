@@ -62,18 +62,33 @@ async def build_service(settings: Settings) -> web.Application:
     deps = await open_deps(settings)
     app = make_app(deps)
     if settings.embedded_queue:
-        app.cleanup_ctx.append(_run_worker(embedded_worker(deps)))
+        app.cleanup_ctx.append(_run_worker(lambda: embedded_worker(deps)))
     app.on_cleanup.append(lambda _app: deps.close())
     log.info("listening", extra={"host": settings.host, "port": settings.port, "embedded_queue": settings.embedded_queue})
     return app
 
 
-def _run_worker(worker):
+def _run_worker(make_worker):
+    """Runs the embedded worker for the life of the app, restarting it (and saying so) if it crashes."""
+    current = {}
+
+    async def supervise() -> None:
+        while True:
+            current["worker"] = make_worker()
+            try:
+                await current["worker"].main()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the embedded worker stopped; restarting it")
+                await asyncio.sleep(1)
+
     async def lifecycle(_app: web.Application):
-        task = asyncio.create_task(worker.main())
+        task = asyncio.create_task(supervise())
         yield
         task.cancel()
-        await worker.close()
+        await asyncio.gather(task, return_exceptions=True)
+        await current["worker"].close()
 
     return lifecycle
 

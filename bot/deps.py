@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from bot import db, store
 from bot.config import Settings
 from bot.forge import Forge, RecordingForge
 from bot.forge.github import GitHubAppAuth, GitHubForge
+from bot.forge.gitlab import GitLabForge
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, connect_redis, embedded_redis
 
@@ -26,6 +28,7 @@ class Deps:
     queue: JobQueue
     metrics: Metrics
     worker_id: str
+    agent_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     forges: dict[str, Forge] = field(default_factory=dict)
 
     def forge(self, name: str) -> Forge:
@@ -58,8 +61,10 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
         queue=queue,
         metrics=Metrics.create(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        agent_slots=asyncio.Semaphore(settings.max_concurrent_jobs),
     )
     deps.forges["github"] = github_forge(deps)
+    deps.forges["gitlab"] = gitlab_forge(deps)
     return deps
 
 
@@ -73,6 +78,13 @@ def github_forge(deps: Deps) -> Forge:
         auth = GitHubAppAuth(deps.http, app_id=settings.github_app_id, private_key=settings.github_private_key,
                              api_url=settings.github_api_url)
         return GitHubForge(deps.http, auth, api_url=settings.github_api_url, app_slug=settings.github_app_slug)
+    return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
+
+
+def gitlab_forge(deps: Deps) -> Forge:
+    settings = deps.settings
+    if settings.gitlab_token:
+        return GitLabForge(deps.http, url=settings.gitlab_url, token=settings.gitlab_token)
     return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
 
 

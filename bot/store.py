@@ -16,12 +16,13 @@ from bot.queue import Job
 FINISHED_JOB_STATES = ("done", "failed")
 
 
-async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str) -> int:
+async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str | list[str]) -> int:
     """INSERT … ON CONFLICT DO NOTHING; returns how many rows were new."""
     if not rows:
         return 0
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=[key])
+    keys = [key] if isinstance(key, str) else key
+    statement = dialect.insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=keys)
     result = await session.exec(statement)
     return result.rowcount or 0
 
@@ -148,11 +149,15 @@ async def register_repo(
     clone_url: str | None,
     default_branch: str | None,
 ) -> tuple[Project, bool]:
-    """Creates or reactivates the project for a repository; returns (project, created)."""
+    """Creates or reactivates the project for a repository; returns (project, created).
+
+    Safe under concurrent jobs: the row is inserted-or-ignored, then read."""
     project = await project_for_repo(session, forge, repo)
-    created = project is None
-    if created:
-        project = Project(name=repo, forge=forge, forge_repo=repo, ci_provider=forge)
+    created = False
+    if project is None:
+        row = Project(name=repo, forge=forge, forge_repo=repo, ci_provider=forge).model_dump(exclude={"id"})
+        created = bool(await insert_ignore(session, Project, [row], ["forge", "forge_repo"]))
+        project = await project_for_repo(session, forge, repo)
     project.forge_repo_id = repo_id or project.forge_repo_id
     project.installation_id = installation_id or project.installation_id
     project.git_url = clone_url or project.git_url

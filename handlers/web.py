@@ -14,12 +14,14 @@ from bot.logs import log_context
 from bot.metrics import CONTENT_TYPE
 from bot.models import WebhookDelivery
 from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
+from handlers.api import add_api_routes
 from handlers.github import router as github_router
+from handlers.gitlab import add_routes as add_gitlab_routes
 from handlers.intake import Intake, accept
+from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.web")
 
-DEPS = web.AppKey("deps", Deps)
 MAX_BODY_BYTES = GITHUB_MAX_PAYLOAD_BYTES + 1024 * 1024
 
 
@@ -29,6 +31,8 @@ def make_app(deps: Deps) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/webhooks/github", github_webhook)
+    add_gitlab_routes(app, DEPS)
+    add_api_routes(app)
     return app
 
 

@@ -57,7 +57,8 @@ class Request:
         return self.deps.settings.command_prefix
 
     async def reply(self, body: str) -> None:
-        await self.forge.create_comment(self.repo, self.issue.number, body)
+        await self.forge.create_comment(self.repo, self.issue.number, body,
+                                        is_merge_request=self.issue.is_pull_request)
 
 
 async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
@@ -109,7 +110,8 @@ async def run_command(request: Request) -> None:
         await _deny(request, required, actual)
         return
     if request.comment_id is not None:
-        await request.forge.react(request.repo, request.comment_id, "eyes")
+        await request.forge.react(request.repo, request.comment_id, "eyes", issue_number=request.issue.number,
+                                  is_merge_request=request.issue.is_pull_request)
     _audit(request, "accepted")
     try:
         jobs = await COMMANDS[command.name](request)
@@ -350,8 +352,10 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
     delivery = await load_delivery(deps, delivery_id)
     if delivery is None:
         return
-    event = parser_for(delivery.forge, "label")(delivery.payload)
     labels = deps.settings.labels
+    event = label_event(delivery, (labels.run, labels.plan, labels.ralph))
+    if event is None:
+        return
     name = {labels.run: "run", labels.plan: "plan", labels.ralph: "ralph"}.get(event.label)
     if name is None:
         return
@@ -362,6 +366,14 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
         await session.commit()
         await run_command(Request(deps, session, project, forge_of(deps, project), repo_ref(project), event.issue,
                                   event.actor, command))
+
+
+def label_event(delivery, names: tuple[str, ...]):
+    if delivery.forge == "gitlab":
+        from bot.forge.gitlab_events import gitlab_label
+
+        return gitlab_label(delivery.payload, list(names))
+    return parser_for(delivery.forge, "label")(delivery.payload)
 
 
 BUTTON_COMMANDS = {"retry": "retry", "approve": "approve", "cancel": "cancel", "rerun": "retry"}

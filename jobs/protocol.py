@@ -103,7 +103,8 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
                            model=protocol.model, read_only=True,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
     try:
-        result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+        async with deps.agent_slots:
+            result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
     if not result.ok:

@@ -28,7 +28,8 @@ async def report_protocol(deps: Deps, protocol_id: int) -> None:
     if protocol.issue_number is not None and protocol.kind != "ask":
         body = render.status_comment(protocol, steps, links=_links(protocol), command_prefix=prefix)
         comment_id = await forge.upsert_status_comment(repo, protocol.issue_number, render.status_marker(protocol.id),
-                                                       body, protocol.status_comment_id)
+                                                       body, protocol.status_comment_id,
+                                                       is_merge_request=on_merge_request(protocol))
         if comment_id != protocol.status_comment_id:
             changes["status_comment_id"] = comment_id
     if protocol.head_sha and protocol.kind != "ask":
@@ -54,6 +55,10 @@ async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> 
         check_run_id = await forge.create_check_run(repo, payload)
     return {"check_run_id": check_run_id, "check_run_sha": protocol.head_sha,
             "check_run_completed": status == "completed"}
+
+
+def on_merge_request(protocol: ProtocolRun) -> bool:
+    return bool(protocol.runtime_state.get("on_pull_request"))
 
 
 def _links(protocol: ProtocolRun) -> dict[str, str]:

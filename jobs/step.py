@@ -111,7 +111,8 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
     request = AgentRequest(engine=engine, prompt=prompt, cwd=cwd, kind=kind, model=model, read_only=read_only,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
-    result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+    async with deps.agent_slots:
+        result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
     await finish_run(deps, run, status="succeeded" if result.ok else "failed", result=result)
     return result
 
@@ -441,7 +442,8 @@ async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: Ste
         note = "continues the earlier session" if session_id else None
         await forge_of(deps, project).create_comment(
             repo_ref(project), protocol.issue_number,
-            render.reply_answer(step.prompt or "", result.final_message, engine=engine, session_note=note))
+            render.reply_answer(step.prompt or "", result.final_message, engine=engine, session_note=note),
+            is_merge_request=bool(protocol.runtime_state.get("on_pull_request")))
         await _remember_session(deps, protocol.id, engine, result.session_id)
     outcome.settle_as = StepStatus.COMPLETED
     return outcome

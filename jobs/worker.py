@@ -41,15 +41,20 @@ JOB_FUNCTIONS = [
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
 
 
-def worker_options(settings: Settings) -> dict:
+# Agent runs are limited by Deps.agent_slots (AGENTRY_MAX_CONCURRENT_JOBS); the quick jobs around
+# them (commands, reports, CI events) get this many more slots so they never wait behind agents.
+QUICK_JOB_SLOTS = 16
+
+
+def worker_options(settings: Settings, *, poll_delay: float = 0.1) -> dict:
     return {
         "functions": JOB_FUNCTIONS,
         "cron_jobs": CRON_JOBS,
-        "max_jobs": settings.max_concurrent_jobs,
-        "job_timeout": settings.step_timeout_seconds + 300,
+        "max_jobs": settings.max_concurrent_jobs + QUICK_JOB_SLOTS,
+        "job_timeout": settings.step_timeout_seconds * 2 + 300,
         "keep_result": 0,
         "max_tries": 1,
-        "poll_delay": 0.2,
+        "poll_delay": poll_delay,
     }
 
 
@@ -60,7 +65,7 @@ def embedded_worker(deps: Deps, *, burst: bool = False) -> Worker:
         ctx={"deps": deps},
         handle_signals=False,
         burst=burst,
-        **worker_options(deps.settings),
+        **worker_options(deps.settings, poll_delay=0.02),
     )
 
 

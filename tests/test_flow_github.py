@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,66 +16,10 @@ from bot.deps import open_deps
 from bot.models import ProtocolRun, StepRun
 from tests.conftest import load_payload, post_webhook, run_jobs
 from tests.fakes.github_server import FakeGitHub
+from tests.flow_support import agent_script, git
 
 REPO = "Codertocat/Hello-World"
 INSTALLATION = 1
-
-AGENT = r'''
-import json, os, signal, sys
-from pathlib import Path
-
-prompt = sys.stdin.read()
-kind = os.environ["AGENTRY_STEP_KIND"]
-state = Path(STATE_DIR)
-if kind == "plan":
-    print("Here is the plan:")
-    print("```json")
-    print(json.dumps({"summary": "Add a greeting to the project", "steps": [
-        {"name": "Write greeting", "prompt": "Create GREETING.md saying hello", "qa": "full"},
-        {"name": "Link it", "prompt": "Mention GREETING.md in the README", "qa": "light"},
-    ]}))
-    print("```")
-elif kind == "execute":
-    if "Create GREETING.md" in prompt:
-        Path("GREETING.md").write_text("Hello from the agent!\n")
-        print("Wrote GREETING.md")
-    else:
-        marker = state / "killed-once"
-        if os.environ.get("KILL_ONCE_MARKER_IGNORED") is None and KILL_ONCE and not marker.exists():
-            marker.write_text("x")
-            os.kill(os.getpid(), signal.SIGKILL)
-        with open("README.md", "a") as readme:
-            readme.write("\nSee GREETING.md.\n")
-        print("Linked the greeting from the README")
-elif kind == "qa":
-    print("The change does what the step asks.")
-    print("VERDICT: PASS")
-'''
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture
-def remote(tmp_path) -> Path:
-    seed, bare = tmp_path / "seed", tmp_path / "remote.git"
-    seed.mkdir()
-    git("init", "-q", "-b", "main", cwd=seed)
-    (seed / "README.md").write_text("# Hello-World\n")
-    git("add", ".", cwd=seed)
-    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "initial", cwd=seed)
-    git("clone", "-q", "--bare", str(seed), str(bare))
-    return bare
-
-
-def agent_script(tmp_path: Path, *, kill_once: bool = False) -> Path:
-    state = tmp_path / "agent-state"
-    state.mkdir(exist_ok=True)
-    script = tmp_path / "agent.py"
-    script.write_text(AGENT.replace("STATE_DIR", repr(str(state))).replace("KILL_ONCE", repr(kill_once)))
-    return script
-
 
 @pytest.fixture
 async def github():

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 from sqlmodel import select
 
 from bot import store

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.conftest import FIXTURES, run_jobs
 

@@ -45,21 +45,28 @@ class RepoRef:
 
 @runtime_checkable
 class Forge(Protocol):
-    """The forge operations jobs use, independent of GitHub vs GitLab."""
+    """The forge operations jobs use, independent of GitHub vs GitLab.
+
+    GitLab reaches a note only through its issue or merge request, so the note methods also take
+    ``issue_number`` / ``is_merge_request``; GitHub ignores them."""
 
     async def permission(self, repo: RepoRef, user: str) -> str:
         """``"admin"``, ``"write"``, ``"read"`` or ``"none"`` for ``user`` on ``repo``."""
 
-    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
+    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes", *,
+                    issue_number: int | None = None, is_merge_request: bool = False) -> None:
         """Add a reaction to an issue or pull-request comment."""
 
-    async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
+    async def create_comment(self, repo: RepoRef, issue_number: int, body: str, *,
+                             is_merge_request: bool = False) -> int:
         """Comment on an issue or pull request; return the comment id."""
 
-    async def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> None:
+    async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
+                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
         """Replace a comment's body."""
 
-    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
+                           is_merge_request: bool = False) -> int | None:
         """Id of the first comment written by this app that contains ``marker``."""
 
     async def upsert_status_comment(
@@ -69,6 +76,8 @@ class Forge(Protocol):
         marker: str,
         body: str,
         comment_id: int | None,
+        *,
+        is_merge_request: bool = False,
     ) -> int:
         """Update the status comment (by id, else found by marker) or create it; return its id."""
 
@@ -140,10 +149,12 @@ class RecordingForge:
         await self._emit("permission", repo, user=user, permission=self._default_permission)
         return self._default_permission
 
-    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
+    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes", *,
+                    issue_number: int | None = None, is_merge_request: bool = False) -> None:
         await self._emit("react", repo, comment_id=comment_id, content=content)
 
-    async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
+    async def create_comment(self, repo: RepoRef, issue_number: int, body: str, *,
+                             is_merge_request: bool = False) -> int:
         comment_id = next(self._comment_ids)
         self._comments[comment_id] = (repo.full_name, issue_number, body)
         await self._emit(
@@ -151,13 +162,15 @@ class RecordingForge:
         )
         return comment_id
 
-    async def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> None:
+    async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
+                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
         if comment_id in self._comments:
             full_name, issue_number, _ = self._comments[comment_id]
             self._comments[comment_id] = (full_name, issue_number, body)
         await self._emit("update_comment", repo, comment_id=comment_id, body=body)
 
-    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
+                           is_merge_request: bool = False) -> int | None:
         found = self._find_comment(repo, issue_number, marker)
         await self._emit(
             "find_comment", repo, issue_number=issue_number, marker=marker, comment_id=found
@@ -177,6 +190,8 @@ class RecordingForge:
         marker: str,
         body: str,
         comment_id: int | None,
+        *,
+        is_merge_request: bool = False,
     ) -> int:
         body = with_marker(body, marker)
         target = comment_id if comment_id in self._comments else None

@@ -349,22 +349,26 @@ class GitHubForge:
             raise
         return LEGACY_PERMISSIONS.get(data.get("permission", "none"), "none")
 
-    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes") -> None:
+    async def react(self, repo: RepoRef, comment_id: int, content: str = "eyes", *,
+                    issue_number: int | None = None, is_merge_request: bool = False) -> None:
         url_vars = _repo_vars(repo, comment_id=comment_id)
         await self._post(repo, REACTIONS_URL, url_vars, {"content": content})
 
     # -- comments ----------------------------------------------------------------------------
 
-    async def create_comment(self, repo: RepoRef, issue_number: int, body: str) -> int:
+    async def create_comment(self, repo: RepoRef, issue_number: int, body: str, *,
+                             is_merge_request: bool = False) -> int:
         url_vars = _repo_vars(repo, issue_number=issue_number)
         data = await self._post(repo, COMMENTS_URL, url_vars, {"body": body})
         return int(data["id"])
 
-    async def update_comment(self, repo: RepoRef, comment_id: int, body: str) -> None:
+    async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
+                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
         url_vars = _repo_vars(repo, comment_id=comment_id)
         await self._patch(repo, COMMENT_URL, url_vars, {"body": body})
 
-    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str) -> int | None:
+    async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
+                           is_merge_request: bool = False) -> int | None:
         url_vars = _repo_vars(repo, issue_number=issue_number, per_page=100)
 
         async def search(token: str) -> int | None:
@@ -388,6 +392,8 @@ class GitHubForge:
         marker: str,
         body: str,
         comment_id: int | None,
+        *,
+        is_merge_request: bool = False,
     ) -> int:
         body = with_marker(body, marker)
         if comment_id is not None and await self._update_if_exists(repo, comment_id, body):

@@ -232,6 +232,7 @@ class Call:
     json: Any
     auth: str
     status: int = 0
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def line(self) -> str:

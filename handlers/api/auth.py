@@ -1,0 +1,54 @@
+"""Who may call the API: the operator's bearer token, and per project the project's own token."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+
+from bot.models import Project
+from handlers.api.context import ACTOR
+from handlers.api.errors import unauthorized
+from handlers.keys import DEPS
+
+log = logging.getLogger("agentry.api")
+
+PROJECT_TOKEN_HEADER = "X-Project-Token"
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, whatever the strings hold."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def authenticate(request: web.Request) -> str:
+    """The actor behind the request; 401 without the operator's bearer token when one is set."""
+    expected = request.app[DEPS].settings.api_token
+    if not expected:
+        return "anonymous"
+    if not same_secret(bearer_token(request), expected):
+        raise unauthorized("missing or invalid bearer token (Authorization: Bearer <AGENTRY_API_TOKEN>)")
+    return "api"
+
+
+def check_project_access(request: web.Request, project: Project) -> None:
+    """401 unless X-Project-Token matches the project's secrets.api_token, when it has one."""
+    expected = (project.secrets or {}).get("api_token")
+    if not expected:
+        return
+    if not same_secret(request.headers.get(PROJECT_TOKEN_HEADER), str(expected)):
+        raise unauthorized(f"project access denied: send the project's token in {PROJECT_TOKEN_HEADER}")
+    request[ACTOR] = f"project:{project.id}"
+
+
+def warn_when_open(app: web.Application) -> None:
+    if not app[DEPS].settings.api_token:
+        log.warning("AGENTRY_API_TOKEN is not set: the REST API answers anyone who can reach it")

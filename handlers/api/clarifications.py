@@ -1,0 +1,111 @@
+"""Clarification questions of a project or a protocol run, and their answers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlmodel import col, select
+
+from bot.models import Clarification, ProtocolRun
+from bot.protocols import answer_clarification
+from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
+from handlers.api import answers
+from handlers.api.errors import not_found
+from handlers.api.routing import (
+    Route,
+    decode_cursor,
+    deps_of,
+    is_id,
+    json_response,
+    page_response,
+    project_or_404,
+    protocol_or_404,
+)
+from handlers.api.schemas import ANY, CURSOR, Field, limit_param, path_int, path_text, text_param
+from handlers.api.views import clarification_out
+
+ANSWER = (
+    Field("answer", ANY, description="Any JSON; a non-object is stored as {\"value\": answer}."),
+    Field("answered_by", max_length=200),
+)
+LIST_QUERY = (text_param("status", "open or answered", ("open", "answered")), limit_param(200, 500), CURSOR)
+
+
+async def list_project_clarifications(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        return await _page(request, session, Clarification.project_id == project.id)
+
+
+async def list_protocol_clarifications(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        return await _page(request, session, Clarification.protocol_run_id == protocol.id)
+
+
+async def _page(request: web.Request, session, scope) -> web.Response:
+    query = request[QUERY]
+    after = decode_cursor(request, is_id) or 0
+    statement = select(Clarification).where(scope, col(Clarification.id) > after)
+    if query["status"]:
+        statement = statement.where(Clarification.status == query["status"])
+    items = list((await session.exec(statement.order_by(col(Clarification.id)).limit(query["limit"] + 1))).all())
+    return page_response(items, query["limit"], clarification_out, lambda item: item.id)
+
+
+async def answer_project_clarification(request: web.Request) -> web.Response:
+    key = path_text(request, "key")
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        statement = select(Clarification).where(Clarification.project_id == project.id, Clarification.key == key)
+        clarification = _project_level_first((await session.exec(statement)).all())
+        return await _answer(request, session, None, clarification, key)
+
+
+def _project_level_first(items) -> Clarification | None:
+    """The project's own question under that key, else the newest protocol question with it."""
+    items = sorted(items, key=lambda item: (item.protocol_run_id is None, item.id))
+    return items[-1] if items else None
+
+
+async def answer_protocol_clarification(request: web.Request) -> web.Response:
+    key = path_text(request, "key")
+    async with deps_of(request).sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        statement = (select(Clarification).where(Clarification.protocol_run_id == protocol.id, Clarification.key == key)
+                     .order_by(col(Clarification.id).desc()))
+        clarification = (await session.exec(statement)).first()
+        return await _answer(request, session, protocol, clarification, key)
+
+
+async def _answer(request: web.Request, session, protocol: ProtocolRun | None, clarification: Clarification | None,
+                  key: str) -> web.Response:
+    if clarification is None:
+        raise not_found(f"no clarification with key {key!r}")
+    if protocol is None and clarification.protocol_run_id is not None:
+        protocol = await session.get(ProtocolRun, clarification.protocol_run_id)
+    body = request[BODY]
+    actor = body["answered_by"] or request.get(ACTOR)
+    answer = body["answer"] if isinstance(body["answer"], dict) or body["answer"] is None else {"value": body["answer"]}
+    jobs = await answer_clarification(session, protocol, clarification, answer, actor=actor)
+    await session.commit()
+    await deps_of(request).submit(jobs)
+    request[AUDIT_IDS] = {"clarification_id": clarification.id}
+    return json_response(clarification_out(clarification))
+
+
+PROJECT = {"project_id": "integer"}
+PROTOCOL = {"protocol_id": "integer"}
+ROUTES = [
+    Route("GET", "/projects/{project_id}/clarifications", list_project_clarifications,
+          "A project's clarification questions (?status=open|answered)", "clarifications",
+          answers.ok_list("Clarification"), PROJECT, query=LIST_QUERY, paginated=True),
+    Route("POST", "/projects/{project_id}/clarifications/{key}", answer_project_clarification,
+          "Answer a project clarification by key", "clarifications", answers.ok("Clarification"),
+          {**PROJECT, "key": "string"}, body=ANSWER, write=True),
+    Route("GET", "/protocols/{protocol_id}/clarifications", list_protocol_clarifications,
+          "A protocol run's clarification questions", "clarifications", answers.ok_list("Clarification"), PROTOCOL,
+          query=LIST_QUERY, paginated=True),
+    Route("POST", "/protocols/{protocol_id}/clarifications/{key}", answer_protocol_clarification,
+          "Answer a protocol clarification by key (answering the last blocking one resumes the protocol)",
+          "clarifications", answers.ok("Clarification"), {**PROTOCOL, "key": "string"}, body=ANSWER, write=True),
+]

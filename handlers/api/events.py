@@ -1,0 +1,79 @@
+"""Events: a protocol run's timeline, and the most recent events everywhere or in one project."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlmodel import col, select
+
+from bot.models import Event, Project, ProtocolRun
+from handlers.api.context import QUERY
+from handlers.api import answers
+from handlers.api.routing import (
+    Route,
+    decode_cursor,
+    deps_of,
+    is_id,
+    page_response,
+    project_or_404,
+    protocol_or_404,
+)
+from handlers.api.schemas import CURSOR, limit_param, id_param, path_int, text_param
+from handlers.api.views import event_out
+
+
+def events_with_names():
+    """Events with their protocol's and project's names (outer joins: an event needs neither)."""
+    return (select(Event, ProtocolRun.protocol_name, Project.name).select_from(Event)
+            .outerjoin(ProtocolRun, col(ProtocolRun.id) == col(Event.protocol_run_id))
+            .outerjoin(Project, col(Project.id) == col(Event.project_id)))
+
+
+def render_row(row) -> dict:
+    event, protocol_name, project_name = row
+    return event_out(event, protocol_name, project_name)
+
+
+async def recent_events(request: web.Request) -> web.Response:
+    """Newest first; `kind=onboarding` keeps the setup events."""
+    query = request[QUERY]
+    before = decode_cursor(request, is_id)
+    statement = events_with_names()
+    async with deps_of(request).sessions() as session:
+        if query["project_id"] is not None:
+            await project_or_404(request, session, query["project_id"])
+            statement = statement.where(Event.project_id == query["project_id"])
+        if query["protocol_run_id"] is not None:
+            await protocol_or_404(request, session, query["protocol_run_id"])
+            statement = statement.where(Event.protocol_run_id == query["protocol_run_id"])
+        if query["kind"] == "onboarding":
+            statement = statement.where(col(Event.event_type).startswith("setup_"))
+        if before is not None:
+            statement = statement.where(col(Event.id) < before)
+        rows = list((await session.exec(statement.order_by(col(Event.id).desc()).limit(query["limit"] + 1))).all())
+    return page_response(rows, query["limit"], render_row, lambda row: row[0].id)
+
+
+async def protocol_events(request: web.Request) -> web.Response:
+    """Oldest first: the protocol's timeline."""
+    limit = request[QUERY]["limit"]
+    after = decode_cursor(request, is_id) or 0
+    async with deps_of(request).sessions() as session:
+        protocol, project = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        statement = (select(Event).where(Event.protocol_run_id == protocol.id, col(Event.id) > after)
+                     .order_by(col(Event.id)).limit(limit + 1))
+        events = list((await session.exec(statement)).all())
+    return page_response(events, limit, lambda event: event_out(event, protocol.protocol_name, project.name),
+                         lambda event: event.id)
+
+
+ROUTES = [
+    Route("GET", "/events", recent_events, "Recent events, newest first (default limit 50)", "events",
+          answers.ok_list("Event"),
+          query=(id_param("project_id", "Only this project's events"),
+                 id_param("protocol_run_id", "Only this protocol run's events"),
+                 text_param("kind", "onboarding: only the setup events", ("onboarding",)),
+                 limit_param(50, 500), CURSOR), paginated=True),
+    Route("GET", "/protocols/{protocol_id}/events", protocol_events, "A protocol run's events, oldest first",
+          "events", answers.ok_list("Event"), {"protocol_id": "integer"}, query=(limit_param(500, 1000), CURSOR),
+          paginated=True),
+]

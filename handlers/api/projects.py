@@ -1,0 +1,265 @@
+"""Projects: create (which queues their setup), list, read, onboarding, branches."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+from sqlmodel import col, or_, select
+
+from bot import git, queue, store
+from bot.models import Event, Project, utcnow
+from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
+from handlers.api import answers
+from handlers.api.errors import bad_request, conflict, invalid_fields
+from handlers.api.routing import (
+    Route,
+    decode_cursor,
+    deps_of,
+    is_id,
+    json_response,
+    page_response,
+    project_or_404,
+)
+from handlers.api.schemas import (
+    BOOLEAN,
+    CURSOR,
+    OBJECT,
+    Field,
+    branch_problem,
+    limit_param,
+    path_int,
+    path_text,
+)
+from handlers.api.views import action_out, event_out, iso, project_out
+from handlers.keys import JOB_RUNNER
+
+BRANCH_NAME = r"^[A-Za-z0-9._/-]{1,255}$"
+
+PROJECT_CREATE = (
+    Field("name", required=True, min_length=1, max_length=200),
+    Field("git_url", required=True, min_length=1, max_length=2000, description="Clone URL or path of the repository."),
+    Field("local_path", max_length=4096, description="Absolute path of an existing clone; used instead of cloning."),
+    Field("base_branch", default="main", max_length=255, pattern=BRANCH_NAME, nullable=False),
+    Field("ci_provider", max_length=50),
+    Field("default_models", OBJECT, description="Engine and model per role (plan, execute, qa)."),
+    Field("secrets", OBJECT, description="Never returned; api_token here enables X-Project-Token."),
+)
+ONBOARDING_START = (Field("inline", BOOLEAN, default=False, nullable=False,
+                          description="Run the setup job in this process instead of queueing it."),)
+BRANCH_DELETE = (Field("confirm", BOOLEAN, default=False, nullable=False, description="Must be true."),)
+
+# event type -> (stage, status); agentry's setup job and the reference's names both count
+EVENT_STAGES = {
+    "setup_enqueued": ("queued", "completed"),
+    "setup_started": ("resolve", "running"),
+    "setup_cloned": ("resolve", "completed"),
+    "setup_local_path_recorded": ("resolve", "completed"),
+    "project_ready": ("resolve", "completed"),
+    "project_setup_failed": ("resolve", "failed"),
+    "setup_failed": ("resolve", "failed"),
+    "setup_completed": ("ready", "completed"),
+}
+STAGES = (("queued", "Setup queued"), ("resolve", "Resolve/Clone"), ("ready", "Ready"))
+STAGE_RANK = {"pending": 0, "running": 1, "completed": 2, "failed": 2}
+SUMMARY_STATUS = {"project_ready": "completed", "setup_completed": "completed", "project_setup_failed": "failed",
+                  "setup_failed": "failed", "setup_enqueued": "pending"}
+
+
+async def create_project(request: web.Request) -> web.Response:
+    values = request[BODY]
+    _check_local_path(values["local_path"])
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        project = Project(name=values["name"], git_url=values["git_url"], local_path=values["local_path"],
+                          base_branch=values["base_branch"], ci_provider=values["ci_provider"],
+                          default_models=values["default_models"] or {}, secrets=values["secrets"] or {})
+        session.add(project)
+        await session.flush()
+        job = await _setup_requested(session, project, "Project setup enqueued.")
+        await session.commit()
+    await deps.submit([job])
+    request[AUDIT_IDS] = {"project_id": project.id}
+    return json_response(project_out(project))
+
+
+def _check_local_path(local_path: str | None) -> None:
+    if local_path is not None and not Path(local_path).is_absolute():
+        raise invalid_fields({"local_path": "must be an absolute path"})
+
+
+async def _setup_requested(session, project: Project, message: str) -> queue.Job:
+    await store.record_event(session, "setup_enqueued", message, project_id=project.id)
+    return queue.project_setup_job(project.id, nonce=uuid.uuid4().hex[:12])
+
+
+async def list_projects(request: web.Request) -> web.Response:
+    limit = request[QUERY]["limit"]
+    after = decode_cursor(request, is_id) or 0
+    statement = select(Project).where(col(Project.id) > after).order_by(col(Project.id)).limit(limit + 1)
+    async with deps_of(request).sessions() as session:
+        projects = list((await session.exec(statement)).all())
+    return page_response(projects, limit, project_out, lambda project: project.id)
+
+
+async def get_project(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+    return json_response(project_out(project))
+
+
+# --- onboarding ----------------------------------------------------------------------------------
+
+
+async def onboarding_summary(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        events = await _setup_events(session, project.id)
+    rendered = [event_out(event, project_name=project.name) for event in events]
+    return json_response({
+        "project_id": project.id,
+        "protocol_run_id": None,
+        "status": _summary_status(project, events),
+        "workspace_path": project.local_path or str(git.mirror_path(deps_of(request).settings.data_dir.resolve(),
+                                                                     project.id)),
+        "hint": _hint(project, events),
+        "last_event": rendered[-1] if rendered else None,
+        "stages": _stages(events),
+        "events": rendered,
+    })
+
+
+async def _setup_events(session, project_id: int) -> list[Event]:
+    statement = (select(Event)
+                 .where(Event.project_id == project_id,
+                        or_(col(Event.event_type).startswith("setup_"), col(Event.event_type).startswith("project_")))
+                 .order_by(col(Event.id).desc()).limit(100))
+    return list(reversed((await session.exec(statement)).all()))
+
+
+def _summary_status(project: Project, events: list[Event]) -> str:
+    for event in reversed(events):
+        if event.event_type in SUMMARY_STATUS:
+            return SUMMARY_STATUS[event.event_type]
+        if event.event_type in EVENT_STAGES:
+            return "running"
+    return {"ready": "completed", "setup_failed": "failed"}.get(project.status, "pending")
+
+
+def _stages(events: list[Event]) -> list[dict]:
+    stages = {key: {"key": key, "name": name, "status": "pending", "event_type": None, "message": None,
+                    "created_at": None, "metadata": None} for key, name in STAGES}
+    for event in events:
+        key, status = EVENT_STAGES.get(event.event_type, (None, None))
+        if key and STAGE_RANK[status] >= STAGE_RANK[stages[key]["status"]]:
+            stages[key].update(status=status, event_type=event.event_type, message=event.message,
+                               created_at=iso(event.created_at), metadata=event.meta or {})
+    return list(stages.values())
+
+
+def _hint(project: Project, events: list[Event]) -> str | None:
+    if not events:
+        return f"Onboarding has not started: POST /projects/{project.id}/onboarding/actions/start."
+    if events[-1].event_type == "setup_enqueued":
+        return "The setup job is queued and no worker has finished it yet: is a worker running?"
+    return None
+
+
+async def start_onboarding(request: web.Request) -> web.Response:
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        job = await _setup_requested(session, project, "Project setup requested.")
+        await session.commit()
+    runner = request.app.get(JOB_RUNNER)
+    if request[BODY]["inline"] and runner is not None:
+        return json_response(action_out(await _run_inline(runner, job), None))
+    await deps.submit([job])
+    return json_response(action_out("Project setup enqueued", job, [job]))
+
+
+async def _run_inline(runner, job: queue.Job) -> str:
+    try:
+        await runner(job)
+    except Exception as exc:  # the job's own failure, reported to the caller
+        return f"Project setup ran inline and failed: {type(exc).__name__}: {exc}"
+    return "Project setup ran inline."
+
+
+# --- branches ------------------------------------------------------------------------------------
+
+
+def _mirror_of(request: web.Request, project: Project) -> Path:
+    mirror = git.mirror_path(deps_of(request).settings.data_dir.resolve(), project.id)
+    if not (mirror / "HEAD").exists():
+        raise conflict(f"the repository of project {project.id} is not available locally yet: run its onboarding")
+    return mirror
+
+
+async def list_branches(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        mirror = _mirror_of(request, project)
+        names = [branch["name"] for branch in await _git(git.list_branches(mirror))]
+        await store.record_event(session, "branches_listed", "Listed remote branches.", project_id=project.id,
+                                 meta={"branches": names[:200]})
+        await session.commit()
+    return json_response({"branches": names})
+
+
+async def delete_branch(request: web.Request) -> web.Response:
+    branch = path_text(request, "branch")
+    problem = branch_problem(branch)
+    if problem:
+        raise invalid_fields({"branch": problem}, "path")
+    if not request[BODY]["confirm"]:
+        raise bad_request("confirm=true required to delete a remote branch")
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        mirror = _deletable(request, project, branch)
+        await _git(git.delete_remote_branch(mirror, branch))
+        await store.record_event(session, "branch_deleted", f"Deleted remote branch {branch}.",
+                                 project_id=project.id, meta={"branch": branch, "actor": request.get(ACTOR)})
+        await session.commit()
+    return json_response({"deleted": True, "branch": branch})
+
+
+def _deletable(request: web.Request, project: Project, branch: str) -> Path:
+    mirror = _mirror_of(request, project)
+    if branch == project.base_branch:
+        raise conflict(f"{branch} is the project's base branch; it is never deleted from the API")
+    if project.forge and not project.local_path:
+        raise conflict(f"branches of a {project.forge} repository need the forge's credentials, which a request "
+                       "never uses; delete it on the forge")
+    return mirror
+
+
+async def _git(operation):
+    try:
+        return await operation
+    except git.GitError as exc:
+        raise conflict(f"git failed: {exc}") from None
+
+
+PROJECT = {"project_id": "integer"}
+ROUTES = [
+    Route("POST", "/projects", create_project, "Create a project and queue its setup (project_setup_job)",
+          "projects", answers.ok("Project"), body=PROJECT_CREATE, write=True),
+    Route("GET", "/projects", list_projects, "List projects", "projects", answers.ok_list("Project"),
+          query=(limit_param(100, 500), CURSOR), paginated=True),
+    Route("GET", "/projects/{project_id}", get_project, "Read a project (secrets redacted)", "projects",
+          answers.ok("Project"), PROJECT),
+    Route("GET", "/projects/{project_id}/onboarding", onboarding_summary, "Onboarding summary: stages and events",
+          "projects", answers.ok("OnboardingSummary"), PROJECT),
+    Route("POST", "/projects/{project_id}/onboarding/actions/start", start_onboarding,
+          "Start (or restart) onboarding: queue project_setup_job, or run it inline", "projects",
+          answers.ok("ActionResponse"), PROJECT, body=ONBOARDING_START, body_optional=True, write=True),
+    Route("GET", "/projects/{project_id}/branches", list_branches, "Branches of the project's remote", "projects",
+          {**answers.ok("BranchList"), **answers.conflict("The repository is not available locally")}, PROJECT),
+    Route("POST", "/projects/{project_id}/branches/{branch}/delete", delete_branch,
+          "Delete a remote branch (body {\"confirm\": true})", "projects",
+          {**answers.ok("BranchDeleted"), **answers.conflict("The repository is not available locally, or git "
+                                                             "refused")},
+          {"project_id": "integer", "branch": "path"}, body=BRANCH_DELETE, body_optional=True, write=True),
+]

@@ -1,0 +1,276 @@
+"""Protocol runs: create, list, read, the seven actions, and CodeMachine imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from sqlmodel import col, select
+
+from bot import codemachine, queue, store
+from bot.models import ProtocolRun, StepRun
+from bot.protocols import apply_protocol_action, create_protocol, set_protocol_status, steps_of
+from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
+from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
+from handlers.api import answers
+from handlers.api.errors import bad_request, invalid_fields, not_found
+from handlers.api.routing import (
+    Route,
+    decode_cursor,
+    deps_of,
+    is_id,
+    json_response,
+    page_response,
+    project_or_404,
+    protocol_or_404,
+)
+from handlers.api.schemas import (
+    BOOLEAN,
+    CURSOR,
+    INTEGER,
+    OBJECT,
+    Field,
+    limit_param,
+    path_int,
+    text_param,
+)
+from handlers.api.views import action_out, job_out, protocol_out, step_out
+
+STATUSES = tuple(status.value for status in ProtocolStatus)
+PROTOCOL_CREATE = (
+    Field("protocol_name", required=True, min_length=1, max_length=200),
+    Field("status", default="pending", choices=STATUSES, nullable=False,
+          description="A new protocol starts pending; other states are reached through the actions."),
+    Field("base_branch", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$"),
+    Field("worktree_path", max_length=4096, description="Accepted for compatibility; agentry picks the worktree."),
+    Field("protocol_root", max_length=4096, description="Accepted for compatibility; agentry picks the worktree."),
+    Field("description", max_length=65_536),
+    Field("template_config", OBJECT),
+    Field("template_source", OBJECT),
+    Field("kind", default="run", choices=("run", "plan", "ralph", "ask"), nullable=False),
+    Field("engine", max_length=50),
+    Field("model", max_length=200),
+    Field("issue_number", INTEGER, minimum=1),
+    Field("policy", OBJECT),
+)
+IMPORT_REQUEST = (
+    Field("protocol_name", required=True, min_length=1, max_length=200),
+    Field("workspace_path", required=True, min_length=1, max_length=4096,
+          description="The workspace holding .codemachine/; inside the project's local_path or the data directory."),
+    Field("base_branch", default="main", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$", nullable=False),
+    Field("description", max_length=65_536),
+    Field("enqueue", BOOLEAN, default=False, nullable=False,
+          description="true: queue codemachine_import_job; false: import now."),
+)
+# statuses from which the reference's run_next_step and retry_latest find a step to work on
+NEXT_STEP_STATUSES = (StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED)
+RETRY_STEP_STATUSES = (StepStatus.FAILED, StepStatus.BLOCKED)
+
+
+async def create_protocol_run(request: web.Request) -> web.Response:
+    values = request[BODY]
+    if values["status"] != ProtocolStatus.PENDING:
+        raise invalid_fields({"status": "a new protocol starts pending; move it with /protocols/{id}/actions"})
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        protocol = await create_protocol(
+            session, project, title=values["protocol_name"], kind=values["kind"], description=values["description"],
+            issue_number=values["issue_number"], engine=values["engine"], model=values["model"],
+            created_by=request.get(ACTOR), base_branch=values["base_branch"], policy=values["policy"],
+            template_config=values["template_config"])
+        protocol.template_source = values["template_source"]
+        await session.commit()
+    request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
+    return json_response(protocol_out(protocol))
+
+
+async def list_project_protocols(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        return await _protocol_page(request, session, ProtocolRun.project_id == project.id)
+
+
+async def list_protocols(request: web.Request) -> web.Response:
+    status = request[QUERY]["status"]
+    async with deps_of(request).sessions() as session:
+        return await _protocol_page(request, session, *([ProtocolRun.status == status] if status else []))
+
+
+async def _protocol_page(request: web.Request, session, *conditions) -> web.Response:
+    """Newest first; the cursor is the last id of the previous page."""
+    limit = request[QUERY]["limit"]
+    before = decode_cursor(request, is_id)
+    if before is not None:
+        conditions = (*conditions, col(ProtocolRun.id) < before)
+    statement = select(ProtocolRun).where(*conditions).order_by(col(ProtocolRun.id).desc()).limit(limit + 1)
+    protocols = list((await session.exec(statement)).all())
+    return page_response(protocols, limit, protocol_out, lambda protocol: protocol.id)
+
+
+async def get_protocol(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+    return json_response(protocol_out(protocol))
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+
+async def _act(request: web.Request, action: ProtocolAction) -> tuple[ProtocolRun, list[queue.Job]]:
+    """Applies `action` through the state machine, commits, then queues what follows."""
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        await _precheck(session, protocol, action)
+        jobs = await apply_protocol_action(session, protocol, action, actor=request.get(ACTOR))
+        await session.commit()
+    await deps.submit(jobs)
+    return protocol, jobs
+
+
+async def _precheck(session, protocol: ProtocolRun, action: ProtocolAction) -> None:
+    """The reference's 404s: nothing to run next, nothing to retry."""
+    if action not in (ProtocolAction.RUN_NEXT_STEP, ProtocolAction.RETRY_LATEST):
+        return
+    steps = await steps_of(session, protocol.id)
+    if action is ProtocolAction.RUN_NEXT_STEP and not any(step.status in NEXT_STEP_STATUSES for step in steps):
+        raise not_found("No pending or failed steps to run")
+    if action is ProtocolAction.RETRY_LATEST and steps and not any(step.status in RETRY_STEP_STATUSES
+                                                                   for step in steps):
+        raise not_found("No failed or blocked steps to retry")
+
+
+def _main_job(jobs: list[queue.Job]) -> queue.Job | None:
+    return next((job for job in jobs if job.function != queue.REPORT_PROTOCOL), None)
+
+
+async def start(request: web.Request) -> web.Response:
+    protocol, jobs = await _act(request, ProtocolAction.START)
+    message = "Protocol planning enqueued" if protocol.status == ProtocolStatus.PLANNING else "Protocol started"
+    return json_response(action_out(message, _main_job(jobs), jobs))
+
+
+async def pause(request: web.Request) -> web.Response:
+    protocol, _ = await _act(request, ProtocolAction.PAUSE)
+    return json_response(protocol_out(protocol))
+
+
+async def resume(request: web.Request) -> web.Response:
+    protocol, _ = await _act(request, ProtocolAction.RESUME)
+    return json_response(protocol_out(protocol))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+    if protocol.status == ProtocolStatus.CANCELLED:
+        return json_response(protocol_out(protocol))
+    protocol, _ = await _act(request, ProtocolAction.CANCEL)
+    return json_response(protocol_out(protocol))
+
+
+async def run_next_step(request: web.Request) -> web.Response:
+    _, jobs = await _act(request, ProtocolAction.RUN_NEXT_STEP)
+    job = _main_job(jobs)
+    return json_response(action_out("Next step enqueued" if job else "No step can run now", job, jobs))
+
+
+async def retry_latest(request: web.Request) -> web.Response:
+    _, jobs = await _act(request, ProtocolAction.RETRY_LATEST)
+    job = _main_job(jobs)
+    return json_response(action_out("Retry enqueued" if job else "Retried; no step can run now", job, jobs))
+
+
+async def open_pr(request: web.Request) -> web.Response:
+    _, jobs = await _act(request, ProtocolAction.OPEN_PR)
+    return json_response(action_out("Open PR/MR enqueued", _main_job(jobs), jobs))
+
+
+# --- CodeMachine import --------------------------------------------------------------------------
+
+
+async def import_codemachine(request: web.Request) -> web.Response:
+    values = request[BODY]
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        project = await project_or_404(request, session, path_int(request, "project_id"))
+        workspace = _workspace(request, project, values["workspace_path"])
+        protocol = await create_protocol(session, project, title=values["protocol_name"],
+                                         description=values["description"], base_branch=values["base_branch"],
+                                         created_by=request.get(ACTOR))
+        protocol.protocol_root = str(workspace / ".codemachine")
+        await set_protocol_status(session, protocol, ProtocolAction.PLAN, actor=request.get(ACTOR),
+                                  message="CodeMachine import")
+        job, steps = await _import(session, project, protocol, workspace, values["enqueue"])
+        await session.commit()
+    if job is not None:
+        await deps.submit([job])
+    request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
+    message = "Enqueued CodeMachine import job." if job else "Imported CodeMachine workspace."
+    return json_response({"protocol_run": protocol_out(protocol), "job": job_out(job),
+                          "message": message, "steps": [step_out(step) for step in steps]})
+
+
+async def _import(session, project, protocol: ProtocolRun, workspace: Path, enqueue: bool):
+    if enqueue:
+        protocol.runtime_state = {**protocol.runtime_state, "codemachine_workspace": str(workspace)}
+        await store.record_event(session, "codemachine_import_enqueued", "CodeMachine import enqueued.",
+                                 project_id=project.id, protocol_run_id=protocol.id, meta={"workspace": str(workspace)})
+        return queue.codemachine_import_job(protocol.id), []
+    try:
+        steps: list[StepRun] = await codemachine.import_codemachine(session, project, protocol, workspace)
+    except codemachine.ConfigError as exc:
+        raise bad_request(str(exc)) from None
+    await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,
+                              message=f"imported {len(steps)} step(s) from CodeMachine")
+    return None, steps
+
+
+def _workspace(request: web.Request, project, given: str) -> Path:
+    """The workspace, which must lie inside the project's local clone or agentry's data directory."""
+    path = Path(given)
+    if not path.is_absolute():
+        raise invalid_fields({"workspace_path": "must be an absolute path"})
+    resolved = path.resolve()
+    roots = [Path(root).resolve() for root in (project.local_path, deps_of(request).settings.data_dir) if root]
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise invalid_fields({"workspace_path": "must be inside the project's local_path or agentry's data directory"})
+    return resolved
+
+
+PROJECT = {"project_id": "integer"}
+PROTOCOL = {"protocol_id": "integer"}
+LIST_QUERY = (limit_param(100, 500), CURSOR)
+STATE_CONFLICT = answers.conflict("The protocol's state does not allow the action")
+
+
+def _action(name: str, handler, summary: str, schema: str, extra: dict | None = None) -> Route:
+    return Route("POST", f"/protocols/{{protocol_id}}/actions/{name}", handler, summary, "protocols",
+                 {**answers.ok(schema), **STATE_CONFLICT, **(extra or {})}, PROTOCOL, write=True)
+
+
+ROUTES = [
+    Route("POST", "/projects/{project_id}/protocols", create_protocol_run, "Create a protocol run (pending)",
+          "protocols", answers.ok("ProtocolRun"), PROJECT, body=PROTOCOL_CREATE, write=True),
+    Route("GET", "/projects/{project_id}/protocols", list_project_protocols, "A project's protocol runs, newest first",
+          "protocols", answers.ok_list("ProtocolRun"), PROJECT, query=LIST_QUERY, paginated=True),
+    Route("GET", "/protocols", list_protocols, "All protocol runs, newest first", "protocols",
+          answers.ok_list("ProtocolRun"), query=(*LIST_QUERY, text_param("status", "Only runs in this state",
+                                                                          STATUSES)), paginated=True),
+    Route("GET", "/protocols/{protocol_id}", get_protocol, "Read a protocol run", "protocols",
+          answers.ok("ProtocolRun"), PROTOCOL),
+    _action("start", start, "Start: plan a pending protocol (plan_protocol_job) or run a planned one",
+            "ActionResponse"),
+    _action("pause", pause, "Pause: no new step starts", "ProtocolRun"),
+    _action("resume", resume, "Resume a paused protocol", "ProtocolRun"),
+    _action("cancel", cancel, "Cancel the protocol and its open steps (already cancelled: unchanged)",
+            "ProtocolRun"),
+    _action("run_next_step", run_next_step, "Run the next runnable step (execute_step_job)", "ActionResponse",
+            answers.error(404, "No pending, blocked or failed step")),
+    _action("retry_latest", retry_latest, "Retry the latest failed or blocked step", "ActionResponse",
+            answers.error(404, "No failed or blocked step")),
+    _action("open_pr", open_pr, "Open or update the pull request (open_pr_job)", "ActionResponse"),
+    Route("POST", "/projects/{project_id}/codemachine/import", import_codemachine,
+          "Import a CodeMachine workspace as a protocol run with steps (now, or queued with enqueue=true)",
+          "protocols", answers.ok("CodeMachineImportResponse"), PROJECT, body=IMPORT_REQUEST, write=True),
+]

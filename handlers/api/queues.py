@@ -1,0 +1,71 @@
+"""The queue as the reference shows it: counts per status, and the jobs themselves."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from sqlmodel import col, or_, and_, select
+
+from bot import store
+from bot.models import QueuedJob
+from handlers.api.context import QUERY
+from handlers.api import answers
+from handlers.api.routing import Route, decode_cursor, deps_of, json_response, page_response
+from handlers.api.schemas import CURSOR, limit_param, text_param
+from handlers.api.views import JOB_STATUS_NAMES, parse_time, queued_job_out
+
+log = logging.getLogger("agentry.api")
+
+# the reference's status words -> queued_jobs.status
+STATUS_FILTER = {**{name: status for status, name in JOB_STATUS_NAMES.items()},
+                 **{status: status for status in JOB_STATUS_NAMES}}
+
+
+async def queue_stats(request: web.Request) -> web.Response:
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        counts = await store.job_counts(session)
+    stats = {name: counts.get(status, 0) for status, name in JOB_STATUS_NAMES.items()}
+    stats["waiting"] = await _depth(deps)
+    return json_response({"default": stats})
+
+
+async def _depth(deps) -> int | None:
+    try:
+        return await deps.queue.depth()
+    except Exception:  # the broker is down: the counts from the database still stand
+        log.warning("queue depth unavailable")
+        return None
+
+
+def _cursor_shape(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(item, str) for item in value) \
+        and parse_time(value[0]) is not None
+
+
+async def queue_jobs(request: web.Request) -> web.Response:
+    """Newest first; `status` takes the reference's words (queued, started, failed, finished)."""
+    query = request[QUERY]
+    after = decode_cursor(request, _cursor_shape)
+    statement = select(QueuedJob)
+    if query["status"]:
+        statement = statement.where(QueuedJob.status == STATUS_FILTER[query["status"]])
+    if after is not None:
+        enqueued_at, job_id = parse_time(after[0]), after[1]
+        statement = statement.where(or_(col(QueuedJob.enqueued_at) < enqueued_at,
+                                        and_(col(QueuedJob.enqueued_at) == enqueued_at,
+                                             col(QueuedJob.job_id) < job_id)))
+    statement = statement.order_by(col(QueuedJob.enqueued_at).desc(), col(QueuedJob.job_id).desc())
+    async with deps_of(request).sessions() as session:
+        jobs = list((await session.exec(statement.limit(query["limit"] + 1))).all())
+    return page_response(jobs, query["limit"], queued_job_out, lambda job: [job.enqueued_at.isoformat(), job.job_id])
+
+
+ROUTES = [
+    Route("GET", "/queues", queue_stats, "Queue statistics per queue", "queues", answers.ok("QueueStats")),
+    Route("GET", "/queues/jobs", queue_jobs, "Jobs with their payload and status, newest first", "queues",
+          answers.ok_list("Job"),
+          query=(text_param("status", "queued, started, failed or finished", tuple(STATUS_FILTER)),
+                 limit_param(100, 500), CURSOR), paginated=True),
+]

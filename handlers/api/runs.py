@@ -1,0 +1,244 @@
+"""Runs (every job attempt), their logs and their registered artifacts.
+
+Files are only ever opened at paths the database registered for the run, and only beneath the data
+directory, one path component at a time without following symlinks: nothing a request sends
+becomes a path, and a symlink an agent left in its worktree leads nowhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+
+from aiohttp import web
+from sqlmodel import and_, col, or_, select
+
+from bot.models import CodexRun, RunArtifact
+from handlers.api.context import QUERY, REQUEST_ID
+from handlers.api import answers
+from handlers.api.errors import ApiError, not_found
+from handlers.api.routing import (
+    Route,
+    decode_cursor,
+    deps_of,
+    json_response,
+    page_response,
+    project_or_404,
+    protocol_or_404,
+    run_or_404,
+    step_or_404,
+)
+from handlers.api.schemas import CURSOR, INTEGER, Field, id_param, limit_param, path_int, path_text, text_param
+from handlers.api.views import artifact_out, parse_time, run_out
+
+MAX_ARTIFACT_BYTES = 1_000_000
+CHUNK_BYTES = 64 * 1024
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+def _cursor_shape(value) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and all(isinstance(item, str) for item in value)
+            and parse_time(value[0]) is not None)
+
+
+async def _run_page(request: web.Request, session, *conditions) -> web.Response:
+    """Newest first; the cursor is the (created_at, run_id) of the last run shown."""
+    limit = request[QUERY]["limit"]
+    after = decode_cursor(request, _cursor_shape)
+    if after is not None:
+        created, run_id = parse_time(after[0]), after[1]
+        conditions = (*conditions, or_(col(CodexRun.created_at) < created,
+                                       and_(col(CodexRun.created_at) == created, col(CodexRun.run_id) < run_id)))
+    statement = (select(CodexRun).where(*conditions)
+                 .order_by(col(CodexRun.created_at).desc(), col(CodexRun.run_id).desc()).limit(limit + 1))
+    runs = list((await session.exec(statement)).all())
+    return page_response(runs, limit, run_out, lambda run: [run.created_at.isoformat(), run.run_id])
+
+
+RUN_FILTERS = ("job_type", "status", "run_kind")
+ID_FILTERS = ("project_id", "protocol_run_id", "step_run_id")
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    async with deps_of(request).sessions() as session:
+        await _check_filters(request, session, query)
+        conditions = [getattr(CodexRun, name) == query[name] for name in (*RUN_FILTERS, *ID_FILTERS)
+                      if query[name] is not None]
+        return await _run_page(request, session, *conditions)
+
+
+async def _check_filters(request: web.Request, session, query: dict) -> None:
+    """A filter on a project, protocol or step needs that project's token, when it has one."""
+    if query["project_id"] is not None:
+        await project_or_404(request, session, query["project_id"])
+    if query["protocol_run_id"] is not None:
+        await protocol_or_404(request, session, query["protocol_run_id"])
+    if query["step_run_id"] is not None:
+        await step_or_404(request, session, query["step_run_id"])
+
+
+async def protocol_runs(request: web.Request) -> web.Response:
+    kind = request[QUERY]["run_kind"]
+    async with deps_of(request).sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        conditions = [CodexRun.protocol_run_id == protocol.id, *([CodexRun.run_kind == kind] if kind else [])]
+        return await _run_page(request, session, *conditions)
+
+
+async def step_runs(request: web.Request) -> web.Response:
+    kind = request[QUERY]["run_kind"]
+    async with deps_of(request).sessions() as session:
+        step, _, _ = await step_or_404(request, session, path_int(request, "step_id"))
+        conditions = [CodexRun.step_run_id == step.id, *([CodexRun.run_kind == kind] if kind else [])]
+        return await _run_page(request, session, *conditions)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    async with deps_of(request).sessions() as session:
+        run = await run_or_404(request, session, path_text(request, "run_id"))
+    return json_response(run_out(run))
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def open_registered(data_dir: Path, registered: str) -> int:
+    """A read-only descriptor of the regular file at `registered`, which must lie beneath `data_dir`.
+
+    Each directory on the way is opened relative to the previous one with O_NOFOLLOW, so neither a
+    `..` nor a symlink (even one swapped in meanwhile) leads outside. Raises FileNotFoundError.
+    """
+    root = data_dir.resolve()
+    target = Path(os.path.normpath(registered))
+    if not target.is_absolute() or not target.is_relative_to(root) or target == root:
+        raise FileNotFoundError(registered)
+    parts = target.relative_to(root).parts
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        raise FileNotFoundError(registered) from None
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(registered)
+    return fd
+
+
+def _open_or_404(request: web.Request, registered: str | None, what: str) -> int:
+    if not registered:
+        raise not_found(f"{what} path not recorded")
+    try:
+        return open_registered(deps_of(request).settings.data_dir, registered)
+    except FileNotFoundError:
+        raise not_found(f"{what} file not found") from None
+
+
+def _read(fd: int, offset: int, size: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
+async def run_log(request: web.Request) -> web.StreamResponse:
+    async with deps_of(request).sessions() as session:
+        run = await run_or_404(request, session, path_text(request, "run_id"))
+    fd = _open_or_404(request, run.log_path, "log")
+    try:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8",
+                                               "X-Request-ID": request[REQUEST_ID]})
+        await response.prepare(request)
+        offset = 0
+        while chunk := await asyncio.to_thread(_read, fd, offset, CHUNK_BYTES):
+            await response.write(chunk)
+            offset += len(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        os.close(fd)
+
+
+async def run_log_tail(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    async with deps_of(request).sessions() as session:
+        run = await run_or_404(request, session, path_text(request, "run_id"))
+    fd = _open_or_404(request, run.log_path, "log")
+    try:
+        size = os.fstat(fd).st_size
+        start = min(query["offset"], size)
+        data = await asyncio.to_thread(_read, fd, start, query["max_bytes"])
+    finally:
+        os.close(fd)
+    end = start + len(data)
+    return json_response({"run_id": run.run_id, "offset": start, "next_offset": end, "eof": end >= size,
+                          "chunk": data.decode("utf-8", "replace")})
+
+
+async def list_artifacts(request: web.Request) -> web.Response:
+    query = request[QUERY]
+    async with deps_of(request).sessions() as session:
+        run = await run_or_404(request, session, path_text(request, "run_id"))
+        statement = select(RunArtifact).where(RunArtifact.run_id == run.run_id)
+        if query["kind"]:
+            statement = statement.where(RunArtifact.kind == query["kind"])
+        after = decode_cursor(request, lambda value: isinstance(value, int) and not isinstance(value, bool))
+        if after is not None:
+            statement = statement.where(col(RunArtifact.id) > after)
+        items = list((await session.exec(statement.order_by(col(RunArtifact.id)).limit(query["limit"] + 1))).all())
+    return page_response(items, query["limit"], artifact_out, lambda item: item.id)
+
+
+async def artifact_content(request: web.Request) -> web.Response:
+    artifact_id = path_int(request, "artifact_id")
+    async with deps_of(request).sessions() as session:
+        run = await run_or_404(request, session, path_text(request, "run_id"))
+        artifact = await session.get(RunArtifact, artifact_id) if artifact_id is not None else None
+    if artifact is None or artifact.run_id != run.run_id:
+        raise not_found("Artifact not found for run")
+    fd = _open_or_404(request, artifact.path, "artifact")
+    try:
+        if os.fstat(fd).st_size > MAX_ARTIFACT_BYTES:
+            raise ApiError(413, "Artifact too large to display", limit=MAX_ARTIFACT_BYTES)
+        data = await asyncio.to_thread(_read, fd, 0, MAX_ARTIFACT_BYTES + 1)
+    finally:
+        os.close(fd)
+    return web.Response(text=data[:MAX_ARTIFACT_BYTES].decode("utf-8", "replace"), content_type="text/plain")
+
+
+RUN = {"run_id": "string"}
+KIND = text_param("run_kind", "plan, exec, qa, setup, pr, import, ralph or ask")
+RUN_PAGE = (limit_param(100, 500), CURSOR)
+ROUTES = [
+    Route("GET", "/codex/runs", list_runs, "Runs (every job attempt), newest first, with filters", "runs",
+          answers.ok_list("CodexRun"),
+          query=(text_param("job_type", "Only runs of this job"), text_param("status", "Only runs in this state"),
+                 id_param("project_id", "Only this project's runs"),
+                 id_param("protocol_run_id", "Only this protocol run's runs"),
+                 id_param("step_run_id", "Only this step's runs"), KIND, *RUN_PAGE), paginated=True),
+    Route("GET", "/protocols/{protocol_id}/runs", protocol_runs, "A protocol run's runs, newest first", "runs",
+          answers.ok_list("CodexRun"), {"protocol_id": "integer"}, query=(KIND, *RUN_PAGE), paginated=True),
+    Route("GET", "/steps/{step_id}/runs", step_runs, "A step's runs, newest first", "runs",
+          answers.ok_list("CodexRun"), {"step_id": "integer"}, query=(KIND, *RUN_PAGE), paginated=True),
+    Route("GET", "/codex/runs/{run_id}", get_run, "Read a run", "runs", answers.ok("CodexRun"), RUN),
+    Route("GET", "/codex/runs/{run_id}/logs", run_log, "The run's log as plain text", "runs",
+          answers.text("The log so far"), RUN),
+    Route("GET", "/codex/runs/{run_id}/logs/tail", run_log_tail, "A piece of the log from a byte offset", "runs",
+          answers.ok("LogTail"), RUN,
+          query=(Field("offset", INTEGER, default=0, minimum=0, maximum=2**62, nullable=False),
+                 Field("max_bytes", INTEGER, default=65536, minimum=1024, maximum=1_000_000, nullable=False))),
+    Route("GET", "/codex/runs/{run_id}/artifacts", list_artifacts, "The run's registered artifacts", "runs",
+          answers.ok_list("RunArtifact"), RUN,
+          query=(text_param("kind", "Only artifacts of this kind"), *RUN_PAGE), paginated=True),
+    Route("GET", "/codex/runs/{run_id}/artifacts/{artifact_id}/content", artifact_content,
+          "An artifact's content as text (at most 1 MB)", "runs",
+          {**answers.text("The artifact"), **answers.error(413, "The artifact is larger than 1 MB")},
+          {**RUN, "artifact_id": "integer"}),
+]

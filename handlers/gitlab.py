@@ -1,0 +1,199 @@
+"""The GitLab webhook: authenticate, decide the jobs, record the delivery once, answer 2xx fast.
+
+GitLab disables hooks that keep failing, so a client problem is never a 5xx: a bad token is 401,
+an unreadable or wrongly shaped payload is 400, everything else is 202 (or 200 for a duplicate).
+No GitLab call happens here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from bot.commands import added_commands, parse_comment
+from bot.config import Settings
+from bot.deps import Deps
+from bot.forge.events import UnsupportedEvent
+from bot.forge.gitlab_events import (
+    FINISHED_PIPELINE_STATUSES,
+    gitlab_actor,
+    gitlab_added_labels,
+    gitlab_comment,
+    gitlab_merge_request,
+    gitlab_pipeline,
+    is_own_status_pipeline,
+    is_system_note,
+)
+from bot.logs import log_context
+from bot.models import WebhookDelivery
+from bot.queue import (
+    HANDLE_CI_RESULT,
+    HANDLE_LABEL,
+    HANDLE_PULL_REQUEST,
+    Job,
+    command_job,
+    delivery_job,
+)
+from bot.webhooks import InvalidPayload
+from bot.webhooks_gitlab import (
+    GITLAB_MAX_PAYLOAD_BYTES,
+    gitlab_delivery_id,
+    parse_gitlab_body,
+    verify_gitlab_token,
+    verify_standard_webhook,
+)
+from handlers.intake import accept
+
+PATH = "/webhooks/gitlab"
+FORGE = "gitlab"
+
+
+def add_routes(app: web.Application, deps_key: web.AppKey) -> None:
+    """Serve ``POST /webhooks/gitlab`` with the dependencies stored in ``app[deps_key]``."""
+
+    async def view(request: web.Request) -> web.Response:
+        return await gitlab_webhook(request, request.app[deps_key])
+
+    app.router.add_post(PATH, view)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
+    counted = deps.metrics.deliveries
+    body = await request.read()
+    if len(body) > GITLAB_MAX_PAYLOAD_BYTES:
+        counted.labels(FORGE, "invalid").inc()
+        return error(413, f"body is larger than {GITLAB_MAX_PAYLOAD_BYTES} bytes")
+    rejection = authentication_problem(deps.settings, request.headers, body, now=time.time())
+    if rejection is not None:
+        counted.labels(FORGE, "rejected").inc()
+        return error(401, rejection)
+    event = request.headers.get("X-Gitlab-Event")
+    if not event:
+        counted.labels(FORGE, "invalid").inc()
+        return error(400, "missing X-Gitlab-Event header")
+    try:
+        payload = parse_gitlab_body(body)
+    except InvalidPayload as exc:
+        counted.labels(FORGE, "invalid").inc()
+        return error(400, str(exc))
+    delivery_id = gitlab_delivery_id(request.headers, body)
+    with log_context(delivery_id=delivery_id, event=event):
+        return await _accept(deps, event, delivery_id, payload)
+
+
+def authentication_problem(
+    settings: Settings, headers: Mapping[str, str], body: bytes, *, now: float
+) -> str | None:
+    """Why the delivery is not proven to come from GitLab, or None when it is.
+
+    The secret token and the signing token are each checked when configured; with neither,
+    only dev mode lets deliveries in.
+    """
+    token, signing_token = settings.gitlab_webhook_token, settings.gitlab_signing_token
+    if not token and not signing_token:
+        return None if settings.dev_mode else "GitLab webhooks are not configured (set AGENTRY_GITLAB_WEBHOOK_TOKEN)"
+    if token and not verify_gitlab_token(token, headers):
+        return "missing or invalid X-Gitlab-Token"
+    if signing_token and not verify_standard_webhook(signing_token, headers, body, now=now):
+        return "missing, stale or invalid webhook-signature"
+    return None
+
+
+async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict) -> web.Response:
+    try:
+        jobs = decide_jobs(deps.settings, event, delivery_id, payload)
+        delivery = delivery_row(event, delivery_id, payload, status="accepted" if jobs else "ignored")
+    except (KeyError, TypeError, AttributeError) as exc:
+        deps.metrics.deliveries.labels(FORGE, "invalid").inc()
+        return error(400, f"payload does not have the shape of a {event}: {exc!r}")
+    fresh = await accept(deps, delivery, jobs)
+    if fresh is None:
+        return web.json_response({"status": "duplicate", "delivery": delivery_id})
+    return web.json_response(
+        {"status": delivery.status, "delivery": delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
+    )
+
+
+def delivery_row(event: str, delivery_id: str, payload: dict, *, status: str) -> WebhookDelivery:
+    action = (payload.get("object_attributes") or {}).get("action")
+    return WebhookDelivery(
+        delivery_id=delivery_id,
+        forge=FORGE,
+        event=event,
+        action=action if isinstance(action, str) else None,
+        status=status,
+        repo=(payload.get("project") or {}).get("path_with_namespace"),
+        payload=payload,
+    )
+
+
+# -- which jobs a delivery asks for ---------------------------------------------------------------
+
+Decide = Callable[[Settings, str, dict], list[Job]]
+
+
+def decide_jobs(settings: Settings, event: str, delivery_id: str, payload: dict) -> list[Job]:
+    """The jobs for one delivery; an event nobody handles (Push Hook, …) asks for none."""
+    deciders = ROUTES.get(event.removeprefix("Confidential "), ())
+    return [job for decide in deciders for job in decide(settings, delivery_id, payload)]
+
+
+def note_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+    """One job per slash command in a new note, or per command an edit added."""
+    try:
+        comment = gitlab_comment(payload)
+    except UnsupportedEvent:
+        return []
+    if comment.author.is_bot or is_system_note(payload):
+        return []
+    grammar = {"prefix": settings.command_prefix, "app_slug": None}
+    if payload["object_attributes"].get("action") == "update":
+        if comment.old_body is None:
+            return []
+        commands = added_commands(comment.old_body, comment.body, **grammar)
+    else:
+        commands = parse_comment(comment.body, **grammar)
+    return [command_job(delivery_id, comment.comment_id, command.index, command.raw) for command in commands]
+
+
+def label_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+    labels = settings.labels
+    configured = {labels.run, labels.plan, labels.ralph}
+    if gitlab_actor(payload.get("user")).is_bot:
+        return []
+    if not configured.intersection(gitlab_added_labels(payload)):
+        return []
+    return [delivery_job(HANDLE_LABEL, delivery_id)]
+
+
+def merge_request_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+    """Merged, closed, reopened, or new commits pushed: the protocol behind it hears about it."""
+    try:
+        gitlab_merge_request(payload)
+    except UnsupportedEvent:
+        return []
+    return [delivery_job(HANDLE_PULL_REQUEST, delivery_id)]
+
+
+def pipeline_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+    """A finished pipeline, except those made of agentry's own commit statuses."""
+    if payload["object_attributes"].get("status") not in FINISHED_PIPELINE_STATUSES:
+        return []
+    if is_own_status_pipeline(payload):
+        return []
+    gitlab_pipeline(payload)
+    return [delivery_job(HANDLE_CI_RESULT, delivery_id)]
+
+
+ROUTES: dict[str, tuple[Decide, ...]] = {
+    "Note Hook": (note_jobs,),
+    "Issue Hook": (label_jobs,),
+    "Merge Request Hook": (label_jobs, merge_request_jobs),
+    "Pipeline Hook": (pipeline_jobs,),
+}

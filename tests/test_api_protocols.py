@@ -1,0 +1,189 @@
+"""Protocol runs, their seven actions, steps and step actions, CodeMachine imports, over HTTP."""
+
+import json
+
+import pytest
+
+from tests.test_api_support import api, api_deps, api_settings, project, protocol, steps  # noqa: F401
+
+
+async def test_create_list_and_read_protocols(api):
+    row = await project(api.deps)
+    response = await api.post(f"/projects/{row.id}/protocols", {"protocol_name": "Add retries",
+                                                                "template_config": {"a": 1}})
+    created = await response.json()
+    assert response.status == 200 and created["status"] == "pending" and created["template_config"] == {"a": 1}
+    listed = await (await api.get(f"/projects/{row.id}/protocols")).json()
+    assert [item["id"] for item in listed] == [created["id"]]
+    assert (await (await api.get(f"/protocols/{created['id']}")).json())["branch"].startswith("agent/")
+    assert (await api.get("/protocols/404")).status == 404
+    assert (await api.post("/projects/404/protocols", {"protocol_name": "x"})).status == 404
+    bad = await api.post(f"/projects/{row.id}/protocols", {"protocol_name": "x", "status": "running"})
+    assert bad.status == 400 and "status" in (await bad.json())["fields"]
+    assert (await api.post(f"/projects/{row.id}/protocols", {"status": "bogus"})).status == 400
+
+
+async def test_start_queues_planning_and_refuses_twice(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row)
+    response = await api.post(f"/protocols/{run.id}/actions/start")
+    body = await response.json()
+    assert response.status == 200 and body["job"]["job_type"] == "plan_protocol_job"
+    again = await api.post(f"/protocols/{run.id}/actions/start")
+    assert again.status == 409 and "planning" in (await again.json())["error"]
+    assert (await api.post("/protocols/404/actions/start")).status == 404
+    assert (await api.post(f"/protocols/{run.id}/actions/start", auth=False)).status == 401
+
+
+async def test_pause_resume_cancel(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="running")
+    await steps(api.deps, run, "completed", "pending")
+    assert (await api.post(f"/protocols/{run.id}/actions/resume")).status == 409
+    paused = await api.post(f"/protocols/{run.id}/actions/pause")
+    assert (await paused.json())["status"] == "paused"
+    resumed = await api.post(f"/protocols/{run.id}/actions/resume")
+    assert (await resumed.json())["status"] == "running"
+    cancelled = await api.post(f"/protocols/{run.id}/actions/cancel")
+    assert (await cancelled.json())["status"] == "cancelled"
+    again = await api.post(f"/protocols/{run.id}/actions/cancel")
+    assert again.status == 200 and (await again.json())["status"] == "cancelled"
+    assert (await api.post(f"/protocols/{run.id}/actions/pause")).status == 409
+    listed = await (await api.get(f"/protocols/{run.id}/steps")).json()
+    assert [step["status"] for step in listed] == ["completed", "cancelled"]
+
+
+async def test_completed_protocol_cannot_be_cancelled(api):
+    run = await protocol(api.deps, await project(api.deps), status="completed")
+    assert (await api.post(f"/protocols/{run.id}/actions/cancel")).status == 409
+
+
+async def test_run_next_step_and_retry_latest(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="planned")
+    assert (await api.post(f"/protocols/{run.id}/actions/run_next_step")).status == 404
+    await steps(api.deps, run, "pending", "pending")
+    body = await (await api.post(f"/protocols/{run.id}/actions/run_next_step")).json()
+    assert body["job"]["job_type"] == "execute_step_job"
+    assert (await api.post(f"/protocols/{run.id}/actions/retry_latest")).status == 404
+    blocked = await protocol(api.deps, row, status="blocked")
+    await steps(api.deps, blocked, "completed", "failed")
+    body = await (await api.post(f"/protocols/{blocked.id}/actions/retry_latest")).json()
+    assert body["job"]["job_type"] == "execute_step_job"
+    assert (await (await api.get(f"/protocols/{blocked.id}")).json())["status"] == "running"
+    done = await protocol(api.deps, row, status="completed")
+    await steps(api.deps, done, "failed")
+    assert (await api.post(f"/protocols/{done.id}/actions/retry_latest")).status == 409
+
+
+async def test_open_pr(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="running")
+    body = await (await api.post(f"/protocols/{run.id}/actions/open_pr")).json()
+    assert body["job"]["job_type"] == "open_pr_job"
+    pending = await protocol(api.deps, row)
+    assert (await api.post(f"/protocols/{pending.id}/actions/open_pr")).status == 409
+
+
+async def test_steps_create_list_read(api):
+    run = await protocol(api.deps, await project(api.deps))
+    body = {"step_index": 0, "step_name": "build", "step_type": "code", "policy": [{"behavior": "loop"}]}
+    response = await api.post(f"/protocols/{run.id}/steps", body)
+    created = await response.json()
+    assert response.status == 200 and created["policy"] == {"codemachine": [{"behavior": "loop"}]}
+    assert (await api.post(f"/protocols/{run.id}/steps", body)).status == 409
+    assert (await api.post(f"/protocols/{run.id}/steps", {**body, "step_index": -1})).status == 400
+    assert (await api.post("/protocols/404/steps", body)).status == 404
+    assert (await (await api.get(f"/steps/{created['id']}")).json())["step_name"] == "build"
+    assert (await api.get("/steps/404")).status == 404
+    assert len(await (await api.get(f"/protocols/{run.id}/steps")).json()) == 1
+
+
+async def test_step_actions(api):
+    run = await protocol(api.deps, await project(api.deps), status="running")
+    pending, failed, needs_qa, completed = await steps(api.deps, run, "pending", "failed", "needs_qa", "completed")
+    body = await (await api.post(f"/steps/{pending.id}/actions/run")).json()
+    assert body["job"]["job_type"] == "execute_step_job"
+    assert (await api.post(f"/steps/{completed.id}/actions/run")).status == 409
+    body = await (await api.post(f"/steps/{needs_qa.id}/actions/run_qa")).json()
+    assert body["job"]["job_type"] == "run_quality_job"
+    assert (await api.post(f"/steps/{completed.id}/actions/run_qa")).status == 409
+    approved = await (await api.post(f"/steps/{failed.id}/actions/approve")).json()
+    assert approved["status"] == "completed"
+    assert (await api.post(f"/steps/{pending.id}/actions/approve")).status == 409
+    assert (await api.post("/steps/404/actions/run")).status == 404
+
+
+CODEMACHINE_AGENTS = """
+// the workflow's agents
+const path = require('node:path');
+const prompts = path.join(__dirname, '..', 'prompts');
+module.exports = [
+  { id: 'plan', name: 'Planner', promptPath: path.join(prompts, 'plan.md'), moduleId: 'loop-check', },
+  { id: 'build', promptPath: "prompts/build.md", engineId: 'claude', model: 'sonnet' },
+  { id: 'review', promptPath: 'prompts/review.md', moduleId: ['retry-build', 'handoff'] },
+];
+"""
+CODEMACHINE_MODULES = """export default [
+  { "id": "loop-check", "behavior": { "type": "loop", "action": "stepBack", "maxIterations": 2 } },
+  { "id": "retry-build", "behavior": { "type": "loop", "stepBack": 1, "maxIterations": 5 } },
+  { "id": "handoff", "behavior": { "type": "trigger", "triggerAgentId": "build" } }
+];"""
+
+
+def codemachine_workspace(root):
+    config = root / ".codemachine" / "config"
+    config.mkdir(parents=True)
+    (root / ".codemachine" / "prompts").mkdir()
+    for name in ("plan", "build", "review"):
+        (root / ".codemachine" / "prompts" / f"{name}.md").write_text(f"{name} prompt")
+    (config / "main.agents.js").write_text(CODEMACHINE_AGENTS)
+    (config / "modules.js").write_text(CODEMACHINE_MODULES)
+    (root / ".codemachine" / "template.json").write_text(json.dumps({"template": "spec", "version": "0.0.1"}))
+    return root
+
+
+async def test_codemachine_import_inline(api, tmp_path):
+    workspace = codemachine_workspace(tmp_path / "ws")
+    row = await project(api.deps, local_path=str(tmp_path))
+    response = await api.post(f"/projects/{row.id}/codemachine/import",
+                              {"protocol_name": "cm", "workspace_path": str(workspace)})
+    body = await response.json()
+    assert response.status == 200 and body["job"] is None
+    assert body["protocol_run"]["status"] == "planned"
+    assert body["protocol_run"]["template_source"] == {"template": "spec", "version": "0.0.1"}
+    listed = await (await api.get(f"/protocols/{body['protocol_run']['id']}/steps")).json()
+    assert [step["step_name"] for step in listed] == ["00-plan", "01-build", "02-review"]
+    assert listed[0]["prompt"] == "plan prompt" and listed[1]["engine_id"] == "claude"
+    assert listed[2]["policy"]["loop"] == {"back_to": "01-build", "max_iterations": 5, "when": "qa_fail"}
+    assert listed[2]["policy"]["trigger"] == {"step": "01-build", "when": "completed"}
+    assert listed[0]["policy"]["loop"]["back_to"] == "00-plan"
+    assert listed[1]["depends_on"] == ["00-plan"]
+
+
+async def test_codemachine_import_enqueued_and_refusals(api, tmp_path):
+    workspace = codemachine_workspace(tmp_path / "ws")
+    row = await project(api.deps, local_path=str(tmp_path))
+    body = await (await api.post(f"/projects/{row.id}/codemachine/import",
+                                 {"protocol_name": "cm", "workspace_path": str(workspace), "enqueue": True})).json()
+    assert body["job"]["job_type"] == "codemachine_import_job" and body["protocol_run"]["status"] == "planning"
+    outside = await api.post(f"/projects/{row.id}/codemachine/import",
+                             {"protocol_name": "cm", "workspace_path": "/etc"})
+    assert outside.status == 400 and "workspace_path" in (await outside.json())["fields"]
+    (workspace / ".codemachine" / "config" / "main.agents.js").write_text("module.exports = [ { id: 'x' } ]")
+    broken = await api.post(f"/projects/{row.id}/codemachine/import",
+                            {"protocol_name": "cm", "workspace_path": str(workspace)})
+    assert broken.status == 400 and "promptPath" in (await broken.json())["error"]
+    listed = await (await api.get(f"/projects/{row.id}/protocols")).json()
+    assert len(listed) == 1  # the failed import left nothing behind
+
+
+@pytest.mark.parametrize("prompt_path", ["../../../etc/passwd", "/etc/passwd"])
+async def test_codemachine_prompts_stay_inside_the_workspace(api, tmp_path, prompt_path):
+    workspace = codemachine_workspace(tmp_path / "ws")
+    (workspace / ".codemachine" / "config" / "main.agents.js").write_text(
+        json.dumps([{"id": "x", "promptPath": prompt_path}]))
+    row = await project(api.deps, local_path=str(tmp_path))
+    response = await api.post(f"/projects/{row.id}/codemachine/import",
+                              {"protocol_name": "cm", "workspace_path": str(workspace)})
+    assert response.status == 400 and "outside the workspace" in (await response.json())["error"]

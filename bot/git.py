@@ -144,6 +144,22 @@ async def fetch(mirror: Path, *, token: str | None = None) -> None:
         await _fetch(Path(mirror), token)
 
 
+async def fetch_ref(mirror: Path, ref: str, *, token: str | None = None) -> str:
+    """Fetches one ref the branch refspec leaves out (a pull request's head, say) and returns its sha.
+
+    It is kept under refs/agentry/, which `fetch --prune` leaves alone."""
+    mirror = Path(mirror)
+    if not ref.startswith("refs/") or ref.startswith("-"):
+        raise GitError(f"not a full ref name: {ref[:80]!r}")
+    local = "refs/agentry/" + ref.removeprefix("refs/")
+    await _git(mirror, "check-ref-format", local)
+    async with _mirror_lock(mirror):
+        url = await _origin_url(mirror)
+        await _git(mirror, "fetch", "--quiet", "origin", f"+{ref}:{local}", token=token, url=url,
+                   timeout=NETWORK_TIMEOUT)
+        return (await _git(mirror, "rev-parse", "--verify", local)).text.strip()
+
+
 async def default_branch(mirror: Path) -> str:
     head = await _git(Path(mirror), "symbolic-ref", "--quiet", f"{_REMOTE}HEAD", check=False)
     if head.returncode == 0:
@@ -247,17 +263,19 @@ async def _acquire(fd: int, lock_path: Path) -> None:
 
 
 async def prepare_worktree(
-    mirror: Path, worktree: Path, *, branch: str, base_branch: str, token: str | None = None
+    mirror: Path, worktree: Path, *, branch: str, base_branch: str, token: str | None = None,
+    start_point: str | None = None,
 ) -> str:
-    """Fetch, then check `branch` out in `worktree` at the remote's head of `branch`, or at
-    `origin/<base_branch>` when the remote has no such branch. Local changes are discarded (the
-    remote is the truth); a half-made or foreign worktree is replaced. Returns the HEAD sha."""
+    """Fetch, then check `branch` out in `worktree` at the remote's head of `branch`, or, when the
+    remote has no such branch, at `start_point` (a commit fetched with `fetch_ref`) or else at
+    `origin/<base_branch>`. Local changes are discarded (the remote is the truth); a half-made or
+    foreign worktree is replaced. Returns the HEAD sha."""
     mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
     await _check_branch(mirror, branch)
     await _check_branch(mirror, base_branch)
     async with _mirror_lock(mirror):
         await _fetch(mirror, token)
-        start = await _start_point(mirror, branch, base_branch)
+        start = await _start_point(mirror, branch, base_branch, start_point)
         if not await _reuse_worktree(mirror, worktree, branch, start):
             await _recreate_worktree(mirror, worktree, branch, start)
     return await head_sha(worktree)
@@ -290,10 +308,15 @@ def _worktree_of(mirror: Path, worktree: Path) -> Path:
     return worktree
 
 
-async def _start_point(mirror: Path, branch: str, base_branch: str) -> str:
-    for name in (branch, base_branch):
-        if await _rev(mirror, f"{_REMOTE}{name}") is not None:
-            return f"{_REMOTE}{name}"
+async def _start_point(mirror: Path, branch: str, base_branch: str, start_point: str | None) -> str:
+    if await _rev(mirror, f"{_REMOTE}{branch}") is not None:
+        return f"{_REMOTE}{branch}"
+    if start_point is not None:
+        if await _rev(mirror, start_point) is None:
+            raise GitError(f"start point {start_point[:40]!r} is not in the mirror; fetch it first")
+        return start_point
+    if await _rev(mirror, f"{_REMOTE}{base_branch}") is not None:
+        return f"{_REMOTE}{base_branch}"
     raise GitError(f"base branch {base_branch!r} does not exist on the remote")
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import protocols, render, store
+from bot import git, protocols, render, store
 from bot.commands import Command, CommandError, added_commands, help_text, parse_comment, required_permission
 from bot.deps import Deps
 from bot.forge import Forge, RepoRef
@@ -23,6 +23,7 @@ from bot.models import Project, ProtocolRun, StepRun, utcnow
 from bot.protocols import Conflict, NotFound
 from bot.queue import Job
 from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus
+from jobs import workspace
 from jobs.common import ensure_project, forge_of, load_delivery, parser_for, permits, repo_ref
 
 log = logging.getLogger("agentry.jobs.commands")
@@ -163,23 +164,77 @@ async def start_protocol(request: Request, kind: str) -> list[Job]:
         raise Conflict(f"protocol #{existing.id} is already {existing.status} on this issue; "
                        f"use `{request.prefix} status`, or `{request.prefix} cancel` before starting another")
     await _check_rate(request)
-    protocol = await _create(request, kind)
+    pull = await _pull_request(request)
+    protocol = await _create(request, kind, pull=pull)
+    if protocol.runtime_state.get("fork"):
+        return await _await_fork_approval(request, protocol)
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
                                                  actor=request.actor.login)
 
 
-async def _create(request: Request, kind: str, **extra) -> ProtocolRun:
+async def _pull_request(request: Request) -> dict | None:
+    if not request.issue.is_pull_request:
+        return None
+    pull = await request.forge.get_pull_request(request.repo, request.issue.number)
+    if pull is None or not pull.get("head_branch"):
+        raise NotFound(f"cannot read the branch of pull request #{request.issue.number}")
+    if pull.get("state") != "open":
+        raise Conflict(f"pull request #{request.issue.number} is {pull.get('state')}")
+    return pull
+
+
+def _on_pull_request(pull: dict | None, repo: RepoRef) -> dict:
+    """Where a protocol on a pull request works: the PR's own branch when it lives in this
+    repository; for a fork, a branch of ours started from the commit a maintainer approves."""
+    if pull is None:
+        return {}
+    if pull.get("head_repo") == repo.full_name:
+        return {"branch": pull["head_branch"], "base_branch": pull.get("base_branch"),
+                "state": {"existing_pull": pull["number"]}}
+    fork = {key: pull.get(key) for key in ("number", "head_repo", "head_sha", "head_ref")}
+    return {"base_branch": pull.get("base_branch"), "state": {"fork": {**fork, "approved_sha": None}}}
+
+
+async def _await_fork_approval(request: Request, protocol: ProtocolRun) -> list[Job]:
+    fork = protocol.runtime_state["fork"]
+    await store.record_event(request.session, "fork_approval_needed", f"pull request from {fork['head_repo']}",
+                             project_id=protocol.project_id, protocol_run_id=protocol.id, meta=fork)
+    await request.reply(
+        f"This pull request comes from the fork `{fork['head_repo']}`. Agents run its code only after someone "
+        f"with write access approves the exact commit: `{request.prefix} approve` approves the current head "
+        f"(`{(fork.get('head_sha') or '')[:12]}`); later pushes need a new approval.")
+    return [protocols.report(protocol, "fork")]
+
+
+async def approve_fork(request: Request, protocol: ProtocolRun) -> list[Job]:
+    """Pins the fork's current head as the approved start of the protocol's branch, then starts."""
+    fork = protocol.runtime_state["fork"]
+    mirror = await workspace.mirror(request.deps, request.project, await workspace.git_token(request.deps, request.project))
+    sha = await git.fetch_ref(mirror, fork["head_ref"])
+    protocol.runtime_state = {**protocol.runtime_state, "fork": {**fork, "approved_sha": sha, "approved_by": request.actor.login}}
+    await store.record_event(request.session, "fork_approved", f"{request.actor.login} approved {sha[:12]}",
+                             project_id=protocol.project_id, protocol_run_id=protocol.id, meta={"sha": sha})
+    return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
+                                                 actor=request.actor.login)
+
+
+async def _create(request: Request, kind: str, pull: dict | None = None, **extra) -> ProtocolRun:
     options = request.command.options
     defaults = request.project.default_models or {}
     engine = options.get("engine") or defaults.get("engine") or request.deps.settings.default_engine
     model = options.get("model") or defaults.get(kind) or defaults.get("execute") or request.deps.settings.default_model
     policy = {"max_tokens_per_protocol": options["max_tokens"]} if "max_tokens" in options else {}
     description = "\n\n".join(part for part in (request.issue.body, request.command.text) if part)
+    target = _on_pull_request(pull, request.repo)
     protocol = await protocols.create_protocol(
         request.session, request.project, title=request.issue.title or f"issue {request.issue.number}", kind=kind,
         description=description, issue_number=request.issue.number, engine=engine, model=model,
-        created_by=request.actor.login, policy={**policy, "instructions": request.command.text}, **extra)
-    protocol.runtime_state = {"issue_url": request.issue.url, "on_pull_request": request.issue.is_pull_request}
+        created_by=request.actor.login, policy={**policy, "instructions": request.command.text},
+        branch=target.get("branch"), base_branch=target.get("base_branch"), **extra)
+    protocol.runtime_state = {"issue_url": request.issue.url, "on_pull_request": request.issue.is_pull_request,
+                              **target.get("state", {})}
+    if "existing_pull" in protocol.runtime_state:
+        protocol.pr_number, protocol.pr_url = pull["number"], pull.get("url")
     return protocol
 
 
@@ -290,6 +345,9 @@ async def cmd_retry(request: Request) -> list[Job]:
 
 async def cmd_approve(request: Request) -> list[Job]:
     protocol = await _protocol(request)
+    fork = protocol.runtime_state.get("fork")
+    if fork and not fork.get("approved_sha") and protocol.status == ProtocolStatus.PENDING:
+        return await approve_fork(request, protocol)
     steps = await protocols.steps_of(request.session, protocol.id)
     reference = request.command.args[0] if request.command.args else None
     step = protocols.find_step(steps, reference, statuses=(StepStatus.NEEDS_QA, StepStatus.FAILED, StepStatus.BLOCKED))

@@ -184,6 +184,8 @@ async def open_pr_job(ctx: dict, protocol_id: int) -> None:
         protocol, project = await load_protocol(session, protocol_id)
         if protocol is None or not project.forge or not protocol.head_sha:
             return
+        if protocol.runtime_state.get("existing_pull"):
+            return  # the pull request the protocol works on belongs to its author
         steps = await steps_of(session, protocol.id)
     forge, repo = forge_of(deps, project), repo_ref(project)
     ready = bool(steps) and all(step.status == "completed" for step in steps)

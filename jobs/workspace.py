@@ -38,7 +38,12 @@ async def worktree(deps: Deps, project: Project, protocol: ProtocolRun) -> tuple
     token = await git_token(deps, project)
     mirror_dir = await mirror(deps, project, token)
     path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
-    await git.prepare_worktree(mirror_dir, path, branch=protocol.branch, base_branch=protocol.base_branch, token=token)
+    fork = protocol.runtime_state.get("fork") or {}
+    start_point = fork.get("approved_sha")
+    if start_point:
+        await git.fetch_ref(mirror_dir, fork["head_ref"], token=token)
+    await git.prepare_worktree(mirror_dir, path, branch=protocol.branch, base_branch=protocol.base_branch, token=token,
+                               start_point=start_point)
     return path, token
 
 

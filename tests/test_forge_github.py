@@ -380,7 +380,8 @@ async def test_pull_request_lifecycle(gh, session):
 
     assert opened == again == {**found, "draft": True}
     assert found == {"number": 1, "url": "https://github.example/octo/demo/pull/1",
-                     "draft": False, "state": "open"}
+                     "draft": False, "state": "open", "head_branch": branch, "head_sha": "0" * 40,
+                     "head_repo": "octo/demo", "head_ref": "refs/pull/1/head", "base_branch": "main"}
     assert [(c.line, c.status) for c in gh.calls[1:]] == [
         ("GET /repos/octo/demo/pulls", 200),
         ("POST /repos/octo/demo/pulls", 201),

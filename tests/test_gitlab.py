@@ -791,8 +791,9 @@ async def test_merge_requests_open_as_drafts_are_found_and_marked_ready(gl, sess
     forge = make_forge(gl, session)
     opened = await forge.open_pull_request(REPO, head="agent/17-greeting", base="master",
                                            title="Add a greeting", body="Closes #17", draft=True)
-    assert opened == {"number": 1, "url": f"https://gitlab.example/{PROJECT}/-/merge_requests/1",
-                      "draft": True, "state": "open"}
+    assert {key: opened[key] for key in ("number", "url", "draft", "state", "head_branch", "head_ref")} == {
+        "number": 1, "url": f"https://gitlab.example/{PROJECT}/-/merge_requests/1", "draft": True, "state": "open",
+        "head_branch": "agent/17-greeting", "head_ref": "refs/merge-requests/1/head"}
     assert gl.merge_requests[(5, 1)]["title"] == "Draft: Add a greeting"
     assert gl.merge_requests[(5, 1)]["description"] == "Closes #17"
     again = await forge.open_pull_request(REPO, head="agent/17-greeting", base="master",

@@ -89,6 +89,11 @@ class Forge(Protocol):
     ) -> None:
         """Update a check run with a GitHub-shaped payload."""
 
+    async def get_pull_request(self, repo: RepoRef, number: int) -> dict[str, Any] | None:
+        """``{"number", "url", "draft", "state", "head_branch", "head_sha", "head_repo", "head_ref",
+        "base_branch"}`` of pull request ``number``, or None; ``head_repo`` differs from ``repo`` for
+        a fork, and ``head_ref`` is the ref that fetches its head from ``repo``."""
+
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         """The open pull request from ``head_branch``: ``{"number", "url", "draft", "state"}``."""
 
@@ -210,6 +215,12 @@ class RecordingForge:
         self, repo: RepoRef, check_run_id: int, payload: dict[str, Any]
     ) -> None:
         await self._emit("update_check_run", repo, check_run_id=check_run_id, payload=payload)
+
+    async def get_pull_request(self, repo: RepoRef, number: int) -> dict[str, Any] | None:
+        pull = next((dict(pull) for (full_name, _), pull in self._pulls.items()
+                     if full_name == repo.full_name and pull["number"] == number), None)
+        await self._emit("get_pull_request", repo, number=number, pull_request=pull)
+        return pull
 
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         pull = self._pulls.get((repo.full_name, head_branch))

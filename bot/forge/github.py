@@ -240,11 +240,17 @@ def _repo_vars(repo: RepoRef, **extra: Any) -> dict[str, Any]:
 
 
 def _pull_summary(pull: dict[str, Any]) -> dict[str, Any]:
+    head, base = pull.get("head") or {}, pull.get("base") or {}
     return {
         "number": pull["number"],
         "url": pull["html_url"],
         "draft": bool(pull.get("draft")),
         "state": pull["state"],
+        "head_branch": head.get("ref"),
+        "head_sha": head.get("sha"),
+        "head_repo": (head.get("repo") or {}).get("full_name"),
+        "head_ref": f"refs/pull/{pull['number']}/head",
+        "base_branch": base.get("ref"),
     }
 
 
@@ -426,6 +432,14 @@ class GitHubForge:
         await self._patch(repo, CHECK_RUN_URL, url_vars, payload)
 
     # -- pull requests -----------------------------------------------------------------------
+
+    async def get_pull_request(self, repo: RepoRef, number: int) -> dict[str, Any] | None:
+        try:
+            return _pull_summary(await self._get(repo, PULL_URL, _repo_vars(repo, pull_number=number)))
+        except gidgethub.BadRequest as exc:
+            if _status(exc) == 404:
+                return None
+            raise
 
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         head = f"{repo.owner}:{head_branch}"

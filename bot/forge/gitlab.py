@@ -123,13 +123,19 @@ def ready_title(title: str) -> str:
     return title
 
 
-def merge_request_summary(merge_request: dict[str, Any]) -> dict[str, Any]:
+def merge_request_summary(merge_request: dict[str, Any], repo: RepoRef | None = None) -> dict[str, Any]:
     state = merge_request.get("state")
+    same_project = merge_request.get("source_project_id") == merge_request.get("target_project_id")
     return {
         "number": merge_request["iid"],
         "url": merge_request.get("web_url"),
         "draft": is_draft(merge_request),
         "state": "open" if state == "opened" else state,
+        "head_branch": merge_request.get("source_branch"),
+        "head_sha": merge_request.get("sha"),
+        "head_repo": (repo.full_name if repo and same_project else f"project:{merge_request.get('source_project_id')}"),
+        "head_ref": f"refs/merge-requests/{merge_request['iid']}/head",
+        "base_branch": merge_request.get("target_branch"),
     }
 
 
@@ -366,6 +372,14 @@ class GitLabForge:
         return max(int(status["id"]) for status in statuses)
 
     # -- merge requests ----------------------------------------------------------------------
+
+    async def get_pull_request(self, repo: RepoRef, number: int) -> dict[str, Any] | None:
+        try:
+            return merge_request_summary(await self._merge_request(repo, number), repo)
+        except gidgetlab.BadRequest as exc:
+            if _status(exc) == 404:
+                return None
+            raise
 
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         params = {"source_branch": head_branch, "state": "opened", "per_page": "1"}

@@ -381,6 +381,14 @@ class FakeGitHub:
         """Seed a comment written by ``user``; returns its id."""
         return self._new_comment(repo, issue_number, body, user)["id"]
 
+    def add_pull(self, repo: str, *, head: str, head_sha: str, base: str = "main",
+                 head_repo: str | None = None) -> int:
+        """Seed an open pull request (from ``head_repo``, a fork, when given); returns its number."""
+        owner = (head_repo or repo).split("/")[0]
+        pull = self._new_pull(repo, {"base": base, "title": f"Change {head}", "body": ""}, head, f"{owner}:{head}")
+        pull["head"].update(sha=head_sha, repo={"full_name": head_repo or repo})
+        return pull["number"]
+
     def delete_comment(self, comment_id: int) -> None:
         self.comments.pop(comment_id, None)
 
@@ -726,7 +734,7 @@ class FakeGitHub:
                 "html_url": f"https://github.example/{repo}/pull/{number}",
                 "state": "open", "draft": bool(body.get("draft", False)),
                 "title": body.get("title"), "body": body.get("body"),
-                "head": {"ref": branch, "label": label, "sha": "0" * 40},
+                "head": {"ref": branch, "label": label, "sha": "0" * 40, "repo": {"full_name": repo}},
                 "base": {"ref": body["base"]}, "merged": False,
                 "user": {"login": self.bot_login, "type": "Bot"}}
         self.pulls[(repo, number)] = pull

@@ -224,6 +224,9 @@ def help_text(prefix: str = "/agent", command: str | None = None) -> str:
 # ---- finding command lines ----------------------------------------------------
 
 
+FREE_TEXT_ARGUMENTS = ("text", "question", "task", "answer")
+
+
 def _triggers(prefix: str, app_slug: str | None) -> list[str]:
     if not prefix.strip():
         raise ValueError("the command prefix must not be empty")
@@ -234,11 +237,21 @@ def _triggers(prefix: str, app_slug: str | None) -> list[str]:
     return triggers
 
 
+HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+
+
+def _without_html_comments(body: str) -> str:
+    """HTML comments (issue templates are full of them) blanked out, keeping line numbers."""
+    if "<!--" not in body:
+        return body
+    return HTML_COMMENT.sub(lambda match: "\n" * match.group(0).count("\n"), body)
+
+
 def _command_lines(body: str, triggers: list[str]) -> Iterator[tuple[int, str, str, str]]:
     """Yield (line number, stripped line, trigger, text after trigger) of each command line."""
     may_matter = _first_characters(["```", "~~~", *triggers])
     open_fence: tuple[str, int] | None = None
-    for number, line in enumerate(_split_lines(body), start=1):
+    for number, line in enumerate(_split_lines(_without_html_comments(body)), start=1):
         stripped = line.strip()
         if not stripped.startswith(may_matter):
             continue
@@ -334,19 +347,23 @@ def _closest_command(typed: str) -> str | None:
 def _parse_arguments(
     spec: CommandSpec, arg_text: str
 ) -> tuple[tuple[str, ...], str, dict[str, OptionValue]]:
-    tokens = _tokenize(spec.name, arg_text)
+    tokens = _tokenize(spec.name, arg_text, lenient=spec.arguments in FREE_TEXT_ARGUMENTS)
     options, positionals = _split_options(spec, tokens)
     args, text = _ARGUMENT_PARSERS[spec.arguments](spec, positionals)
     return args, text, options
 
 
-def _tokenize(name: str, arg_text: str) -> list[str]:
+def _tokenize(name: str, arg_text: str, *, lenient: bool = False) -> list[str]:
+    """Shell-style words. For free text (a task, a question) an apostrophe is prose, not a quote:
+    when the text does not parse as quoted words it is taken as plain words."""
     # shlex slows down quadratically on very long words, so the length is capped first.
     if len(arg_text) > MAX_LINE_CHARS:
         raise _Invalid(f"`{name}` is too long (more than {MAX_LINE_CHARS} characters)")
     try:
         return shlex.split(arg_text, posix=True)
     except ValueError as error:
+        if lenient:
+            return arg_text.split()
         if "escaped" in str(error):
             raise _Invalid(f"`{name}` ends with a backslash that escapes nothing") from None
         raise _Invalid(

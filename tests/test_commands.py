@@ -61,15 +61,43 @@ def test_quoting(body, text, args):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ('/agent run "fix it', "`run` has an unbalanced quote; close it, or escape it with a backslash"),
-        ("/agent ask why doesn't it build?", "`ask` has an unbalanced quote; close it, or escape it with a backslash"),
-        ("/agent run fix it\\", "`run` ends with a backslash that escapes nothing"),
+        ('/agent retry "add tests', "`retry` has an unbalanced quote; close it, or escape it with a backslash"),
+        ("/agent approve step\\", "`approve` ends with a backslash that escapes nothing"),
     ],
 )
 def test_unbalanced_quoting_is_an_error_not_an_exception(body, message):
     result = error(body)
     assert result.message == message
     assert result.usage.startswith("/agent ")
+
+
+@pytest.mark.parametrize(
+    "body, name, text",
+    [
+        ("/agent ask why doesn't it build?", "ask", "why doesn't it build?"),
+        ('/agent run fix the "quoted thing', "run", 'fix the "quoted thing'),
+        ("/agent run don't break --engine claude", "run", "don't break"),
+        ("/agent answer db it's postgres", "answer", "it's postgres"),
+        ("/agent ralph make it work, it's close", "ralph", "make it work, it's close"),
+    ],
+)
+def test_free_text_with_apostrophes_is_prose_not_quoting(body, name, text):
+    [command] = parse_comment(body)
+    assert isinstance(command, Command), command
+    assert (command.name, command.text) == (name, text)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("<!-- /agent run -->", []),
+        ("<!--\n/agent run\n-->\n/agent status", [("status", 4)]),
+        ("text <!-- hidden\n/agent run\n", []),
+        ("/agent plan\n<!-- template note -->\n/agent status", [("plan", 1), ("status", 3)]),
+    ],
+)
+def test_commands_inside_html_comments_are_ignored(body, expected):
+    assert [(command.name, command.line) for command in parse_comment(body)] == expected
 
 
 @pytest.mark.parametrize(

@@ -54,13 +54,15 @@ def serve(settings: Settings) -> int:
 
 
 async def build_service(settings: Settings) -> web.Application:
+    from handlers.keys import JOB_RUNNER
     from handlers.web import make_app
-    from jobs.worker import embedded_worker
+    from jobs.worker import embedded_worker, run_inline
 
     if db.is_sqlite(settings.database_url):
         await db.upgrade_in_thread(settings.database_url)
     deps = await open_deps(settings)
     app = make_app(deps)
+    app[JOB_RUNNER] = run_inline(deps)
     if settings.embedded_queue:
         app.cleanup_ctx.append(_run_worker(lambda: embedded_worker(deps)))
     app.on_cleanup.append(lambda _app: deps.close())

@@ -11,6 +11,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import db, store
+from bot.audit import AuditLog
 from bot.config import Settings
 from bot.forge import Forge, RecordingForge
 from bot.forge.github import GitHubAppAuth, GitHubForge
@@ -30,15 +31,21 @@ class Deps:
     worker_id: str
     agent_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     forges: dict[str, Forge] = field(default_factory=dict)
+    audit: AuditLog | None = None
 
     def forge(self, name: str) -> Forge:
         return self.forges[name]
 
-    async def submit(self, jobs: list[Job]) -> list[Job]:
-        """Records jobs (a job id seen before is a duplicate) and wakes the queue for the new ones."""
+    async def record(self, jobs: list[Job]) -> list[Job]:
+        """Records jobs; returns those not seen before (a known job id is a duplicate)."""
         async with self.sessions() as session:
             fresh = await store.record_jobs(session, jobs)
             await session.commit()
+        return fresh
+
+    async def submit(self, jobs: list[Job]) -> list[Job]:
+        """Records jobs and wakes the queue for the new ones."""
+        fresh = await self.record(jobs)
         await self.queue.wake(fresh)
         return fresh
 
@@ -62,6 +69,7 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
         metrics=Metrics.create(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         agent_slots=asyncio.Semaphore(settings.max_concurrent_jobs),
+        audit=AuditLog(settings.data_dir),
     )
     deps.forges["github"] = github_forge(deps)
     deps.forges["gitlab"] = gitlab_forge(deps)

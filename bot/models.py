@@ -142,6 +142,8 @@ class CodexRun(SQLModel, table=True):
         Index("ix_codex_runs_step", "step_run_id"),
         Index("ix_codex_runs_protocol", "protocol_run_id"),
         Index("ix_codex_runs_status", "status"),
+        Index("ix_codex_runs_created", "created_at"),
+        Index("ix_codex_runs_project_created", "project_id", "created_at"),
     )
 
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True)

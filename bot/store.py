@@ -22,9 +22,13 @@ async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict]
         return 0
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     keys = [key] if isinstance(key, str) else key
-    statement = dialect.insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=keys)
-    result = await session.exec(statement)
-    return result.rowcount or 0
+    # The rows go as parameters, not .values(): the statement then compiles once per process.
+    statement = dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=keys)
+    connection = await session.connection()
+    inserted = 0
+    for row in rows:
+        inserted += (await connection.execute(statement, row)).rowcount or 0
+    return inserted
 
 
 def job_row(job: Job) -> dict:

@@ -141,10 +141,7 @@ async def _deny(request: Request, required: str, actual: str) -> None:
 
 
 def _audit(request: Request, outcome: str, reason: str | None = None) -> None:
-    audit = getattr(request.deps, "audit", None)
-    if audit is None:
-        return
-    audit.write(action=f"command.{request.command.name}", outcome=outcome, actor=request.actor.login,
+    request.deps.audit.write(action=f"command.{request.command.name}", outcome=outcome, actor=request.actor.login,
                 path=f"{request.repo.forge}:{request.repo.full_name}#{request.issue.number}",
                 ids={"project_id": request.project.id, "comment_id": request.comment_id},
                 body={"raw": request.command.raw}, reason=reason)

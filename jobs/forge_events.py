@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import store
 from bot.deps import Deps
-from bot.forge.events import CiEvent, PullRequestEvent
+from bot.forge.events import CiEvent, PullRequestEvent, github_ci
 from bot.models import Project, ProtocolRun
 from bot.protocols import retry_step, schedule_next, set_protocol_status, set_step_status, steps_of
 from bot.queue import run_quality_job
@@ -67,7 +67,7 @@ async def handle_pull_request_job(ctx: dict, delivery_id: str) -> None:
 async def handle_ci_result_job(ctx: dict, delivery_id: str) -> None:
     deps: Deps = ctx["deps"]
     delivery = await load_delivery(deps, delivery_id)
-    event: CiEvent = parser_for(delivery.forge, "ci")(delivery.payload)
+    event = ci_event(delivery)
     if event.conclusion not in ("success", "failure"):
         return
     jobs = []
@@ -87,6 +87,13 @@ async def handle_ci_result_job(ctx: dict, delivery_id: str) -> None:
             jobs = await _ci_failed(deps, session, protocol, step, event)
     await deps.submit(jobs)
     await report_protocol(deps, protocol.id)
+
+
+def ci_event(delivery) -> CiEvent:
+    """GitHub reports CI with three events (check_suite, workflow_run, status), read by their name."""
+    if delivery.forge == "github":
+        return github_ci(delivery.event, delivery.payload)
+    return parser_for(delivery.forge, "ci")(delivery.payload)
 
 
 def _step_for_ci(steps: list):
@@ -112,6 +119,7 @@ async def _ci_failed(deps: Deps, session, protocol, step, event: CiEvent) -> lis
     if fixes < deps.settings.ci_fix_attempts:
         step.runtime_state = {**step.runtime_state, "ci_fix_attempts": fixes + 1,
                               "feedback": f"CI failed on the branch after this step:\n{step.runtime_state['ci_output']}"}
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": False}  # working again, not done
         if protocol.status == "completed" and is_allowed(protocol.status, ProtocolAction.BLOCK):
             await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message="CI failed")
         return [job for job in await retry_step(session, protocol, step, actor=None) if job.function != "report_protocol_job"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import git, render, store
+from bot import codemachine, git, render, store
 from bot.agents import AgentRequest, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
@@ -240,17 +241,19 @@ async def resume_after(deps: Deps, protocol_id: int) -> None:
 
 
 async def codemachine_import_job(ctx: dict, protocol_id: int) -> None:
-    """Reads a CodeMachine workspace into the protocol's steps and policies."""
-    from pathlib import Path
-
-    from bot.codemachine import import_codemachine
-
+    """Reads a CodeMachine workspace into the protocol's steps and policies; a configuration that
+    cannot be used blocks the protocol with the reason."""
     deps: Deps = ctx["deps"]
     async with transaction(deps) as session:
         protocol, project = await load_protocol(session, protocol_id)
-        if protocol is None:
+        if protocol is None or protocol.status != ProtocolStatus.PLANNING:
             return
-        workspace_path = Path((protocol.template_source or {}).get("workspace_path") or project.local_path or ".")
-        steps = await import_codemachine(session, project, protocol, workspace_path)
-        await store.record_event(session, "codemachine_imported", f"{len(steps)} steps from {workspace_path}",
-                                 project_id=project.id, protocol_run_id=protocol.id)
+        workspace_path = Path(protocol.runtime_state.get("codemachine_workspace") or protocol.protocol_root or ".")
+        try:
+            steps = await codemachine.import_codemachine(session, project, protocol, workspace_path)
+        except codemachine.ConfigError as exc:
+            protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": f"CodeMachine import failed: {exc}"}
+            await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=str(exc))
+            return
+        await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,
+                                  message=f"imported {len(steps)} step(s) from CodeMachine")

@@ -9,6 +9,7 @@ from sqlmodel import col
 
 from bot import render
 from bot.deps import Deps
+from bot.forge import upsert_status_comment
 from bot.models import ProtocolRun
 from bot.protocols import steps_of
 from jobs.common import forge_of, load_protocol, repo_ref
@@ -27,7 +28,7 @@ async def report_protocol(deps: Deps, protocol_id: int) -> None:
     changes: dict = {}
     if protocol.issue_number is not None and protocol.kind != "ask":
         body = render.status_comment(protocol, steps, links=_links(protocol), command_prefix=prefix)
-        comment_id = await forge.upsert_status_comment(repo, protocol.issue_number, render.status_marker(protocol.id),
+        comment_id = await upsert_status_comment(forge, repo, protocol.issue_number, render.status_marker(protocol.id),
                                                        body, protocol.status_comment_id,
                                                        is_merge_request=on_merge_request(protocol))
         if comment_id != protocol.status_comment_id:

@@ -198,7 +198,9 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
             elif policy is QaPolicy.LIGHT:
                 run_light_qa = True
             else:
-                jobs = [quality_job(step.id, step.runtime_state.get("qa_attempts", 0) + 1)]
+                attempt = step.runtime_state.get("qa_attempts", 0) + 1
+                step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+                jobs = [quality_job(step.id, attempt)]
         await _budget_warning(deps, session, protocol, step, outcome)
     if run_light_qa:
         await run_quality(deps, step_id)
@@ -254,8 +256,8 @@ async def _loop_back(session, protocol: ProtocolRun, step: StepRun, loop: dict) 
         if target.step_index <= item.step_index <= step.step_index:
             await set_step_status(session, item, StepAction.RESET, actor=None, protocol=protocol,
                                   message=f"loop policy of {step.step_name}: back to {target.step_name}")
+            item.retries += 1  # a new attempt, so a new execute job id
     step.runtime_state = {**step.runtime_state, "loops": loops + 1}
-    step.retries += 1
     return await schedule_next(session, protocol)
 
 
@@ -267,6 +269,7 @@ async def _trigger(session, protocol: ProtocolRun, step: StepRun, trigger: dict)
         return None
     await set_step_status(session, target, StepAction.RESET, actor=None, protocol=protocol,
                           message=f"trigger policy of {step.step_name}: run {target.step_name}")
+    target.retries += 1
     step.runtime_state = {**step.runtime_state, "triggers": fired + 1}
     return await schedule_next(session, protocol)
 

@@ -58,6 +58,17 @@ def worker_options(settings: Settings, *, poll_delay: float = 0.1) -> dict:
     }
 
 
+def run_inline(deps: Deps):
+    """Runs one job in this process (the API's `inline` requests), recorded like any other."""
+    functions = {function.__name__: function for function in JOB_FUNCTIONS}
+
+    async def run(job) -> None:
+        await deps.record([job])
+        await functions[job.function]({"deps": deps, "job_id": job.job_id}, *job.args)
+
+    return run
+
+
 def embedded_worker(deps: Deps, *, burst: bool = False) -> Worker:
     """A worker inside the web process, sharing its dependencies."""
     return Worker(

@@ -64,7 +64,7 @@ async def test_artifacts_list_and_content(api):
     assert content.status == 200 and await content.text() == "# Hello\n"
     other = await run(api.deps)
     assert (await api.get(f"/codex/runs/{other.run_id}/artifacts/{item.id}/content")).status == 404
-    assert (await api.get(f"/codex/runs/nope/artifacts")).status == 404
+    assert (await api.get("/codex/runs/nope/artifacts")).status == 404
 
 
 async def test_artifact_larger_than_a_megabyte_is_413(api):

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.forge import Forge, RecordingForge, RepoRef
+from bot.forge import Forge, RecordingForge, RepoRef, upsert_status_comment
 from bot.forge.github import GitHubAppAuth, GitHubForge, graphql_url
 from tests.fakes.github_server import BodySchema, FakeGitHub
 
@@ -321,9 +321,9 @@ async def test_upsert_status_comment_creates_then_updates_in_place(gh, session):
     forge = make_forge(gh, session)
     gh.add_comment("octo/demo", 5, f"quoting {MARKER}", user="alice")
 
-    created = await forge.upsert_status_comment(REPO, 5, MARKER, "planning", None)
-    found = await forge.upsert_status_comment(REPO, 5, MARKER, "running", None)
-    direct = await forge.upsert_status_comment(REPO, 5, MARKER, "done", created)
+    created = await upsert_status_comment(forge, REPO, 5, MARKER, "planning", None)
+    found = await upsert_status_comment(forge, REPO, 5, MARKER, "running", None)
+    direct = await upsert_status_comment(forge, REPO, 5, MARKER, "done", created)
 
     assert created == found == direct
     assert gh.lines() == [
@@ -339,10 +339,10 @@ async def test_upsert_status_comment_creates_then_updates_in_place(gh, session):
 
 async def test_upsert_recreates_a_deleted_status_comment(gh, session):
     forge = make_forge(gh, session)
-    old = await forge.upsert_status_comment(REPO, 5, MARKER, f"{MARKER} one", None)
+    old = await upsert_status_comment(forge, REPO, 5, MARKER, f"{MARKER} one", None)
     gh.delete_comment(old)
 
-    new = await forge.upsert_status_comment(REPO, 5, MARKER, f"{MARKER} two", old)
+    new = await upsert_status_comment(forge, REPO, 5, MARKER, f"{MARKER} two", old)
 
     assert new != old
     assert gh.comments[new]["body"] == f"{MARKER} two"
@@ -529,7 +529,7 @@ async def test_token_never_in_urls_logs_exceptions_or_reprs(gh, session, caplog)
     forge = make_forge(gh, session, auth=auth, sleep=sleep)
     gh.rate_limit(COMMENTS, status=429, retry_after=1)
 
-    comment_id = await forge.upsert_status_comment(REPO, 5, MARKER, "hi", None)
+    comment_id = await upsert_status_comment(forge, REPO, 5, MARKER, "hi", None)
     gh.expire_tokens()
     await forge.react(REPO, comment_id)
     await forge.permission(REPO, "alice")
@@ -570,8 +570,8 @@ async def test_recording_forge_records_calls_with_consistent_ids():
 
     assert await forge.permission(REPO, "anyone") == "write"
     await forge.react(REPO, 11)
-    first = await forge.upsert_status_comment(REPO, 5, MARKER, "planning", None)
-    second = await forge.upsert_status_comment(REPO, 5, MARKER, "running", None)
+    first = await upsert_status_comment(forge, REPO, 5, MARKER, "planning", None)
+    second = await upsert_status_comment(forge, REPO, 5, MARKER, "running", None)
     other = await forge.create_comment(REPO, 6, "hi")
     run = await forge.create_check_run(REPO, check_run_payload())
     await forge.update_check_run(REPO, run, {"status": "completed", "conclusion": "success"})
@@ -587,11 +587,11 @@ async def test_recording_forge_records_calls_with_consistent_ids():
     assert found == {**pull, "draft": False}
     assert token == ""
     assert [name for name, _ in recorded] == [
-        "permission", "react", "create_comment", "update_comment", "create_comment",
-        "create_check_run", "update_check_run",
+        "permission", "react", "find_comment", "create_comment", "find_comment", "update_comment",
+        "create_comment", "create_check_run", "update_check_run",
         "open_pull_request", "mark_ready_for_review", "find_pull_request", "git_token",
     ]
-    assert recorded[3][1] == {"forge": "github", "repo": "octo/demo", "comment_id": 1,
+    assert recorded[5][1] == {"forge": "github", "repo": "octo/demo", "comment_id": 1,
                               "body": f"{MARKER}\nrunning"}
     assert not any("token" in key for _, data in recorded for key in data)
 

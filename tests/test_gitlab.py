@@ -17,7 +17,7 @@ from sqlmodel import func, select
 
 from bot.config import Settings
 from bot.deps import open_deps
-from bot.forge import Forge, RepoRef
+from bot.forge import Forge, RepoRef, upsert_status_comment
 from bot.forge.events import UnsupportedEvent
 from bot.forge.gitlab import (
     GitLabForge,
@@ -682,12 +682,12 @@ async def test_react_awards_eyes_on_the_note_once(gl, session):
 async def test_the_status_note_is_created_once_then_edited_in_place(gl, session):
     forge = make_forge(gl, session)
     gl.add_note(PROJECT, 17, f"quoting {MARKER}", user="dev")
-    first = await forge.upsert_status_comment(REPO, 17, MARKER, "Planning…", None)
-    second = await forge.upsert_status_comment(REPO, 17, MARKER, "Running step 1", None)
+    first = await upsert_status_comment(forge, REPO, 17, MARKER, "Planning…", None)
+    second = await upsert_status_comment(forge, REPO, 17, MARKER, "Running step 1", None)
     assert first == second
     ours = [n for n in gl.notes.values() if n["author"]["username"] == gl.bot_username]
     assert len(ours) == 1 and ours[0]["body"] == f"{MARKER}\nRunning step 1"
-    await forge.upsert_status_comment(REPO, 17, MARKER, "Done", first)
+    await upsert_status_comment(forge, REPO, 17, MARKER, "Done", first)
     assert gl.notes[first]["body"] == f"{MARKER}\nDone"
 
 
@@ -699,7 +699,7 @@ async def test_the_status_note_is_found_by_marker_across_pages(session):
         gl.add_note(PROJECT, 4, f"{MARKER}\nsystem copy", user=gl.bot_username, merge_request=True, system=True)
         ours = gl.add_note(PROJECT, 4, f"{MARKER}\nold", user=gl.bot_username, merge_request=True)
         forge = make_forge(gl, session)
-        found = await forge.upsert_status_comment(REPO, 4, MARKER, "new", None, is_merge_request=True)
+        found = await upsert_status_comment(forge, REPO, 4, MARKER, "new", None, is_merge_request=True)
         assert found == ours and gl.notes[ours]["body"] == f"{MARKER}\nnew"
         pages = [c.url for c in gl.calls if c.line == "GET /api/v4/projects/5/merge_requests/4/notes"]
         assert len(pages) == 3 and "page=3" in pages[-1]
@@ -708,9 +708,9 @@ async def test_the_status_note_is_found_by_marker_across_pages(session):
 
 async def test_a_deleted_status_note_is_written_again(gl, session):
     forge = make_forge(gl, session)
-    first = await forge.upsert_status_comment(REPO, 17, MARKER, "one", None)
+    first = await upsert_status_comment(forge, REPO, 17, MARKER, "one", None)
     del gl.notes[first]
-    second = await forge.upsert_status_comment(REPO, 17, MARKER, "two", first)
+    second = await upsert_status_comment(forge, REPO, 17, MARKER, "two", first)
     assert second != first and gl.notes[second]["body"] == f"{MARKER}\ntwo"
 
 
@@ -826,7 +826,7 @@ def test_ready_title_removes_every_draft_prefix(title, ready):
 async def test_the_token_is_never_in_a_url_a_body_or_a_log(gl, session, caplog):
     caplog.set_level(logging.DEBUG)
     forge = make_forge(gl, session)
-    note_id = await forge.upsert_status_comment(REPO, 17, MARKER, "hi", None)
+    note_id = await upsert_status_comment(forge, REPO, 17, MARKER, "hi", None)
     await forge.react(REPO, note_id, issue_number=17)
     await forge.permission(REPO, "dev")
     check_run_id = await forge.create_check_run(REPO, status_payload())

@@ -62,24 +62,12 @@ class Forge(Protocol):
         """Comment on an issue or pull request; return the comment id."""
 
     async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
-                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
-        """Replace a comment's body."""
+                             issue_number: int | None = None, is_merge_request: bool = False) -> bool:
+        """Replace a comment's body; False when the comment no longer exists."""
 
     async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
                            is_merge_request: bool = False) -> int | None:
         """Id of the first comment written by this app that contains ``marker``."""
-
-    async def upsert_status_comment(
-        self,
-        repo: RepoRef,
-        issue_number: int,
-        marker: str,
-        body: str,
-        comment_id: int | None,
-        *,
-        is_merge_request: bool = False,
-    ) -> int:
-        """Update the status comment (by id, else found by marker) or create it; return its id."""
 
     async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
         """Create a check run from a GitHub-shaped payload; return its id."""
@@ -168,11 +156,13 @@ class RecordingForge:
         return comment_id
 
     async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
-                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
-        if comment_id in self._comments:
+                             issue_number: int | None = None, is_merge_request: bool = False) -> bool:
+        exists = comment_id in self._comments
+        if exists:
             full_name, issue_number, _ = self._comments[comment_id]
             self._comments[comment_id] = (full_name, issue_number, body)
         await self._emit("update_comment", repo, comment_id=comment_id, body=body)
+        return exists
 
     async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
                            is_merge_request: bool = False) -> int | None:
@@ -187,24 +177,6 @@ class RecordingForge:
             if (full_name, number) == (repo.full_name, issue_number) and marker in body:
                 return comment_id
         return None
-
-    async def upsert_status_comment(
-        self,
-        repo: RepoRef,
-        issue_number: int,
-        marker: str,
-        body: str,
-        comment_id: int | None,
-        *,
-        is_merge_request: bool = False,
-    ) -> int:
-        body = with_marker(body, marker)
-        target = comment_id if comment_id in self._comments else None
-        target = target or self._find_comment(repo, issue_number, marker)
-        if target is None:
-            return await self.create_comment(repo, issue_number, body)
-        await self.update_comment(repo, target, body)
-        return target
 
     async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
         check_run_id = next(self._check_run_ids)
@@ -277,6 +249,21 @@ class RecordingForge:
     async def git_token(self, repo: RepoRef) -> str:
         await self._emit("git_token", repo)
         return ""
+
+
+async def upsert_status_comment(forge: Forge, repo: RepoRef, issue_number: int, marker: str, body: str,
+                                comment_id: int | None, *, is_merge_request: bool = False) -> int:
+    """Updates the status comment in place: by its stored id, else the one found by its marker
+    (someone deleted it, or the id was lost), else a new one. Returns its id."""
+    body = with_marker(body, marker)
+    where = {"issue_number": issue_number, "is_merge_request": is_merge_request}
+    if comment_id is not None and await forge.update_comment(repo, comment_id, body, **where):
+        return comment_id
+    found = await forge.find_comment(repo, issue_number, marker, is_merge_request=is_merge_request)
+    if found is None:
+        return await forge.create_comment(repo, issue_number, body, is_merge_request=is_merge_request)
+    await forge.update_comment(repo, found, body, **where)
+    return found
 
 
 def with_marker(body: str, marker: str) -> str:

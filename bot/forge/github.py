@@ -33,7 +33,7 @@ import gidgethub.abc
 import gidgethub.aiohttp
 import gidgethub.apps
 
-from bot.forge import RepoRef, with_marker
+from bot.forge import RepoRef
 
 log = logging.getLogger(__name__)
 
@@ -369,9 +369,15 @@ class GitHubForge:
         return int(data["id"])
 
     async def update_comment(self, repo: RepoRef, comment_id: int, body: str, *,
-                             issue_number: int | None = None, is_merge_request: bool = False) -> None:
+                             issue_number: int | None = None, is_merge_request: bool = False) -> bool:
         url_vars = _repo_vars(repo, comment_id=comment_id)
-        await self._patch(repo, COMMENT_URL, url_vars, {"body": body})
+        try:
+            await self._patch(repo, COMMENT_URL, url_vars, {"body": body})
+        except gidgethub.BadRequest as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
 
     async def find_comment(self, repo: RepoRef, issue_number: int, marker: str, *,
                            is_merge_request: bool = False) -> int | None:
@@ -390,34 +396,6 @@ class GitHubForge:
         if self._bot_login is None:
             return True
         return (comment.get("user") or {}).get("login") == self._bot_login
-
-    async def upsert_status_comment(
-        self,
-        repo: RepoRef,
-        issue_number: int,
-        marker: str,
-        body: str,
-        comment_id: int | None,
-        *,
-        is_merge_request: bool = False,
-    ) -> int:
-        body = with_marker(body, marker)
-        if comment_id is not None and await self._update_if_exists(repo, comment_id, body):
-            return comment_id
-        found = await self.find_comment(repo, issue_number, marker)
-        if found is None:
-            return await self.create_comment(repo, issue_number, body)
-        await self.update_comment(repo, found, body)
-        return found
-
-    async def _update_if_exists(self, repo: RepoRef, comment_id: int, body: str) -> bool:
-        try:
-            await self.update_comment(repo, comment_id, body)
-        except gidgethub.BadRequest as exc:
-            if _status(exc) == 404:
-                return False
-            raise
-        return True
 
     # -- check runs --------------------------------------------------------------------------
 

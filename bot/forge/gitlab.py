@@ -34,7 +34,7 @@ import cachetools
 import gidgetlab
 import gidgetlab.aiohttp
 
-from bot.forge import RepoRef, with_marker
+from bot.forge import RepoRef
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +266,15 @@ class GitLabForge:
         *,
         issue_number: int | None = None,
         is_merge_request: bool = False,
-    ) -> None:
+    ) -> bool:
         note = self._note_path(repo, comment_id, issue_number, is_merge_request)
-        await self._gl.put(note, data={"body": body})
+        try:
+            await self._gl.put(note, data={"body": body})
+        except gidgetlab.BadRequest as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return True
 
     async def find_comment(
         self, repo: RepoRef, issue_number: int, marker: str, *, is_merge_request: bool = False
@@ -294,37 +300,6 @@ class GitLabForge:
     def _is_ours(note: dict[str, Any], bot: str) -> bool:
         author = (note.get("author") or {}).get("username") or ""
         return not note.get("system") and author.lower() == bot.lower()
-
-    async def upsert_status_comment(
-        self,
-        repo: RepoRef,
-        issue_number: int,
-        marker: str,
-        body: str,
-        comment_id: int | None,
-        *,
-        is_merge_request: bool = False,
-    ) -> int:
-        body = with_marker(body, marker)
-        where = {"issue_number": issue_number, "is_merge_request": is_merge_request}
-        if comment_id is not None and await self._update_if_exists(repo, comment_id, body, where):
-            return comment_id
-        found = await self.find_comment(repo, issue_number, marker, is_merge_request=is_merge_request)
-        if found is None:
-            return await self.create_comment(repo, issue_number, body, is_merge_request=is_merge_request)
-        await self.update_comment(repo, found, body, **where)
-        return found
-
-    async def _update_if_exists(
-        self, repo: RepoRef, comment_id: int, body: str, where: dict[str, Any]
-    ) -> bool:
-        try:
-            await self.update_comment(repo, comment_id, body, **where)
-        except gidgetlab.BadRequest as exc:
-            if _status(exc) == 404:
-                return False
-            raise
-        return True
 
     # -- check runs as commit statuses -----------------------------------------------------------
 

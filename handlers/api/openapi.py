@@ -91,15 +91,15 @@ def responses(route: Route) -> dict:
     for status, description, applies in _common(route):
         if applies and str(status) not in found:
             found[str(status)] = {"description": description, "content": {JSON: {"schema": ref("Error")}}}
+    # a request the HTTP parser rejects (a line too long, a bad header) is answered in plain text
+    found["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
     return found
 
 
 def _common(route: Route) -> list[tuple[int, str, bool]]:
     ids_in_query = any(field.name.endswith("_id") for field in route.query)
-    strings_in_path = any(kind != "integer" for kind in route.path_params.values())
     return [
-        (400, "Malformed JSON or invalid fields (which and why)",
-         bool(route.query) or route.body is not None or strings_in_path),
+        (400, "Malformed request, malformed JSON or invalid fields (which and why)", True),
         (401, "Missing or invalid bearer token, or project token", route.path not in UNAUTHENTICATED),
         (404, "Not found", bool(route.path_params) or ids_in_query),
         (413, "Body too large", route.body is not None),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 20:41:15.769643
+Create Date: 2026-11-23 21:09:16.593487
 """
 
 from alembic import op
@@ -43,6 +43,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('run_id')
     )
     with op.batch_alter_table('codex_runs', schema=None) as batch_op:
+        batch_op.create_index('ix_codex_runs_created', ['created_at'], unique=False)
+        batch_op.create_index('ix_codex_runs_project_created', ['project_id', 'created_at'], unique=False)
         batch_op.create_index('ix_codex_runs_protocol', ['protocol_run_id'], unique=False)
         batch_op.create_index('ix_codex_runs_status', ['status'], unique=False)
         batch_op.create_index('ix_codex_runs_step', ['step_run_id'], unique=False)
@@ -295,5 +297,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_codex_runs_step')
         batch_op.drop_index('ix_codex_runs_status')
         batch_op.drop_index('ix_codex_runs_protocol')
+        batch_op.drop_index('ix_codex_runs_project_created')
+        batch_op.drop_index('ix_codex_runs_created')
 
     op.drop_table('codex_runs')

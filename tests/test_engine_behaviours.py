@@ -1,0 +1,395 @@
+"""The protocol engine's behaviours through whole flows: a signed comment in, real git, a fake GitHub,
+and each agent a small program written by the test (see tests/engine_support.py).
+
+Ralph loops (promise, iteration limit, cancel), token budgets, invalid plans, `ask` sessions, CI
+results on the branch, loop policies and blocking clarifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+
+import pytest
+
+from bot.config import Settings
+from bot.deps import open_deps
+from tests.conftest import run_jobs
+from tests.engine_support import (
+    CLAUDE_SESSION_ID,
+    CLAUDE_TOKENS,
+    INSTALLATION,
+    REPO,
+    Flow,
+    agent_calls,
+    claude_agent,
+    command_agent,
+    signal_agent,
+    wait_for_file,
+)
+from tests.fakes.github_server import FakeGitHub
+
+PYTHON = shlex.quote(sys.executable)
+
+
+@pytest.fixture
+async def github():
+    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions={"Codertocat": "write"}) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start(aiohttp_client, settings_env, github, remote):
+    """start(**env) -> Flow: the service with the given settings on the fake GitHub and the remote."""
+    from handlers.web import make_app
+
+    opened = []
+
+    async def start(**env: str) -> Flow:
+        settings = Settings.from_env({
+            **settings_env,
+            "AGENTRY_GITHUB_APP_ID": github.app_id,
+            "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
+            "AGENTRY_GITHUB_API_URL": github.url,
+            "AGENTRY_GITHUB_APP_SLUG": github.app_slug,
+            "AGENTRY_DEFAULT_ENGINE": "command",
+            **env,
+        })
+        deps = await open_deps(settings)
+        opened.append(deps)
+        return Flow(deps, await aiohttp_client(make_app(deps)), github, remote)
+
+    yield start
+    for deps in opened:
+        await deps.close()
+
+
+def with_command(script) -> dict:
+    return {"AGENTRY_ENGINE_COMMAND": f"{PYTHON} {shlex.quote(str(script))}"}
+
+
+def plan_of(*steps: dict, **extra) -> str:
+    """Agent code that prints this plan as its final message."""
+    return f"print({json.dumps({'summary': 'Planned by the test agent', 'steps': list(steps), **extra})!r})"
+
+
+# Ralph
+
+# Feedback: how many lines progress.txt has; passes from two lines on.
+COUNT_LINES = (f"{PYTHON} -c \"import pathlib, sys; n = len(pathlib.Path(sys.argv[1]).read_text().splitlines()); "
+               f"print(n); sys.exit(0 if n >= 2 else 1)\" progress.txt")
+# Feedback whose output states the promise (which must not end the loop).
+ECHO_PROMISE = f"{PYTHON} -c \"import sys; print(sys.argv[1])\" <promise>DONE</promise>"
+
+
+def ralph_agent(tmp_path, *, promise_at: int | None, change_on=(1, 2, 3), echo_prompt=False, wait_on=None):
+    return command_agent(tmp_path, f"""
+if kind == "ralph":
+    number = bump("ralph")
+    if {echo_prompt!r}:
+        sys.stderr.write(prompt)
+    if number == {wait_on!r}:
+        (state / "iteration-started").write_text(str(number))
+        wait_for("go")
+    if number in {tuple(change_on)!r}:
+        with open("progress.txt", "a") as progress:
+            progress.write(f"iteration {{number}}\\n")
+    print(f"iteration {{number}}: appended a line to progress.txt")
+    if {promise_at!r} is not None and number >= {promise_at!r}:
+        print("Everything is done and the feedback passes.")
+        print("<promise>DONE</promise>")
+    else:
+        print("More work remains.")
+""")
+
+
+def ralph_command(feedback: str) -> str:
+    return f"/agent ralph --max-iterations 3 --promise DONE --feedback '{feedback}' keep appending to progress.txt"
+
+
+async def test_ralph_ends_when_the_agent_states_the_promise(start, tmp_path):
+    flow = await start(**with_command(ralph_agent(tmp_path, promise_at=2)))
+    await flow.comment(ralph_command(COUNT_LINES))
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    iterations = step.runtime_state["iterations"]
+    assert [item["iteration"] for item in iterations] == [1, 2]
+    assert [[check["exit_code"] for check in item["feedback"]] for item in iterations] == [[1], [0]]
+    assert [item["promise_met"] for item in iterations] == [False, True]
+    assert (step.status, step.runtime_state["stopped"]) == ("completed", "promise")
+    assert flow.branch_log(protocol.branch) == ["ralph: iteration 2", "ralph: iteration 1"]
+    assert flow.show(protocol.branch, "progress.txt") == "iteration 1\niteration 2"
+    second_prompt = agent_calls(tmp_path, "ralph")[1]["prompt"]
+    assert "iteration 2 of at most 3" in second_prompt and "(exit 1)" in second_prompt
+    [pull] = flow.pulls()
+    assert pull["head"]["ref"] == protocol.branch and "Closes #1" in pull["body"]
+    assert protocol.runtime_state["awaiting_merge"] and protocol.pr_number == pull["number"]
+
+
+async def test_ralph_stops_at_the_iteration_limit_and_commits_only_changes(start, tmp_path):
+    flow = await start(**with_command(ralph_agent(tmp_path, promise_at=None, change_on=(1, 3))))
+    await flow.comment(ralph_command(COUNT_LINES))
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    iterations = step.runtime_state["iterations"]
+    assert [item["iteration"] for item in iterations] == [1, 2, 3]
+    assert [[check["exit_code"] for check in item["feedback"]] for item in iterations] == [[1], [1], [0]]
+    assert (step.status, step.runtime_state["stopped"]) == ("completed", "max_iterations")
+    assert flow.branch_log(protocol.branch) == ["ralph: iteration 3", "ralph: iteration 1"]
+    assert len(flow.pulls()) == 1 and protocol.pr_number
+
+
+async def test_the_promise_in_the_prompt_or_the_feedback_output_does_not_end_ralph(start, tmp_path):
+    flow = await start(**with_command(ralph_agent(tmp_path, promise_at=None, echo_prompt=True)))
+    await flow.comment(ralph_command(ECHO_PROMISE))
+    [step] = await flow.steps()
+    iterations = step.runtime_state["iterations"]
+    prompts = [call["prompt"] for call in agent_calls(tmp_path, "ralph")]
+    assert "<promise>DONE</promise>" in prompts[0]  # the prompt tells the agent how to finish
+    assert "(exit 0)\n<promise>DONE</promise>" in prompts[1]  # the feedback output said it
+    assert [item["promise_met"] for item in iterations] == [False, False, False]
+    assert (step.status, step.runtime_state["stopped"]) == ("completed", "max_iterations")
+
+
+async def test_cancel_stops_ralph_after_the_current_iteration_and_keeps_its_work(start, tmp_path):
+    flow = await start(**with_command(ralph_agent(tmp_path, promise_at=None, wait_on=1)))
+    await flow.post_comment(ralph_command(COUNT_LINES))
+    worker = asyncio.create_task(run_jobs(flow.deps))
+    try:
+        await wait_for_file(tmp_path / "agent-state" / "iteration-started")
+        await flow.post_comment("/agent cancel")  # the worker handles it while iteration 1 runs
+        await flow.wait_for_status("cancelled")
+    finally:
+        signal_agent(tmp_path, "go")
+        await worker
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert [item["iteration"] for item in step.runtime_state["iterations"]] == [1]
+    assert (step.status, step.runtime_state["stopped"]) == ("cancelled", "cancelled")
+    assert len(agent_calls(tmp_path, "ralph")) == 1
+    assert flow.branch_log(protocol.branch) == ["ralph: iteration 1"]
+    assert protocol.status == "cancelled" and flow.pulls() == []
+
+
+# Token budgets (the stand-in claude reports the recorded usage: 250 tokens)
+
+def budget_agent(tmp_path):
+    return claude_agent(tmp_path, f"""
+if kind == "plan":
+    reply(json.dumps({{"summary": "Say hello", "steps": [
+        {{"name": "Write hello", "prompt": "Create hello.txt", "qa": "skip"}}]}}))
+elif kind == "execute":
+    Path("hello.txt").write_text("hello from fake model\\n")
+    reply("Done: wrote hello.txt")
+else:
+    sys.exit(f"unexpected {{kind}} call")
+""")
+
+
+async def test_a_strict_token_budget_fails_the_step_and_blocks_the_protocol(start, tmp_path):
+    flow = await start(AGENTRY_DEFAULT_ENGINE="claude", AGENTRY_CLAUDE_BIN=str(budget_agent(tmp_path)),
+                       AGENTRY_TOKEN_BUDGET_MODE="strict", AGENTRY_MAX_TOKENS_PER_STEP="10")
+    await flow.comment("/agent run say hello")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    message = f"token budget exceeded: the step used {CLAUDE_TOKENS} tokens of 10"
+    assert (step.status, step.runtime_state["error"]) == ("failed", message)
+    assert step.tokens_used == CLAUDE_TOKENS and protocol.tokens_used == CLAUDE_TOKENS
+    assert protocol.status == "blocked"
+    assert message in flow.status_comment(protocol)
+    assert flow.pulls() == []
+
+
+async def test_a_warn_token_budget_records_an_event_and_completes(start, tmp_path):
+    flow = await start(AGENTRY_DEFAULT_ENGINE="claude", AGENTRY_CLAUDE_BIN=str(budget_agent(tmp_path)),
+                       AGENTRY_TOKEN_BUDGET_MODE="warn", AGENTRY_MAX_TOKENS_PER_STEP="10")
+    await flow.comment("/agent run say hello")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert step.status == "completed" and step.tokens_used == CLAUDE_TOKENS
+    [event] = await flow.events("budget_exceeded")
+    assert event.step_run_id == step.id and f"{CLAUDE_TOKENS} tokens of 10" in event.message
+    assert flow.show(protocol.branch, "hello.txt") == "hello from fake model"
+    assert protocol.runtime_state["awaiting_merge"] and len(flow.pulls()) == 1
+
+
+# Plans that fail validation
+
+async def test_an_invalid_plan_blocks_with_its_reasons_and_retry_plans_again(start, tmp_path):
+    invalid = {"steps": [{"name": "Write notes", "prompt": "Write NOTES.md", "qa": "loose",
+                          "depends_on": ["Gather facts"]}]}
+    script = command_agent(tmp_path, f"""
+if kind == "plan":
+    if bump("plan") == 1:
+        print({json.dumps(invalid)!r})
+    else:
+        {plan_of({"name": "Write notes", "prompt": "Write NOTES.md", "qa": "skip"})}
+elif kind == "execute":
+    Path("NOTES.md").write_text("notes\\n")
+    print("wrote NOTES.md")
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent run write notes")
+    protocol = await flow.protocol()
+    reason = protocol.runtime_state["blocked_reason"]
+    assert protocol.status == "blocked" and await flow.steps() == []
+    assert "steps[0].qa: 'loose' is not one of ['skip', 'light', 'full']" in reason
+    assert "steps[0].depends_on[0]: no step is named 'Gather facts'" in reason
+    comment = flow.status_comment(protocol)
+    assert "steps[0].qa" in comment and "steps[0].depends_on[0]" in comment
+
+    await flow.comment("/agent retry")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert (step.step_name, step.status) == ("Write notes", "completed")
+    assert protocol.runtime_state["blocked_reason"] is None and protocol.runtime_state["awaiting_merge"]
+    assert "steps[0].depends_on[0]" in agent_calls(tmp_path, "plan")[1]["prompt"]  # told why the last was rejected
+    assert flow.show(protocol.branch, "NOTES.md") == "notes"
+    assert "steps[0].qa" not in flow.status_comment(protocol)
+
+
+# Ask
+
+async def test_ask_answers_in_a_comment_and_a_follow_up_resumes_the_session(start, tmp_path):
+    script = claude_agent(tmp_path, """
+if kind != "ask":
+    sys.exit(f"unexpected {kind} call")
+number = bump("ask")
+reply(f"Answer {number}: X is defined in x.py, line 3.")
+""")
+    flow = await start(AGENTRY_DEFAULT_ENGINE="claude", AGENTRY_CLAUDE_BIN=str(script))
+    await flow.comment("/agent ask where is X?")
+    await flow.comment("/agent ask and who calls it?")
+    calls = agent_calls(tmp_path, "ask")
+    assert "--resume" not in calls[0]["argv"]
+    assert calls[1]["argv"][calls[1]["argv"].index("--resume") + 1] == CLAUDE_SESSION_ID
+    assert "where is X?" in calls[1]["prompt"] and "Answer 1" in calls[1]["prompt"]  # the conversation so far
+    replies = [comment["body"] for comment in flow.github.comments.values()
+               if comment["user"]["login"] == flow.github.bot_login]
+    assert any("where is X?" in body and "Answer 1: X is defined in x.py" in body for body in replies)
+    assert any("who calls it?" in body and "Answer 2" in body and "earlier session" in body for body in replies)
+    protocol = await flow.protocol()
+    assert protocol.kind == "ask" and protocol.runtime_state["session_id"] == CLAUDE_SESSION_ID
+    assert [step.status for step in await flow.steps()] == ["completed", "completed"]
+    assert flow.pulls() == []
+
+
+# CI on the protocol branch
+
+def ci_agent(tmp_path):
+    return command_agent(tmp_path, f"""
+if kind == "plan":
+    {plan_of({"name": "Write greeting", "prompt": "Create GREETING.md", "qa": "skip"})}
+elif kind == "execute":
+    if "CI failed" in prompt:
+        Path("FIX.md").write_text("fixed\\n")
+        print("fixed what CI reported")
+    else:
+        Path("GREETING.md").write_text("hello\\n")
+        print("wrote GREETING.md")
+""")
+
+
+async def test_ci_failure_on_the_branch_head_fails_the_step_and_blocks(start, tmp_path):
+    flow = await start(**with_command(ci_agent(tmp_path)))
+    await flow.comment("/agent run add a greeting")
+    protocol = await flow.protocol()
+    assert protocol.runtime_state["awaiting_merge"]
+    await flow.check_suite(protocol, "failure")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert step.status == "failed" and "failure" in step.runtime_state["ci_output"]
+    assert protocol.status == "blocked" and protocol.runtime_state["blocked_reason"].startswith("CI failed")
+    assert "CI failed" in flow.status_comment(protocol)
+    assert len(agent_calls(tmp_path, "execute")) == 1
+
+
+async def test_ci_failure_with_a_fix_attempt_reruns_the_step_with_the_ci_output(start, tmp_path):
+    flow = await start(**with_command(ci_agent(tmp_path)), AGENTRY_CI_FIX_ATTEMPTS="1")
+    await flow.comment("/agent run add a greeting")
+    first = await flow.protocol()
+    before_ci = len(flow.github.calls)
+    await flow.check_suite(first, "failure")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    prompts = [call["prompt"] for call in agent_calls(tmp_path, "execute")]
+    assert len(prompts) == 2 and "CI failed" not in prompts[0]
+    assert "CI failed on the branch after this step" in prompts[1] and "octocoders-linter" in prompts[1]
+    assert (step.status, step.runtime_state["ci_fix_attempts"]) == ("completed", 1)
+    assert protocol.status == "running" and protocol.head_sha != first.head_sha
+    assert flow.show(protocol.branch, "FIX.md") == "fixed"
+    check_runs = [call.json for call in flow.github.calls[before_ci:] if "/check-runs" in call.path]
+    fixed_head = next(index for index, body in enumerate(check_runs) if body.get("head_sha") == protocol.head_sha)
+    assert all(body.get("conclusion") != "success" for body in check_runs[:fixed_head])  # not done while fixing
+    assert check_runs[fixed_head]["conclusion"] == "success"
+    assert len(flow.pulls()) == 1
+    await flow.check_suite(protocol, "failure")  # the one fix attempt is used up
+    assert (await flow.protocol()).status == "blocked"
+    assert len(agent_calls(tmp_path, "execute")) == 2
+
+
+# Loop policy
+
+async def test_a_loop_policy_goes_back_once_when_qa_fails(start, tmp_path):
+    loop = {"back_to": "Write code", "max_iterations": 1, "when": "qa_fail"}
+    script = command_agent(tmp_path, f"""
+if kind == "plan":
+    {plan_of({"name": "Write code", "prompt": "Append to code.txt", "qa": "skip"},
+             {"name": "Check code", "prompt": "Append to checks.txt", "qa": "full", "policy": {"loop": loop}})}
+elif kind == "execute":
+    name = "code" if "Append to code.txt" in prompt else "checks"
+    with open(f"{{name}}.txt", "a") as out:
+        out.write(f"run {{bump(name)}}\\n")
+    print(f"appended to {{name}}.txt")
+elif kind == "qa":
+    if bump("qa") == 1:
+        print("checks.txt has only one run")
+        print("VERDICT: FAIL")
+    else:
+        print("VERDICT: PASS")
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent run write and check code")
+    protocol = await flow.protocol()
+    steps = await flow.steps()
+    assert [(step.step_name, step.status) for step in steps] == [("Write code", "completed"),
+                                                                 ("Check code", "completed")]
+    assert steps[1].runtime_state["loops"] == 1 and steps[1].runtime_state["verdict"] == "PASS"
+    executed = ["code" if "Append to code.txt" in call["prompt"] else "checks"
+                for call in agent_calls(tmp_path, "execute")]
+    assert executed == ["code", "checks", "code", "checks"] and len(agent_calls(tmp_path, "qa")) == 2
+    assert "checks.txt has only one run" in agent_calls(tmp_path, "execute")[3]["prompt"]
+    assert flow.show(protocol.branch, "code.txt") == "run 1\nrun 2"
+    assert protocol.runtime_state["awaiting_merge"] and len(flow.pulls()) == 1
+
+
+# Clarifications
+
+async def test_a_blocking_clarification_pauses_until_answered(start, tmp_path):
+    script = command_agent(tmp_path, f"""
+if kind == "plan":
+    {plan_of({"name": "Add storage", "prompt": "Add the storage layer", "qa": "skip"},
+             clarifications=[{"key": "db", "question": "Which database?", "blocking": True}])}
+elif kind == "execute":
+    Path("STORAGE.md").write_text("storage\\n")
+    print("added the storage layer")
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent run add storage")
+    protocol = await flow.protocol()
+    assert protocol.status == "paused" and protocol.runtime_state["awaiting_answers"]
+    assert [step.status for step in await flow.steps()] == ["pending"]
+    assert agent_calls(tmp_path, "execute") == []
+    [question] = await flow.clarifications()
+    assert (question.key, question.status, question.blocking) == ("db", "open", True)
+
+    await flow.comment("/agent answer db postgres")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    [question] = await flow.clarifications()
+    assert (question.status, question.answer, question.answered_by) == ("answered", "postgres", "Codertocat")
+    assert step.status == "completed" and protocol.runtime_state["awaiting_merge"]
+    [call] = agent_calls(tmp_path, "execute")
+    assert "answer to db (Which database?): postgres" in call["prompt"]

@@ -140,7 +140,11 @@ async def run(args) -> None:
             sent = len(latencies)
             peak = await flood(http, url, args.flood, 16, sent)
             sent += args.flood
-            await flood(http, url, max(0, 10_000 - sent), 16, sent)
+            await flood(http, url, max(0, args.total // 2 - sent), 16, sent)
+            await wait_drained(http, base)
+            half = rss_kib(server.pid)
+            sent = max(sent, args.total // 2)
+            await flood(http, url, args.total - sent, 16, sent)
             await wait_drained(http, base)
             await asyncio.sleep(1)
             after = rss_kib(server.pid)
@@ -152,7 +156,8 @@ async def run(args) -> None:
               f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
               f"mean {statistics.mean(latencies) * 1000:.1f} ms")
         print(f"peak throughput (16 concurrent senders, {args.flood} deliveries): {peak:.0f} deliveries/s")
-        print(f"web process RSS: idle {idle / 1024:.1f} MiB, after 10,000 deliveries {after / 1024:.1f} MiB")
+        print(f"web process RSS: idle {idle / 1024:.1f} MiB, after {args.total // 2:,} deliveries "
+              f"{half / 1024:.1f} MiB, after {args.total:,} deliveries {after / 1024:.1f} MiB")
     finally:
         for process in processes:
             process.terminate()
@@ -162,9 +167,10 @@ async def run(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=100.0, help="deliveries per second in the fixed-rate phase")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=25.0, help="deliveries per second in the fixed-rate phase")
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--flood", type=int, default=2000, help="deliveries in the peak-throughput phase")
+    parser.add_argument("--total", type=int, default=10_000, help="deliveries in all (for the memory figures)")
     parser.add_argument("--port", type=int, default=18010)
     parser.add_argument("--redis", help="arq Redis URL (starts a separate worker process)")
     parser.add_argument("--database", help="database URL (default: SQLite in a temporary data dir)")

@@ -56,7 +56,7 @@ def make_remote(base: Path, files: int) -> Path:
         (directory / f"module_{number:05d}.py").write_text(f"VALUE = {number}\n")
     git("add", ".", cwd=seed)
     git("-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-qm", "seed", cwd=seed)
-    git("clone", "-q", "--bare", str(seed), str(bare))
+    git("clone", "-q", "--bare", str(seed), str(bare), cwd=base)
     return bare
 
 

@@ -124,8 +124,24 @@ async def run_command(request: Request) -> None:
         await request.session.rollback()
         await request.reply(render.reply_conflict(command.name, str(refusal), command_prefix=request.prefix))
         return
+    except Exception as failure:
+        await request.session.rollback()
+        await _report_failure(request, failure)
+        raise
     await request.session.commit()
     await request.deps.submit(jobs)
+
+
+async def _report_failure(request: Request, failure: Exception) -> None:
+    """Nothing fails silently: the person who asked hears that it failed and what to do."""
+    reason = render.inline_text(f"{type(failure).__name__}: {failure}", 300)
+    body = render.reply_error(request.command.name, f"agentry could not carry this out ({reason}). Nothing "
+                              "was changed; try again, and if it keeps failing, the service's log has the details.",
+                              "")
+    try:
+        await request.reply(body)
+    except Exception:
+        log.exception("could not tell %s that %s failed", request.actor.login, request.command.name)
 
 
 async def _deny(request: Request, required: str, actual: str) -> None:

@@ -194,3 +194,16 @@ async def test_commands_in_code_quotes_or_inline_code_do_nothing(flow, github, r
     deps, client = flow
     response = await post_webhook(client, "issue_comment", comment_payload(github, remote, body))
     assert (await response.json())["status"] == "ignored"
+
+
+async def test_a_command_that_fails_unexpectedly_is_answered_not_silent(flow, github, remote):
+    deps, client = flow
+    number = github.add_pull(REPO, head="gone", head_sha="1" * 40, head_repo="stranger/Hello-World")
+    await post_webhook(client, "issue_comment", on_pull_request(comment_payload(github, remote, "/agent run"), number))
+    await run_jobs(deps)
+    await post_webhook(client, "issue_comment", on_pull_request(comment_payload(github, remote, "/agent approve"), number))
+    await run_jobs(deps)
+    reply = list(github.comments.values())[-1]["body"]
+    assert "could not carry this out" in reply and "GitError" in reply
+    [protocol] = await protocols_in(deps)
+    assert protocol.status == "pending" and not protocol.runtime_state["fork"]["approved_sha"]

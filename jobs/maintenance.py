@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
-from bot import store
+from bot import git, store
 from bot.deps import Deps
+from bot.models import ProtocolRun
+from bot.workflow import TERMINAL_PROTOCOL_STATUSES
 from jobs.step import fail_stuck_steps
 
 log = logging.getLogger("agentry.jobs.maintenance")
@@ -30,6 +33,29 @@ async def redrive_lost_jobs(deps: Deps) -> int:
     return redriven
 
 
+async def prune_worktrees(deps: Deps) -> int:
+    """Removes the worktrees of protocols that ended (or no longer exist), then prunes each mirror."""
+    data_dir = deps.settings.data_dir.resolve()
+    root = data_dir / "worktrees"
+    if not root.is_dir():
+        return 0
+    removed = 0
+    async with deps.sessions() as session:
+        for path in sorted(root.iterdir()):
+            protocol = await session.get(ProtocolRun, int(path.name)) if path.name.isdigit() else None
+            if protocol is not None and protocol.status not in TERMINAL_PROTOCOL_STATUSES:
+                continue
+            if protocol is not None:
+                await git.remove_worktree(git.mirror_path(data_dir, protocol.project_id), path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    for mirror in sorted((data_dir / "repos").glob("*.git")):
+        await git.prune_worktrees(mirror)
+    return removed
+
+
 async def maintenance_job(ctx: dict) -> dict:
     deps: Deps = ctx["deps"]
-    return {"redriven": await redrive_lost_jobs(deps), "stuck_steps_failed": await fail_stuck_steps(deps)}
+    return {"redriven": await redrive_lost_jobs(deps), "stuck_steps_failed": await fail_stuck_steps(deps),
+            "worktrees_pruned": await prune_worktrees(deps)}

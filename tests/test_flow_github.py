@@ -157,3 +157,19 @@ async def test_a_merged_pull_request_completes_the_protocol(flow, github, remote
     [protocol] = await protocols_in(deps)
     assert protocol.status == "completed"
     assert json.loads(json.dumps(github.check_runs[protocol.check_run_id]))["conclusion"] == "success"
+
+
+async def test_maintenance_prunes_the_worktrees_of_ended_protocols(flow, github, remote):
+    from jobs.maintenance import prune_worktrees
+
+    deps, client = flow
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting"))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    worktree = deps.settings.data_dir.resolve() / "worktrees" / str(protocol.id)
+    assert worktree.is_dir()
+    assert await prune_worktrees(deps) == 0
+    await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent cancel"))
+    await run_jobs(deps)
+    assert await prune_worktrees(deps) == 1
+    assert not worktree.exists()

@@ -161,6 +161,8 @@ async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, ac
     if action is ProtocolAction.RETRY_LATEST:
         return await retry_latest(session, protocol, actor=actor)
     await set_protocol_status(session, protocol, action, actor=actor)
+    if action is ProtocolAction.RESUME and protocol.runtime_state.get("awaiting_answers"):
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": False}
     if action is ProtocolAction.CANCEL:
         await cancel_open_steps(session, protocol, actor=actor)
         return [report(protocol, "cancel")]
@@ -219,6 +221,9 @@ async def schedule_next(session: AsyncSession, protocol: ProtocolRun, *, actor: 
     runnable = next_runnable_steps(steps)
     if not runnable:
         return []
+    if protocol.runtime_state.get("awaiting_merge"):
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": False}
+        session.add(protocol)
     step = runnable[0]
     return [queue.execute_step_job(step.id, step.retries + 1)]
 
@@ -231,11 +236,12 @@ async def steps_finished(session: AsyncSession, protocol: ProtocolRun, *, actor:
     if project is not None and project.forge and protocol.issue_number is not None:
         if protocol.runtime_state.get("awaiting_merge"):
             return []
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": True}
+        rounds = protocol.runtime_state.get("finished_rounds", 0) + 1
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": True, "finished_rounds": rounds}
         session.add(protocol)
         await store.record_event(session, "steps_completed", "every step is done; opening the pull request",
                                  project_id=protocol.project_id, protocol_run_id=protocol.id)
-        return [queue.open_pr_job(protocol.id, nonce="final")]
+        return [queue.open_pr_job(protocol.id, nonce=f"done-{rounds}")]
     await set_protocol_status(session, protocol, ProtocolAction.COMPLETE, actor=actor, message="every step is done")
     return []
 

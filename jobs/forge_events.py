@@ -119,7 +119,6 @@ async def _ci_failed(deps: Deps, session, protocol, step, event: CiEvent) -> lis
     if fixes < deps.settings.ci_fix_attempts:
         step.runtime_state = {**step.runtime_state, "ci_fix_attempts": fixes + 1,
                               "feedback": f"CI failed on the branch after this step:\n{step.runtime_state['ci_output']}"}
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": False}  # working again, not done
         if protocol.status == "completed" and is_allowed(protocol.status, ProtocolAction.BLOCK):
             await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message="CI failed")
         return [job for job in await retry_step(session, protocol, step, actor=None) if job.function != "report_protocol_job"]

@@ -11,7 +11,7 @@ from bot import render
 from bot.deps import Deps
 from bot.forge import upsert_status_comment
 from bot.models import ProtocolRun
-from bot.protocols import steps_of
+from bot.protocols import open_clarifications, steps_of
 from jobs.common import forge_of, load_protocol, repo_ref
 
 log = logging.getLogger("agentry.jobs.reporting")
@@ -23,11 +23,13 @@ async def report_protocol(deps: Deps, protocol_id: int) -> None:
         if protocol is None or project is None or not project.forge:
             return
         steps = await steps_of(session, protocol.id)
+        questions = await open_clarifications(session, protocol)
     forge, repo = forge_of(deps, project), repo_ref(project)
     prefix = deps.settings.command_prefix
     changes: dict = {}
     if protocol.issue_number is not None and protocol.kind != "ask":
-        body = render.status_comment(protocol, steps, links=_links(protocol), command_prefix=prefix)
+        body = render.status_comment(protocol, steps, links=_links(protocol), command_prefix=prefix,
+                                     next_hint=questions_hint(questions, prefix))
         comment_id = await upsert_status_comment(forge, repo, protocol.issue_number, render.status_marker(protocol.id),
                                                        body, protocol.status_comment_id,
                                                        is_merge_request=on_merge_request(protocol))
@@ -52,10 +54,30 @@ async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> 
                                      render.check_run_payload(protocol, steps, command_prefix=prefix))
         check_run_id = protocol.check_run_id
     else:
+        if protocol.check_run_id is not None and not protocol.check_run_completed:
+            await _retire(forge, repo, protocol)
         payload = render.check_run_payload(protocol, steps, head_sha=protocol.head_sha, command_prefix=prefix)
         check_run_id = await forge.create_check_run(repo, payload)
     return {"check_run_id": check_run_id, "check_run_sha": protocol.head_sha,
             "check_run_completed": status == "completed"}
+
+
+async def _retire(forge, repo, protocol: ProtocolRun) -> None:
+    """The previous head's check run stops spinning: the protocol moved to a new commit."""
+    await forge.update_check_run(repo, protocol.check_run_id, {
+        "status": "completed", "conclusion": "neutral", "actions": [],
+        "output": {"title": "Superseded", "summary": f"Work continued on {protocol.head_sha[:12]}."},
+    })
+
+
+def questions_hint(questions: list, prefix: str) -> str | None:
+    """The plan's open questions, and how to answer them (question text is escaped: it is the agent's)."""
+    if not questions:
+        return None
+    asked = "; ".join(f"{render.code_span(f'{prefix} answer {item.key} …', 80)} — "
+                      f"{render.inline_text(item.question, 300)}" + (" (blocking)" if item.blocking else "")
+                      for item in questions)
+    return f"Answer the plan's questions: {asked}"
 
 
 def on_merge_request(protocol: ProtocolRun) -> bool:

@@ -163,11 +163,13 @@ def step_budget_exceeded(deps: Deps, step: StepRun, tokens: int) -> str | None:
     return f"token budget exceeded: the step used {tokens} tokens of {budget}"
 
 
-async def protocol_budget_exceeded(deps: Deps, protocol: ProtocolRun) -> str | None:
+async def protocol_budget_exceeded(deps: Deps, protocol: ProtocolRun, spent: int = 0) -> str | None:
+    """Whether the protocol used up its budget, counting `spent` tokens not yet recorded on it."""
     budget = protocol.policy.get("max_tokens_per_protocol") or deps.settings.max_tokens_per_protocol
-    if deps.settings.token_budget_mode != "strict" or not budget or protocol.tokens_used < budget:
+    used = protocol.tokens_used + spent
+    if deps.settings.token_budget_mode != "strict" or not budget or used < budget:
         return None
-    return f"token budget exceeded: the protocol used {protocol.tokens_used} tokens of {budget}"
+    return f"token budget exceeded: the protocol used {used} tokens of {budget}"
 
 
 # Settling a step's outcome
@@ -194,7 +196,7 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
             if policy is QaPolicy.SKIP or outcome.settle_as is StepStatus.COMPLETED:
                 await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
                                       message=f"{step.step_name} completed (QA {policy.value})")
-                jobs = await schedule_next(session, protocol)
+                jobs = await after_success(session, protocol, step)
             elif policy is QaPolicy.LIGHT:
                 run_light_qa = True
             else:
@@ -229,16 +231,30 @@ async def _budget_warning(deps: Deps, session, protocol: ProtocolRun, step: Step
                                  protocol_run_id=protocol.id, step_run_id=step.id)
 
 
-async def after_failure(session, protocol: ProtocolRun, step: StepRun) -> list:
+LOOP_FIRES = {"qa_fail": {"qa_fail"}, "failed": {"qa_fail", "failed"}, "always": {"qa_fail", "failed", "completed"}}
+TRIGGER_FIRES = {"failed": {"qa_fail", "failed"}, "qa_fail": {"qa_fail"}, "completed": {"completed"},
+                 "always": {"qa_fail", "failed", "completed"}}
+
+
+async def after_failure(session, protocol: ProtocolRun, step: StepRun, reason: str = "failed") -> list:
     """A failed step may loop back or trigger another step (CodeMachine-style policies); else the
     protocol blocks until a person retries or approves."""
-    loop = (step.policy or {}).get("loop")
-    if loop and loop.get("when") in ("qa_fail", "always", "failed"):
+    return await _apply_policies(session, protocol, step, reason)
+
+
+async def after_success(session, protocol: ProtocolRun, step: StepRun) -> list:
+    return await _apply_policies(session, protocol, step, "completed")
+
+
+async def _apply_policies(session, protocol: ProtocolRun, step: StepRun, outcome: str) -> list:
+    """`outcome` is qa_fail, failed (the agent's run) or completed; a policy fires when its `when` covers it."""
+    policy = step.policy or {}
+    loop, trigger = policy.get("loop"), policy.get("trigger")
+    if loop and outcome in LOOP_FIRES.get(loop.get("when", "qa_fail"), set()):
         jobs = await _loop_back(session, protocol, step, loop)
         if jobs is not None:
             return jobs
-    trigger = (step.policy or {}).get("trigger")
-    if trigger and trigger.get("step"):
+    if trigger and trigger.get("step") and outcome in TRIGGER_FIRES.get(trigger.get("when", "failed"), set()):
         jobs = await _trigger(session, protocol, step, trigger)
         if jobs is not None:
             return jobs
@@ -252,11 +268,15 @@ async def _loop_back(session, protocol: ProtocolRun, step: StepRun, loop: dict) 
     steps = await steps_of(session, protocol.id)
     target = next((item for item in steps if item.step_name.lower() == str(loop.get("back_to", step.step_name)).lower()),
                   step)
+    why = step.runtime_state.get("qa_reasons") or step.runtime_state.get("error") or ""
     for item in steps:
         if target.step_index <= item.step_index <= step.step_index:
             await set_step_status(session, item, StepAction.RESET, actor=None, protocol=protocol,
                                   message=f"loop policy of {step.step_name}: back to {target.step_name}")
             item.retries += 1  # a new attempt, so a new execute job id
+            if why:
+                item.runtime_state = {**item.runtime_state,
+                                      "feedback": f"{step.step_name} was rejected, so this work is being redone:\n{why}"}
     step.runtime_state = {**step.runtime_state, "loops": loops + 1}
     return await schedule_next(session, protocol)
 
@@ -322,11 +342,11 @@ async def settle_quality(deps: Deps, step_id: int, passed: bool, reasons: str, t
         if passed:
             await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
                                   message=f"{step.step_name}: QA passed")
-            jobs = await schedule_next(session, protocol)
+            jobs = await after_success(session, protocol, step)
         else:
             await set_step_status(session, step, StepAction.QA_FAIL, actor=None, protocol=protocol,
                                   message=f"{step.step_name}: QA failed")
-            jobs = await after_failure(session, protocol, step)
+            jobs = await after_failure(session, protocol, step, reason="qa_fail")
     await deps.submit(jobs)
     await report_protocol(deps, protocol.id)
 
@@ -370,8 +390,18 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         await _save_iterations(deps, step.id, iterations, result)
         await report_protocol(deps, protocol.id)
         total.summary = result.final_message[:SUMMARY_CHARS] or total.summary
+        exceeded = (step_budget_exceeded(deps, step, step.tokens_used + total.tokens)
+                    or await protocol_budget_exceeded(deps, protocol, spent=total.tokens))
+        if exceeded:
+            total.state["budget"] = exceeded
         if met:
             total.state["stopped"] = "promise"
+            break
+        if not result.ok:
+            total.ok, total.error, total.state["stopped"] = False, f"iteration {number}: {agent_error(result)}", "agent_failed"
+            break
+        if exceeded and deps.settings.token_budget_mode == "strict":
+            total.ok, total.error, total.state["stopped"] = False, exceeded, "budget"
             break
     else:
         total.state["stopped"] = "max_iterations"

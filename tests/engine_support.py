@@ -65,7 +65,7 @@ CLAUDE_AGENT = PRELUDE + r'''
 argv = sys.argv[1:]
 prompt = argv[argv.index("-p") + 1]
 MARKERS = {"plan": "You are planning work", "qa": "You are reviewing one step", "ask": "You are answering a question",
-           "execute": "carrying out one step"}
+           "execute": "carrying out one step", "ralph": "in repeated iterations"}
 kind = next((name for name, marker in MARKERS.items() if marker in prompt), "unknown")
 with open(state / "calls.jsonl", "a") as log:
     log.write(json.dumps({"kind": kind, "prompt": prompt, "argv": argv}) + "\n")
@@ -140,7 +140,8 @@ class Flow:
     remote: Path
 
     def repository(self) -> dict:
-        repository = copy.deepcopy(load_payload("issue_comment", "created.with-installation.payload.json")["repository"])
+        payload = load_payload("issue_comment", "created.with-installation.payload.json")
+        repository = copy.deepcopy(payload["repository"])
         repository.update(clone_url=str(self.remote), default_branch="main")
         return repository
 
@@ -152,13 +153,13 @@ class Flow:
         payload["comment"]["user"]["login"] = user
         return payload
 
-    async def post_comment(self, body: str) -> None:
-        response = await post_webhook(self.client, "issue_comment", self.comment_payload(body))
+    async def post_comment(self, body: str, *, user: str = "Codertocat") -> None:
+        response = await post_webhook(self.client, "issue_comment", self.comment_payload(body, user=user))
         assert response.status == 202
 
-    async def comment(self, body: str) -> None:
+    async def comment(self, body: str, *, user: str = "Codertocat") -> None:
         """Posts a comment and runs every job it leads to."""
-        await self.post_comment(body)
+        await self.post_comment(body, user=user)
         await run_jobs(self.deps)
 
     async def check_suite(self, protocol: ProtocolRun, conclusion: str) -> None:

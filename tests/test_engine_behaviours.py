@@ -36,7 +36,8 @@ PYTHON = shlex.quote(sys.executable)
 
 @pytest.fixture
 async def github():
-    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions={"Codertocat": "write"}) as fake:
+    permissions = {"Codertocat": "write", "maintainer": "admin"}
+    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions=permissions) as fake:
         yield fake
 
 
@@ -176,15 +177,15 @@ async def test_cancel_stops_ralph_after_the_current_iteration_and_keeps_its_work
 # Token budgets (the stand-in claude reports the recorded usage: 250 tokens)
 
 def budget_agent(tmp_path):
-    return claude_agent(tmp_path, f"""
+    return claude_agent(tmp_path, """
 if kind == "plan":
-    reply(json.dumps({{"summary": "Say hello", "steps": [
-        {{"name": "Write hello", "prompt": "Create hello.txt", "qa": "skip"}}]}}))
+    reply(json.dumps({"summary": "Say hello", "steps": [
+        {"name": "Write hello", "prompt": "Create hello.txt", "qa": "skip"}]}))
 elif kind == "execute":
     Path("hello.txt").write_text("hello from fake model\\n")
     reply("Done: wrote hello.txt")
 else:
-    sys.exit(f"unexpected {{kind}} call")
+    sys.exit(f"unexpected {kind} call")
 """)
 
 
@@ -213,6 +214,31 @@ async def test_a_warn_token_budget_records_an_event_and_completes(start, tmp_pat
     assert event.step_run_id == step.id and f"{CLAUDE_TOKENS} tokens of 10" in event.message
     assert flow.show(protocol.branch, "hello.txt") == "hello from fake model"
     assert protocol.runtime_state["awaiting_merge"] and len(flow.pulls()) == 1
+
+
+@pytest.mark.parametrize(("env", "option", "message"), [
+    ({"AGENTRY_MAX_TOKENS_PER_STEP": "300"}, "", f"the step used {2 * CLAUDE_TOKENS} tokens of 300"),
+    ({}, "--max-tokens 400 ", f"the protocol used {2 * CLAUDE_TOKENS} tokens of 400"),
+])
+async def test_a_strict_token_budget_stops_a_ralph_loop(start, tmp_path, env, option, message):
+    script = claude_agent(tmp_path, """
+if kind != "ralph":
+    sys.exit(f"unexpected {kind} call")
+with open("progress.txt", "a") as progress:
+    progress.write(f"iteration {bump('ralph')}\\n")
+reply("Appended a line; more remains.")
+""")
+    flow = await start(AGENTRY_DEFAULT_ENGINE="claude", AGENTRY_CLAUDE_BIN=str(script),
+                       AGENTRY_TOKEN_BUDGET_MODE="strict", **env)
+    await flow.comment(f"/agent ralph --max-iterations 5 --promise DONE {option}keep appending", user="maintainer")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert [item["iteration"] for item in step.runtime_state["iterations"]] == [1, 2]
+    assert (step.status, step.runtime_state["stopped"]) == ("failed", "budget")
+    assert step.runtime_state["error"] == f"token budget exceeded: {message}"
+    assert step.tokens_used == 2 * CLAUDE_TOKENS and protocol.status == "blocked"
+    assert flow.branch_log(protocol.branch) == ["ralph: iteration 2", "ralph: iteration 1"]  # the work is kept
+    assert message in flow.status_comment(protocol)
 
 
 # Plans that fail validation
@@ -393,3 +419,15 @@ elif kind == "execute":
     assert step.status == "completed" and protocol.runtime_state["awaiting_merge"]
     [call] = agent_calls(tmp_path, "execute")
     assert "answer to db (Which database?): postgres" in call["prompt"]
+
+
+async def test_the_status_comment_shows_the_open_question_and_how_to_answer_it(start, tmp_path):
+    script = command_agent(tmp_path, f"""
+if kind == "plan":
+    {plan_of({"name": "Add storage", "prompt": "Add the storage layer", "qa": "skip"},
+             clarifications=[{"key": "db", "question": "Which database?", "blocking": True}])}
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent run add storage")
+    comment = flow.status_comment(await flow.protocol())
+    assert "Which database?" in comment and "/agent answer db" in comment

@@ -387,8 +387,43 @@ elif kind == "qa":
                 for call in agent_calls(tmp_path, "execute")]
     assert executed == ["code", "checks", "code", "checks"] and len(agent_calls(tmp_path, "qa")) == 2
     assert "checks.txt has only one run" in agent_calls(tmp_path, "execute")[3]["prompt"]
+    assert "checks.txt has only one run" in agent_calls(tmp_path, "execute")[2]["prompt"]
     assert flow.show(protocol.branch, "code.txt") == "run 1\nrun 2"
     assert protocol.runtime_state["awaiting_merge"] and len(flow.pulls()) == 1
+
+
+async def test_a_trigger_policy_fires_when_its_step_completes(start, tmp_path):
+    trigger = {"step": "Build", "when": "completed", "max_iterations": 1}
+    script = command_agent(tmp_path, f"""
+if kind == "plan":
+    {plan_of({"name": "Build", "prompt": "Append to build.txt", "qa": "skip"},
+             {"name": "Docs", "prompt": "Append to docs.txt", "qa": "skip", "policy": {"trigger": trigger}})}
+elif kind == "execute":
+    name = "build" if "build.txt" in prompt else "docs"
+    with open(f"{{name}}.txt", "a") as out:
+        out.write(f"run {{bump(name)}}\\n")
+    print(f"appended to {{name}}.txt")
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent run build then document")
+    executed = ["build" if "build.txt" in call["prompt"] else "docs" for call in agent_calls(tmp_path, "execute")]
+    assert executed == ["build", "docs", "build"]
+    assert [step.status for step in await flow.steps()] == ["completed", "completed"]
+    assert (await flow.protocol()).runtime_state["awaiting_merge"]
+
+
+async def test_a_ralph_loop_stops_when_its_agent_fails(start, tmp_path):
+    script = command_agent(tmp_path, """
+if kind == "ralph":
+    print("the model provider refused the request")
+    sys.exit(3)
+""")
+    flow = await start(**with_command(script))
+    await flow.comment("/agent ralph --max-iterations 3 --promise DONE make the tests pass")
+    [step] = await flow.steps()
+    assert step.status == "failed" and "iteration 1" in step.runtime_state["error"]
+    assert len(step.runtime_state["iterations"]) == 1
+    assert (await flow.protocol()).status == "blocked" and flow.pulls() == []
 
 
 # Clarifications

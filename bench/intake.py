@@ -26,6 +26,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support import percentile, wait_healthy  # noqa: E402
 from bot.webhooks import github_signature  # noqa: E402
 
 SECRET = "bench-secret"
@@ -49,10 +50,6 @@ def rss_kib(pid: int) -> int:
             return int(line.split()[1])
     return 0
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 async def post(http: aiohttp.ClientSession, url: str, number: int) -> float:
@@ -88,17 +85,6 @@ async def flood(http, url: str, total: int, concurrency: int, first: int) -> flo
     await asyncio.gather(*(sender() for _ in range(concurrency)))
     return total / (time.perf_counter() - started)
 
-
-async def wait_healthy(http, base: str) -> None:
-    for _ in range(300):
-        try:
-            async with http.get(f"{base}/health") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("service did not become healthy")
 
 
 async def wait_drained(http, base: str, seconds: float = 600) -> None:

@@ -26,6 +26,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.support import percentile, wait_healthy  # noqa: E402
 from bot.webhooks import github_signature  # noqa: E402
 from tests.fakes.github_server import FakeGitHub  # noqa: E402
 
@@ -34,21 +35,6 @@ REPO = "Codertocat/Hello-World"
 PAYLOAD = json.loads((ROOT / "tests/fixtures/github-webhooks/issue_comment/created.with-installation.payload.json").read_text())
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-async def wait_healthy(http: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(300):
-        try:
-            async with http.get(f"{base}/health") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("service did not become healthy")
 
 
 async def send(http, url: str, github: FakeGitHub) -> tuple[int, float]:

@@ -29,7 +29,8 @@ def tracked(function: JobFunction) -> JobFunction:
             log.info("job %s already finished or unknown; skipped", job_id)
             return None
         started = time.perf_counter()
-        with log_context(job_id=job_id, job=function.__name__):
+        with log_context(job_id=job_id, job=function.__name__, delivery_id=job.delivery_id,
+                         project_id=job.project_id, protocol_id=job.protocol_run_id, step_id=job.step_run_id):
             try:
                 result = await function(ctx, *args)
             except Exception as exc:

@@ -89,3 +89,34 @@ async def test_two_workers_on_real_redis_run_a_job_once(redis_deps):
     await accept_installation(redis_deps, "q-6")
     await asyncio.gather(embedded_worker(redis_deps, burst=True).main(), embedded_worker(redis_deps, burst=True).main())
     assert await events(redis_deps) == ["project_registered"]
+
+
+async def test_job_log_lines_carry_the_ids_of_the_work(deps):
+    import io
+    import json
+    import logging
+
+    from bot.logs import JsonFormatter
+    from jobs.tracking import tracked
+
+    async def noisy_job(ctx, step_id):
+        logging.getLogger("agentry.test").info("working")
+
+    from bot.queue import execute_step_job
+
+    job = execute_step_job(42, 1)
+    async with deps.sessions() as session:
+        await store.record_jobs(session, [job])
+        await session.commit()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("agentry.test")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        await tracked(noisy_job)({"deps": deps, "job_id": job.job_id}, 42)
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[0])
+    assert (line["msg"], line["job_id"], line["step_id"]) == ("working", job.job_id, 42)

@@ -50,8 +50,10 @@ async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> 
     reusable = (protocol.check_run_id is not None and protocol.check_run_sha == protocol.head_sha
                 and not (protocol.check_run_completed and status != "completed"))
     if reusable:
+        # A GitLab commit status is found by its commit, which another worker's forge cannot remember.
+        head = protocol.head_sha if repo.forge == "gitlab" else None
         await forge.update_check_run(repo, protocol.check_run_id,
-                                     render.check_run_payload(protocol, steps, command_prefix=prefix))
+                                     render.check_run_payload(protocol, steps, head_sha=head, command_prefix=prefix))
         check_run_id = protocol.check_run_id
     else:
         if protocol.check_run_id is not None and not protocol.check_run_completed:

@@ -599,3 +599,13 @@ async def test_recording_forge_records_calls_with_consistent_ids():
 def test_recording_forge_needs_a_known_default_permission():
     with pytest.raises(ValueError):
         RecordingForge(lambda name, data: None, default_permission="maybe")
+
+
+async def test_the_recording_forge_remembers_only_recent_items():
+    from bot.forge import RECORDED_ITEMS_KEPT
+
+    forge = RecordingForge(lambda name, data: None, default_permission="write")
+    for number in range(RECORDED_ITEMS_KEPT + 500):
+        await forge.create_comment(REPO, number, f"reply {number}")
+    assert len(forge._comments) == RECORDED_ITEMS_KEPT
+    assert await forge.find_comment(REPO, RECORDED_ITEMS_KEPT + 499, "reply") is not None

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Awaitable, Any, Protocol, runtime_checkable
 
+from cachetools import LRUCache
+
 PERMISSIONS = ("admin", "write", "read", "none")
 """Permission levels, strongest first."""
 
@@ -114,6 +116,9 @@ class Forge(Protocol):
         """A short-lived token for ``git push`` to ``repo``."""
 
 
+RECORDED_ITEMS_KEPT = 1000
+
+
 class RecordingForge:
     """A :class:`Forge` without network: records every call and invents consistent ids.
 
@@ -130,8 +135,9 @@ class RecordingForge:
         self._comment_ids = itertools.count(1)
         self._check_run_ids = itertools.count(1)
         self._pull_numbers = itertools.count(1)
-        self._comments: dict[int, tuple[str, int, str]] = {}
-        self._pulls: dict[tuple[str, str], dict[str, Any]] = {}
+        # Only recent ones are remembered: a long-running service must not grow with every call.
+        self._comments: LRUCache = LRUCache(maxsize=RECORDED_ITEMS_KEPT)
+        self._pulls: LRUCache = LRUCache(maxsize=RECORDED_ITEMS_KEPT)
 
     async def _emit(self, name: str, repo: RepoRef, **data: Any) -> None:
         recorded = self._record(name, {"forge": repo.forge, "repo": repo.full_name, **data})

@@ -181,8 +181,9 @@ class GitLabForge:
         self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
             maxsize=4096, ttl=permission_ttl
         )
-        self._notes: dict[int, str] = {}
-        self._statuses: dict[int, StatusTarget] = {}
+        # Recent notes and statuses only: a long-running worker must not grow with every call.
+        self._notes: cachetools.LRUCache[int, str] = cachetools.LRUCache(maxsize=10_000)
+        self._statuses: cachetools.LRUCache[int, StatusTarget] = cachetools.LRUCache(maxsize=10_000)
 
     def __repr__(self) -> str:
         return f"GitLabForge(url={self._url!r}, bot={self._bot_username!r})"

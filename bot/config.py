@@ -44,6 +44,7 @@ class Settings:
     gitlab_token: str | None = field(default=None, repr=False)
     gitlab_webhook_token: str | None = field(default=None, repr=False)
     gitlab_signing_token: str | None = field(default=None, repr=False)
+    gitlab_bot_username: str | None = None
     command_prefix: str = "/agent"
     labels: Labels = Labels()
     default_engine: str = "codex"
@@ -194,6 +195,7 @@ class _Reader:
             gitlab_token=self.text("AGENTRY_GITLAB_TOKEN"),
             gitlab_webhook_token=self.text("AGENTRY_GITLAB_WEBHOOK_TOKEN"),
             gitlab_signing_token=self.text("AGENTRY_GITLAB_SIGNING_TOKEN"),
+            gitlab_bot_username=self.text("AGENTRY_GITLAB_BOT_USERNAME"),
             command_prefix=self.text("AGENTRY_COMMAND_PREFIX", "/agent"),
             labels=Labels(
                 run=self.text("AGENTRY_LABEL_RUN", "agent:run"),

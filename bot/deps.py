@@ -92,7 +92,8 @@ def github_forge(deps: Deps) -> Forge:
 def gitlab_forge(deps: Deps) -> Forge:
     settings = deps.settings
     if settings.gitlab_token:
-        return GitLabForge(deps.http, url=settings.gitlab_url, token=settings.gitlab_token)
+        return GitLabForge(deps.http, url=settings.gitlab_url, token=settings.gitlab_token,
+                           bot_username=settings.gitlab_bot_username)
     return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
 
 

@@ -144,15 +144,21 @@ def decide_jobs(settings: Settings, event: str, delivery_id: str, payload: dict)
     return [job for decide in deciders for job in decide(settings, delivery_id, payload)]
 
 
+def is_ours_or_a_bot(settings: Settings, actor) -> bool:
+    """Bots are recognised by their look; agentry's own account by AGENTRY_GITLAB_BOT_USERNAME."""
+    ours = settings.gitlab_bot_username
+    return actor.is_bot or bool(ours) and actor.login.lower() == ours.lower()
+
+
 def note_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
     """One job per slash command in a new note, or per command an edit added."""
     try:
         comment = gitlab_comment(payload)
     except UnsupportedEvent:
         return []
-    if comment.author.is_bot or is_system_note(payload):
+    if is_ours_or_a_bot(settings, comment.author) or is_system_note(payload):
         return []
-    grammar = {"prefix": settings.command_prefix, "app_slug": None}
+    grammar = {"prefix": settings.command_prefix, "app_slug": settings.gitlab_bot_username}
     if payload["object_attributes"].get("action") == "update":
         if comment.old_body is None:
             return []
@@ -165,7 +171,7 @@ def note_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
 def label_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
     labels = settings.labels
     configured = {labels.run, labels.plan, labels.ralph}
-    if gitlab_actor(payload.get("user")).is_bot:
+    if is_ours_or_a_bot(settings, gitlab_actor(payload.get("user"))):
         return []
     if not configured.intersection(gitlab_added_labels(payload)):
         return []

@@ -68,7 +68,7 @@ async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
     if delivery is None:
         return
     event = parser_for(delivery.forge, "comment")(delivery.payload)
-    command = _command_at(deps, event, index)
+    command = _command_at(deps, delivery.forge, event, index)
     if command is None or event.author.is_bot:
         return
     async with deps.sessions() as session:
@@ -82,8 +82,10 @@ async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
         await run_command(request)
 
 
-def _command_at(deps: Deps, event, index: int) -> Command | CommandError | None:
-    grammar = {"prefix": deps.settings.command_prefix, "app_slug": deps.settings.github_app_slug}
+def _command_at(deps: Deps, forge: str, event, index: int) -> Command | CommandError | None:
+    """The command the handler saw at `index`, parsed again with the same grammar."""
+    mention = deps.settings.gitlab_bot_username if forge == "gitlab" else deps.settings.github_app_slug
+    grammar = {"prefix": deps.settings.command_prefix, "app_slug": mention}
     if event.old_body is not None:
         commands = added_commands(event.old_body, event.body, **grammar)
     else:

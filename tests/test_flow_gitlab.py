@@ -35,6 +35,7 @@ async def flow(aiohttp_client, settings_env, gitlab, tmp_path):
 
     settings = Settings.from_env({
         **settings_env,
+        "AGENTRY_GITLAB_BOT_USERNAME": gitlab.bot_username,
         "AGENTRY_GITLAB_URL": gitlab.url,
         "AGENTRY_GITLAB_TOKEN": gitlab.token,
         "AGENTRY_GITLAB_WEBHOOK_TOKEN": HOOK_TOKEN,
@@ -91,3 +92,12 @@ async def test_a_guest_is_refused_with_a_note_and_nothing_runs(flow, gitlab, rem
         assert (await session.exec(select(ProtocolRun))).all() == []
     assert gitlab.awards == []
     assert any("write" in note["body"] for note in gitlab.notes.values() if note["author"]["username"] != "guest")
+
+
+async def test_a_mention_of_agentrys_account_works_like_the_prefix(flow, gitlab, remote):
+    deps, client = flow
+    await post_note(client, note_payload(gitlab, remote, f"@{gitlab.bot_username} plan"))
+    await run_jobs(deps)
+    async with deps.sessions() as session:
+        protocol = (await session.exec(select(ProtocolRun))).one()
+    assert (protocol.kind, protocol.status) == ("plan", "planned")

@@ -862,3 +862,15 @@ async def test_the_fake_requires_an_award_emoji_name(gl, session):
         assert response.status == 400
         assert (await response.json())["error"] == "name is missing"
     assert gl.awards == []
+
+
+async def test_notes_by_agentrys_own_account_are_ignored_when_named(make_client):
+    client, _deps = await make_client(AGENTRY_GITLAB_BOT_USERNAME="Root")
+    data = note("note_issue", "/agent run add a greeting")
+    data["user"]["username"] = "root"
+    reply = await (await post_hook(client, "Note Hook", data)).json()
+    assert reply["status"] == "ignored"
+    data["user"]["username"] = "user1"
+    data["object_attributes"]["note"] = "@root run add a greeting"
+    reply = await (await post_hook(client, "Note Hook", data)).json()
+    assert reply["status"] == "accepted" and len(reply["jobs"]) == 1

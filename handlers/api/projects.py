@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlmodel import col, or_, select
 
 from bot import git, queue, store
-from bot.models import Event, Project, utcnow
+from bot.models import Event, Project
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
 from handlers.api.errors import bad_request, conflict, invalid_fields

@@ -132,11 +132,9 @@ async def set_protocol_status(session: AsyncSession, protocol: ProtocolRun, acti
 
 
 async def set_step_status(session: AsyncSession, step: StepRun, action: StepAction, *, actor: str | None,
-                          protocol: ProtocolRun, message: str = "", meta: dict | None = None,
-                          to: StepStatus | None = None) -> None:
+                          protocol: ProtocolRun, message: str = "", meta: dict | None = None) -> None:
     before = step.status
-    allowed = move(step.status, action)
-    step.status = (to or allowed) if to is None or to.value == allowed or action is StepAction.SUCCEED else allowed
+    step.status = move(step.status, action)
     step.updated_at = utcnow()
     session.add(step)
     await store.record_event(

@@ -70,14 +70,6 @@ async def get_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelive
     return result.first()
 
 
-async def finish_delivery(session: AsyncSession, delivery_id: str, status: str, error: str | None = None) -> None:
-    await session.exec(
-        update(WebhookDelivery)
-        .where(col(WebhookDelivery.delivery_id) == delivery_id)
-        .values(status=status, error=error, processed_at=utcnow())
-    )
-
-
 async def start_job(session: AsyncSession, job_id: str) -> QueuedJob | None:
     """Marks a recorded job running; None when it already finished (a duplicate wake-up)."""
     job = await session.get(QueuedJob, job_id)

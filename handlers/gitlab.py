@@ -45,18 +45,18 @@ from bot.webhooks_gitlab import (
     verify_standard_webhook,
 )
 from handlers.intake import accept
+from handlers.keys import DEPS
 
 PATH = "/webhooks/gitlab"
 FORGE = "gitlab"
 
 
-def add_routes(app: web.Application, deps_key: web.AppKey) -> None:
-    """Serve ``POST /webhooks/gitlab`` with the dependencies stored in ``app[deps_key]``."""
-
-    async def view(request: web.Request) -> web.Response:
-        return await gitlab_webhook(request, request.app[deps_key])
-
+def add_routes(app: web.Application) -> None:
     app.router.add_post(PATH, view)
+
+
+async def view(request: web.Request) -> web.Response:
+    return await gitlab_webhook(request, request.app[DEPS])
 
 
 def error(status: int, message: str) -> web.Response:

@@ -31,7 +31,7 @@ def make_app(deps: Deps) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/webhooks/github", github_webhook)
-    add_gitlab_routes(app, DEPS)
+    add_gitlab_routes(app)
     add_api_routes(app)
     return app
 

@@ -24,7 +24,7 @@ from bot.protocols import Conflict, NotFound
 from bot.queue import Job
 from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus
 from jobs import workspace
-from jobs.common import ensure_project, forge_of, load_delivery, parser_for, permits, repo_ref
+from jobs.common import ensure_project, forge_of, load_delivery, permits, read_event, repo_ref
 
 log = logging.getLogger("agentry.jobs.commands")
 
@@ -67,7 +67,7 @@ async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
     delivery = await load_delivery(deps, delivery_id)
     if delivery is None:
         return
-    event = parser_for(delivery.forge, "comment")(delivery.payload)
+    event = read_event(delivery, "comment")
     command = _command_at(deps, delivery.forge, event, index)
     if command is None or event.author.is_bot:
         return
@@ -426,7 +426,7 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
     if delivery is None:
         return
     labels = deps.settings.labels
-    event = label_event(delivery, (labels.run, labels.plan, labels.ralph))
+    event = read_event(delivery, "label", labels=(labels.run, labels.plan, labels.ralph))
     if event is None:
         return
     name = {labels.run: "run", labels.plan: "plan", labels.ralph: "ralph"}.get(event.label)
@@ -441,14 +441,6 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
                                   event.actor, command))
 
 
-def label_event(delivery, names: tuple[str, ...]):
-    if delivery.forge == "gitlab":
-        from bot.forge.gitlab_events import gitlab_label
-
-        return gitlab_label(delivery.payload, list(names))
-    return parser_for(delivery.forge, "label")(delivery.payload)
-
-
 BUTTON_COMMANDS = {"retry": "retry", "approve": "approve", "cancel": "cancel", "rerun": "retry"}
 
 
@@ -457,7 +449,7 @@ async def handle_check_action_job(ctx: dict, delivery_id: str) -> None:
     delivery = await load_delivery(deps, delivery_id)
     if delivery is None:
         return
-    event = parser_for(delivery.forge, "check_action")(delivery.payload)
+    event = read_event(delivery, "check_action")
     async with deps.sessions() as session:
         protocol = await _protocol_of_check_run(session, event)
         if protocol is None or protocol.issue_number is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -13,8 +13,9 @@ from bot import store
 from bot.deps import Deps
 from bot.forge import Forge, RepoRef
 from bot.forge import events as github_events
+from bot.forge import gitlab_events
 from bot.forge.events import Repository
-from bot.models import Project, ProtocolRun
+from bot.models import Project, ProtocolRun, WebhookDelivery
 
 log = logging.getLogger("agentry.jobs")
 
@@ -25,22 +26,26 @@ def permits(actual: str, required: str) -> bool:
     return PERMISSION_RANK.get(actual, 0) >= PERMISSION_RANK[required]
 
 
-def parser_for(forge: str, kind: str) -> Callable[[dict], Any]:
-    """The parser that reads a delivery of `kind` (comment, label, pull_request, ci, check_action) from `forge`."""
-    if forge == "gitlab":
-        from bot.forge import gitlab_events
-
-        return {
+def read_event(delivery: WebhookDelivery, kind: str, *, labels: Sequence[str] = ()) -> Any:
+    """A recorded delivery read back as the normalized event of `kind` (comment, label, pull_request,
+    ci, check_action) that jobs work with; `labels` are the configured ones a label event may name."""
+    payload = delivery.payload
+    if delivery.forge == "gitlab":
+        readers = {
             "comment": gitlab_events.gitlab_comment,
+            "label": lambda data: gitlab_events.gitlab_label(data, list(labels)),
             "pull_request": gitlab_events.gitlab_merge_request,
             "ci": gitlab_events.gitlab_pipeline,
-        }[kind]
-    return {
-        "comment": github_events.github_comment,
-        "label": github_events.github_label,
-        "pull_request": github_events.github_pull_request,
-        "check_action": github_events.github_check_action,
-    }[kind]
+        }
+    else:
+        readers = {
+            "comment": github_events.github_comment,
+            "label": github_events.github_label,
+            "pull_request": github_events.github_pull_request,
+            "check_action": github_events.github_check_action,
+            "ci": lambda data: github_events.github_ci(delivery.event, data),
+        }
+    return readers[kind](payload)
 
 
 async def load_delivery(deps: Deps, delivery_id: str):

@@ -9,13 +9,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import store
 from bot.deps import Deps
-from bot.forge.events import CiEvent, PullRequestEvent, github_ci
+from bot.forge.events import CiEvent, PullRequestEvent
 from bot.models import Project, ProtocolRun
 from bot.protocols import retry_step, schedule_next, set_protocol_status, set_step_status, steps_of
 from bot.queue import run_quality_job
 from bot.workflow import ProtocolAction, StepAction, StepStatus, TERMINAL_PROTOCOL_STATUSES, is_allowed
 from jobs import workspace
-from jobs.common import load_delivery, parser_for, transaction
+from jobs.common import load_delivery, read_event, transaction
 from jobs.reporting import report_protocol
 
 log = logging.getLogger("agentry.jobs.forge_events")
@@ -40,7 +40,7 @@ async def protocol_on_branch(session: AsyncSession, forge: str, repo: str, branc
 async def handle_pull_request_job(ctx: dict, delivery_id: str) -> None:
     deps: Deps = ctx["deps"]
     delivery = await load_delivery(deps, delivery_id)
-    event: PullRequestEvent = parser_for(delivery.forge, "pull_request")(delivery.payload)
+    event: PullRequestEvent = read_event(delivery, "pull_request")
     async with transaction(deps) as session:
         protocol, project = await protocol_on_branch(session, event.repo.ref.forge, event.repo.ref.full_name,
                                                      event.head_branch)
@@ -67,7 +67,7 @@ async def handle_pull_request_job(ctx: dict, delivery_id: str) -> None:
 async def handle_ci_result_job(ctx: dict, delivery_id: str) -> None:
     deps: Deps = ctx["deps"]
     delivery = await load_delivery(deps, delivery_id)
-    event = ci_event(delivery)
+    event: CiEvent = read_event(delivery, "ci")
     if event.conclusion not in ("success", "failure"):
         return
     jobs = []
@@ -87,13 +87,6 @@ async def handle_ci_result_job(ctx: dict, delivery_id: str) -> None:
             jobs = await _ci_failed(deps, session, protocol, step, event)
     await deps.submit(jobs)
     await report_protocol(deps, protocol.id)
-
-
-def ci_event(delivery) -> CiEvent:
-    """GitHub reports CI with three events (check_suite, workflow_run, status), read by their name."""
-    if delivery.forge == "github":
-        return github_ci(delivery.event, delivery.payload)
-    return parser_for(delivery.forge, "ci")(delivery.payload)
 
 
 def _step_for_ci(steps: list):

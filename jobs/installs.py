@@ -32,7 +32,6 @@ async def handle_installation_job(ctx: dict, delivery_id: str) -> None:
             for project in await store.deactivate_repos(session, "github", [repo["full_name"] for repo in removed]):
                 await store.record_event(session, "project_deactivated", f"{project.forge_repo} removed from the app",
                                          project_id=project.id)
-        await store.finish_delivery(session, delivery_id, "done")
         await session.commit()
 
 

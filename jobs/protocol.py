@@ -13,8 +13,8 @@ from bot import codemachine, git, render, store
 from bot.agents import AgentRequest, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
-from bot.plans import Plan, PlanError, parse_plan, render_prompt
-from bot.protocols import apply_protocol_action, report, schedule_next, set_protocol_status, steps_of
+from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
+from bot.protocols import apply_protocol_action, set_protocol_status, steps_of
 from bot.workflow import ProtocolAction, ProtocolStatus
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
@@ -111,13 +111,11 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
     if not result.ok:
         raise PlanFailure(f"the {result.engine} plan run failed: {result.error or 'no reason given'}")
     try:
-        plan = parse_plan(result.final_message, prompts.plan_schema())
+        raw = extract_json_object(result.final_message)
+        return validate_plan(raw, prompts.plan_schema()), raw
     except PlanError as exc:
         await add_artifact(deps, run, "plan-output.txt", result.final_message, kind="plan")
         raise PlanFailure("the plan is invalid:\n" + "\n".join(f"- {error}" for error in exc.errors)) from None
-    from bot.plans import extract_json_object
-
-    return plan, extract_json_object(result.final_message)
 
 
 async def _plan_failed(deps: Deps, protocol_id: int, reason: str) -> None:
@@ -229,15 +227,6 @@ def status_comment_url(protocol: ProtocolRun) -> str:
         return ""
     anchor = "note_" if "/-/" in issue_url else "issuecomment-"
     return f"{issue_url}#{anchor}{protocol.status_comment_id}"
-
-
-async def resume_after(deps: Deps, protocol_id: int) -> None:
-    """Queues what follows once a job moved a protocol (used after steps finish)."""
-    async with deps.sessions() as session:
-        protocol = await session.get(ProtocolRun, protocol_id)
-        jobs = await schedule_next(session, protocol)
-        await session.commit()
-    await deps.submit(jobs + [report(protocol, "next")])
 
 
 async def codemachine_import_job(ctx: dict, protocol_id: int) -> None:

@@ -19,7 +19,7 @@ from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, promise_met, render_prompt
 from bot.protocols import schedule_next, set_step_status, steps_of
 from bot.queue import run_quality_job as quality_job
-from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus
+from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after_execution
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.protocol import messages_text
@@ -192,8 +192,8 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
             jobs = await after_failure(session, protocol, step)
         else:
             await set_step_status(session, step, StepAction.SUCCEED, actor=None, protocol=protocol)
-            policy = QaPolicy(step.qa_policy) if step.qa_policy in QaPolicy.__members__.values() else QaPolicy.FULL
-            if policy is QaPolicy.SKIP or outcome.settle_as is StepStatus.COMPLETED:
+            policy = QaPolicy(step.qa_policy) if step.qa_policy in set(QaPolicy) else QaPolicy.FULL
+            if after_execution(policy) is StepStatus.COMPLETED or outcome.settle_as is StepStatus.COMPLETED:
                 await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
                                       message=f"{step.step_name} completed (QA {policy.value})")
                 jobs = await after_success(session, protocol, step)

@@ -43,8 +43,7 @@ from bot.webhooks_gitlab import (
     verify_standard_webhook,
 )
 from handlers import gitlab as gitlab_handler
-from handlers.gitlab import add_routes
-from handlers.web import DEPS, make_app
+from handlers.web import make_app
 from tests.conftest import FIXTURES
 from tests.fakes.gitlab_server import FakeGitLab
 
@@ -317,10 +316,7 @@ async def make_client(aiohttp_client, settings_env):
         settings = Settings.from_env({**settings_env, **{k: v for k, v in env.items() if v is not None}})
         deps = await open_deps(settings)
         opened.append(deps)
-        app = make_app(deps)
-        if not any(route.resource.canonical == "/webhooks/gitlab" for route in app.router.routes()):
-            add_routes(app, DEPS)
-        return await aiohttp_client(app), deps
+        return await aiohttp_client(make_app(deps)), deps
 
     yield make
     for deps in opened:

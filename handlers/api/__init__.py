@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.audit import AuditLog
 from handlers.api import (
     agents,
     auth,
@@ -41,7 +40,7 @@ ROUTES: list[Route] = [
 def add_api_routes(app: web.Application) -> None:
     """Registers every API route, the audit log, and the shared feed tailer's start and stop."""
     deps = app[DEPS]
-    app[AUDIT] = getattr(deps, "audit", None) or AuditLog(deps.settings.data_dir)
+    app[AUDIT] = deps.audit
     agents.setup_probes(app)
     register(app, ROUTES)
     app.on_startup.append(_start)

@@ -17,7 +17,8 @@ from bot.config import Settings
 from bot.deps import open_deps
 from bot.queue import JobQueue, connect_redis
 from bot.webhooks import github_signature
-from tests.flow_support import git
+
+pytest_plugins = ["tests.flow_support", "tests.api_support"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -157,16 +158,3 @@ async def run_jobs(deps) -> None:
 
     worker = embedded_worker(deps, burst=True)
     await worker.main()
-
-
-@pytest.fixture
-def remote(tmp_path) -> Path:
-    """A bare git repository with one commit on main, standing in for the forge's remote."""
-    seed, bare = tmp_path / "seed", tmp_path / "remote.git"
-    seed.mkdir()
-    git("init", "-q", "-b", "main", cwd=seed)
-    (seed / "README.md").write_text("# Hello-World\n")
-    git("add", ".", cwd=seed)
-    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "initial", cwd=seed)
-    git("clone", "-q", "--bare", str(seed), str(bare))
-    return bare

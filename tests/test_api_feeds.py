@@ -8,7 +8,7 @@ from sqlalchemy import update
 from bot import store
 from bot.models import CodexRun
 from handlers.api.feeds import HUB
-from tests.test_api_support import AUTH, api, api_deps, api_settings, project, protocol, run  # noqa: F401
+from tests.api_support import AUTH, project, protocol, run
 
 
 async def record(deps, event_type, **ids):

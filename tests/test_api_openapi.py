@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.models import StepRun
-from tests.test_api_support import API_TOKEN, AUTH, api, api_deps, api_settings, project, protocol, run  # noqa: F401
+from tests.api_support import API_TOKEN, project, protocol, run
 
 
 async def test_every_route_is_described_and_every_description_is_a_route(api):

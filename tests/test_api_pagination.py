@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import insert
 
 from bot.models import CodexRun, Event, Project, ProtocolRun, StepRun, utcnow
-from tests.test_api_support import api, api_deps, api_settings  # noqa: F401
 
 PROTOCOLS, EVENTS, RUNS = 10_000, 100_000, 10_000
 

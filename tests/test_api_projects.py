@@ -4,7 +4,7 @@ import subprocess
 
 from bot import git
 from bot.models import Clarification, Project
-from tests.test_api_support import AUTH, add, api, api_deps, api_settings, project, protocol, reload  # noqa: F401
+from tests.api_support import add, project, protocol, reload
 
 
 async def test_create_project_queues_setup_and_redacts_secrets(api):

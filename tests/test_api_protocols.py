@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_api_support import api, api_deps, api_settings, project, protocol, steps  # noqa: F401
+from tests.api_support import project, protocol, steps
 
 
 async def test_create_list_and_read_protocols(api):

@@ -5,9 +5,7 @@ import os
 import pytest
 
 from bot import store
-from tests.test_api_support import (  # noqa: F401
-    api, api_deps, api_settings, artifact, project, protocol, run, steps,
-)
+from tests.api_support import artifact, project, protocol, run, steps
 
 
 def runs_dir(api):

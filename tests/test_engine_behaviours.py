@@ -20,8 +20,6 @@ from tests.conftest import run_jobs
 from tests.engine_support import (
     CLAUDE_SESSION_ID,
     CLAUDE_TOKENS,
-    INSTALLATION,
-    REPO,
     Flow,
     agent_calls,
     claude_agent,
@@ -29,16 +27,8 @@ from tests.engine_support import (
     signal_agent,
     wait_for_file,
 )
-from tests.fakes.github_server import FakeGitHub
 
 PYTHON = shlex.quote(sys.executable)
-
-
-@pytest.fixture
-async def github():
-    permissions = {"Codertocat": "write", "maintainer": "admin"}
-    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions=permissions) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from sqlmodel import select
 
 from bot.models import ProtocolRun, QueuedJob
 from tests.conftest import load_payload, post_webhook, run_jobs
-from tests.flow_support import git
-from tests.test_flow_github import INSTALLATION, REPO, api_calls, comment_payload, flow, flow_deps, github  # noqa: F401
+from tests.flow_support import INSTALLATION, REPO, api_calls, comment_payload, flow_deps, git
 
 
 async def protocols_in(deps) -> list[ProtocolRun]:

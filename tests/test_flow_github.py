@@ -5,65 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
-from bot.config import Settings
-from bot.deps import open_deps
 from bot.models import ProtocolRun, StepRun
 from tests.conftest import load_payload, post_webhook, run_jobs
-from tests.fakes.github_server import FakeGitHub
-from tests.flow_support import agent_script, git
-
-REPO = "Codertocat/Hello-World"
-INSTALLATION = 1
-
-@pytest.fixture
-async def github():
-    async with FakeGitHub(repos={REPO: INSTALLATION}, permissions={"Codertocat": "write", "reader": "read"}) as fake:
-        yield fake
-
-
-async def flow_deps(settings_env: dict, github: FakeGitHub, script: Path):
-    settings = Settings.from_env({
-        **settings_env,
-        "AGENTRY_GITHUB_APP_ID": github.app_id,
-        "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
-        "AGENTRY_GITHUB_API_URL": github.url,
-        "AGENTRY_GITHUB_APP_SLUG": github.app_slug,
-        "AGENTRY_DEFAULT_ENGINE": "command",
-        "AGENTRY_ENGINE_COMMAND": f"{sys.executable} {script}",
-    })
-    return await open_deps(settings)
-
-
-def comment_payload(github: FakeGitHub, remote: Path, body: str, *, user: str = "Codertocat") -> dict:
-    """A real issue_comment payload for a comment the fake GitHub knows about."""
-    payload = copy.deepcopy(load_payload("issue_comment", "created.with-installation.payload.json"))
-    payload["repository"].update(clone_url=str(remote), default_branch="main")
-    payload["comment"]["body"] = body
-    payload["comment"]["id"] = github.add_comment(REPO, 1, body, user=user)
-    payload["comment"]["user"]["login"] = user
-    return payload
-
-
-@pytest.fixture
-async def flow(aiohttp_client, settings_env, github, remote, tmp_path, request):
-    from handlers.web import make_app
-
-    kill_once = getattr(request, "param", False)
-    deps = await flow_deps(settings_env, github, agent_script(tmp_path, kill_once=kill_once))
-    client = await aiohttp_client(make_app(deps))
-    yield deps, client
-    await deps.close()
-
-
-def api_calls(github: FakeGitHub) -> list[str]:
-    return [line for line in github.lines() if "/access_tokens" not in line]
-
+from tests.flow_support import INSTALLATION, REPO, api_calls, comment_payload, git
 
 async def protocols_in(deps) -> list[ProtocolRun]:
     async with deps.sessions() as session:

@@ -45,6 +45,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.loopback import LoopbackServer
+
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "github-rest"
 JWT_MAX_LIFETIME = 600
 CLOCK_DRIFT_ALLOWANCE = 60
@@ -288,7 +290,7 @@ def _message(message: str, status: int, **extra: Any) -> web.Response:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """A GitHub REST API on 127.0.0.1 for one test. See the module docstring."""
 
     app_id: str = "4242"
@@ -299,7 +301,6 @@ class FakeGitHub:
     permissions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.url = ""
         self.private_key_pem = _pem(_app_key())
         self._public_key = _app_key().public_key()
         self.calls: list[Call] = []
@@ -312,33 +313,10 @@ class FakeGitHub:
         self._faults: list[Fault] = []
         self._ids = itertools.count(1001)
         self._pull_numbers: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
 
     @property
     def bot_login(self) -> str:
         return f"{self.app_slug}[bot]"
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakeGitHub:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # -- test controls ------------------------------------------------------------------------
 

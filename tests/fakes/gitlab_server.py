@@ -35,6 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
+
 API = "/api/v4"
 COMMIT_STATES = ("pending", "running", "success", "failed", "canceled", "skipped")
 ACTIVE_STATES = ("pending", "running")
@@ -98,7 +100,7 @@ class Request:
 
 
 @dataclass
-class FakeGitLab:
+class FakeGitLab(LoopbackServer):
     """A GitLab API on 127.0.0.1 for one test. See the module docstring."""
 
     token: str = "glpat-fake-token-0123456789"
@@ -109,7 +111,6 @@ class FakeGitLab:
     max_per_page: int = 100
 
     def __post_init__(self) -> None:
-        self.url = ""
         self.calls: list[Call] = []
         self.notes: dict[int, dict[str, Any]] = {}
         self.awards: list[dict[str, Any]] = []
@@ -117,29 +118,6 @@ class FakeGitLab:
         self.merge_requests: dict[tuple[int, int], dict[str, Any]] = {}
         self._ids = itertools.count(2001)
         self._user_ids: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> FakeGitLab:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # -- test controls ------------------------------------------------------------------------
 

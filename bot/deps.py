@@ -77,16 +77,13 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
 
 
 def github_forge(deps: Deps) -> Forge:
-    """The GitHub App client, or without credentials a forge that records each call as an event.
-
-    Without credentials nobody's permission can be checked: dev mode lets everyone write, otherwise
-    nobody may."""
+    """The GitHub App client, or without credentials a forge that records each call as an event."""
     settings = deps.settings
     if settings.github_app_configured:
         auth = GitHubAppAuth(deps.http, app_id=settings.github_app_id, private_key=settings.github_private_key,
                              api_url=settings.github_api_url)
         return GitHubForge(deps.http, auth, api_url=settings.github_api_url, app_slug=settings.github_app_slug)
-    return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
+    return recording_forge(deps)
 
 
 def gitlab_forge(deps: Deps) -> Forge:
@@ -94,7 +91,12 @@ def gitlab_forge(deps: Deps) -> Forge:
     if settings.gitlab_token:
         return GitLabForge(deps.http, url=settings.gitlab_url, token=settings.gitlab_token,
                            bot_username=settings.gitlab_bot_username)
-    return RecordingForge(recorder(deps), default_permission="admin" if settings.dev_mode else "none")
+    return recording_forge(deps)
+
+
+def recording_forge(deps: Deps) -> Forge:
+    """Without credentials nobody's permission can be checked: dev mode lets everyone in, otherwise nobody."""
+    return RecordingForge(recorder(deps), default_permission="admin" if deps.settings.dev_mode else "none")
 
 
 def recorder(deps: Deps):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Mapping
 
 ENGINES = ("codex", "claude", "opencode", "gemini", "aider", "command")
 BUDGET_MODES = ("strict", "warn", "off")
+SANDBOXES = ("bwrap", "none")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -66,6 +69,12 @@ class Settings:
     git_author_name: str = "agentry[bot]"
     git_author_email: str = "agentry[bot]@users.noreply.github.com"
     log_level: str = "INFO"
+    sandbox: str = "bwrap"
+    sandbox_read_paths: tuple[Path, ...] = ()
+    sandbox_write_paths: tuple[Path, ...] = ()
+    sandbox_allow_hosts: tuple[str, ...] = ()
+    secret_key: str | None = field(default=None, repr=False)
+    allowed_paths: tuple[Path, ...] = ()
 
     @property
     def github_app_configured(self) -> bool:
@@ -137,6 +146,40 @@ class _Reader:
             return tuple(shlex.split(raw))
         except ValueError as exc:
             raise ConfigError(f"{name} is not a valid command line: {exc}") from None
+
+    def paths(self, name: str) -> tuple[Path, ...]:
+        """A colon-separated list of absolute paths."""
+        raw = self.text(name)
+        if raw is None:
+            return ()
+        paths = tuple(Path(part).expanduser() for part in raw.split(":") if part.strip())
+        for path in paths:
+            if not path.is_absolute():
+                raise ConfigError(f"{name} must list absolute paths, got {str(path)!r}")
+        return paths
+
+    def hosts(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of `host` or `host:port` entries (`*.domain` allowed)."""
+        raw = self.text(name)
+        if raw is None:
+            return ()
+        entries = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+        for entry in entries:
+            host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+            if not re.fullmatch(r"(\*\.)?[a-z0-9._-]+|\[[0-9a-f:]+\]", host or entry) or (port and not port.isdigit()):
+                raise ConfigError(f"{name} entries must be host or host:port, got {entry!r}")
+        return entries
+
+    def fernet_key(self) -> str | None:
+        key = self.text("AGENTRY_SECRET_KEY")
+        if key is None:
+            return None
+        try:
+            if len(base64.urlsafe_b64decode(key.encode())) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError("AGENTRY_SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
+        return key
 
     def private_key(self) -> str | None:
         key = self.text("AGENTRY_GITHUB_PRIVATE_KEY")
@@ -221,6 +264,12 @@ class _Reader:
             git_author_name=self.text("AGENTRY_GIT_AUTHOR_NAME", "agentry[bot]"),
             git_author_email=self.text("AGENTRY_GIT_AUTHOR_EMAIL", "agentry[bot]@users.noreply.github.com"),
             log_level=self.choice("AGENTRY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+            sandbox=self.choice("AGENTRY_SANDBOX", "bwrap", SANDBOXES),
+            sandbox_read_paths=self.paths("AGENTRY_SANDBOX_READ_PATHS"),
+            sandbox_write_paths=self.paths("AGENTRY_SANDBOX_WRITE_PATHS"),
+            sandbox_allow_hosts=self.hosts("AGENTRY_SANDBOX_ALLOW_HOSTS"),
+            secret_key=self.fernet_key(),
+            allowed_paths=self.paths("AGENTRY_ALLOWED_PATHS"),
         )
 
 

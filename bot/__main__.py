@@ -10,10 +10,12 @@ import sys
 
 from aiohttp import web
 
-from bot import db
+from bot import db, private_files
 from bot.config import ConfigError, Settings
-from bot.deps import open_deps
+from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
+from bot.sandbox import make_sandbox
+from bot.secretbox import SecretBoxError, seal_legacy_secrets
 
 log = logging.getLogger("agentry")
 
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agentry: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    private_files.prepare(settings, os.environ)
     return args.run(settings)
 
 
@@ -40,8 +43,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def migrate(settings: Settings) -> int:
     db.upgrade(settings.database_url)
+    private_files.private_database(settings)
     log.info("database is at the latest migration")
     return 0
+
+
+def warn_about_the_sandbox(settings: Settings) -> None:
+    if settings.sandbox == "none":
+        log.warning("AGENTRY_SANDBOX=none: agents run UNSANDBOXED as agentry's own user and can read its secrets, "
+                    "database and every repository")
+        return
+    problem = make_sandbox(settings).problem()
+    if problem:
+        log.error("the agent sandbox cannot run, so every agent run will fail: %s", problem)
 
 
 def serve(settings: Settings) -> int:
@@ -49,7 +63,12 @@ def serve(settings: Settings) -> int:
         print(f"agentry dev mode: webhook secret for this run: {settings.webhook_secret}", file=sys.stderr, flush=True)
     if not settings.api_token:
         log.warning("AGENTRY_API_TOKEN is not set: the REST API accepts requests without authentication")
-    web.run_app(build_service(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    warn_about_the_sandbox(settings)
+    try:
+        web.run_app(build_service(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    except SecretBoxError as exc:
+        print(f"agentry: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -60,7 +79,8 @@ async def build_service(settings: Settings) -> web.Application:
 
     if db.is_sqlite(settings.database_url):
         await db.upgrade_in_thread(settings.database_url)
-    deps = await open_deps(settings)
+        private_files.private_database(settings)
+    deps = await _open_with_sealed_secrets(settings)
     app = make_app(deps)
     app[JOB_RUNNER] = run_inline(deps)
     if settings.embedded_queue:
@@ -68,6 +88,17 @@ async def build_service(settings: Settings) -> web.Application:
     app.on_cleanup.append(lambda _app: deps.close())
     log.info("listening", extra={"host": settings.host, "port": settings.port, "embedded_queue": settings.embedded_queue})
     return app
+
+
+async def _open_with_sealed_secrets(settings: Settings) -> Deps:
+    """The dependencies, once any project secret still stored in clear is sealed."""
+    deps = await open_deps(settings)
+    try:
+        await seal_legacy_secrets(deps.sessions, deps.secret_box)
+    except BaseException:
+        await deps.close()
+        raise
+    return deps
 
 
 def _run_worker(make_worker):
@@ -103,6 +134,8 @@ def worker(settings: Settings) -> int:
     if not settings.redis_url:
         print("agentry: the worker needs AGENTRY_REDIS_URL; without it `serve` runs the worker in-process", file=sys.stderr)
         return 2
+    private_files.private_database(settings)
+    warn_about_the_sandbox(settings)
     run_worker(worker_settings(settings))
     return 0
 

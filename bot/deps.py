@@ -18,6 +18,9 @@ from bot.forge.github import GitHubAppAuth, GitHubForge
 from bot.forge.gitlab import GitLabForge
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, connect_redis, embedded_redis
+from bot.redact import Redactor
+from bot.sandbox import NoSandbox, Sandbox, make_sandbox
+from bot.secretbox import SecretBox
 
 
 @dataclass
@@ -29,9 +32,12 @@ class Deps:
     queue: JobQueue
     metrics: Metrics
     worker_id: str
+    secret_box: SecretBox
     agent_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     forges: dict[str, Forge] = field(default_factory=dict)
     audit: AuditLog | None = None
+    sandbox: Sandbox = field(default_factory=NoSandbox)
+    redactor: Redactor = field(default_factory=Redactor)
 
     def forge(self, name: str) -> Forge:
         return self.forges[name]
@@ -56,6 +62,7 @@ class Deps:
 
 
 async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Deps:
+    secret_box = SecretBox.load(settings)
     engine = db.make_engine(settings.database_url)
     if queue is None:
         redis = await connect_redis(settings.redis_url) if settings.redis_url else embedded_redis()
@@ -68,12 +75,25 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
         queue=queue,
         metrics=Metrics.create(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
+        secret_box=secret_box,
         agent_slots=asyncio.Semaphore(settings.max_concurrent_jobs),
         audit=AuditLog(settings.data_dir),
+        sandbox=make_sandbox(settings),
+        redactor=known_secrets(settings),
     )
     deps.forges["github"] = github_forge(deps)
     deps.forges["gitlab"] = gitlab_forge(deps)
     return deps
+
+
+def known_secrets(settings: Settings) -> Redactor:
+    """agentry's own secrets and the secret-looking provider variables agents are given."""
+    redactor = Redactor([settings.webhook_secret, settings.api_token or "", settings.gitlab_token or "",
+                         settings.gitlab_webhook_token or "", settings.gitlab_signing_token or "",
+                         settings.secret_key or ""])
+    redactor.add_private_key(settings.github_private_key)
+    redactor.add_secret_variables(os.environ)
+    return redactor
 
 
 def github_forge(deps: Deps) -> Forge:

@@ -1,4 +1,8 @@
-"""Git plumbing: one bare mirror per project, one worktree per protocol, pushes to the forge.
+"""Agentry's own git: one bare mirror per project, fetched from and pushed to the forge.
+
+The mirror is never visible to an agent, so its config is agentry's; no system or global config is
+read. Agents work in worktrees of their own (`bot.worktree`), and their commits come back as a
+bundle that `import_bundle` checks object by object before `push_commit` sends them on.
 
 Every call runs `git` as an asyncio subprocess with an argument list, a working directory and a
 timeout (the whole process group is killed when it expires), never prompts, and never runs hooks.
@@ -8,8 +12,8 @@ credential helper (a fixed string, scoped to the remote's scheme and host) print
 Inherited helpers are reset first. The token is never in argv, a URL, a config value, a log line
 or a `GitError` message.
 
-The remote is the source of truth: every job fetches, and `prepare_worktree` checks the protocol
-branch out at the remote head, so any worker can continue any protocol from its own data dir.
+The remote is the source of truth: every job fetches, and `start_of` says where the protocol branch
+stands on the remote, so any worker can continue any protocol from its own data dir.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterable
@@ -60,7 +63,6 @@ _DROPPED_ENV = frozenset(
     }
 )
 _DROPPED_ENV_PREFIXES = ("GIT_AUTHOR_", "GIT_COMMITTER_", "AGENTRY_")
-_IN_PROGRESS = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 _AUTH_HEADER = re.compile(r"(?i)(authorization:\s*\w+\s+)\S+")
 _STDERR_TAIL = 2000
@@ -259,40 +261,68 @@ async def _acquire(fd: int, lock_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Worktrees
+# What a job starts from, and what it brings back
 
 
-async def prepare_worktree(
-    mirror: Path, worktree: Path, *, branch: str, base_branch: str, token: str | None = None,
-    start_point: str | None = None,
-) -> str:
-    """Fetch, then check `branch` out in `worktree` at the remote's head of `branch`, or, when the
-    remote has no such branch, at `start_point` (a commit fetched with `fetch_ref`) or else at
-    `origin/<base_branch>`. Local changes are discarded (the remote is the truth); a half-made or
-    foreign worktree is replaced. Returns the HEAD sha."""
-    mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
+async def start_of(mirror: Path, *, branch: str, base_branch: str, start_point: str | None = None,
+                   token: str | None = None) -> tuple[str, list[str]]:
+    """Fetch, then where `branch` starts: the remote's head of `branch`, or when the remote has no
+    such branch `start_point` (a ref fetched with `fetch_ref`) or else `origin/<base_branch>`.
+    Returns the sha and the mirror refs a worktree needs (the start and the base branch)."""
+    mirror = Path(mirror)
     await _check_branch(mirror, branch)
     await _check_branch(mirror, base_branch)
     async with _mirror_lock(mirror):
         await _fetch(mirror, token)
         start = await _start_point(mirror, branch, base_branch, start_point)
-        if not await _reuse_worktree(mirror, worktree, branch, start):
-            await _recreate_worktree(mirror, worktree, branch, start)
-    return await head_sha(worktree)
+        sha = await _rev(mirror, start)
+    assert sha is not None
+    if start.startswith("refs/"):
+        refs = [start]
+    else:  # a sha fetched with fetch_ref: the refs that hold it
+        listing = await _git(mirror, "for-each-ref", "--format=%(refname)", "--points-at", sha, "refs/agentry/")
+        refs = listing.text.split()
+    if await _rev(mirror, f"{_REMOTE}{base_branch}") is not None:
+        refs.append(f"{_REMOTE}{base_branch}")
+    return sha, list(dict.fromkeys(refs))
+
+
+async def import_bundle(mirror: Path, bundle: Path, ref: str) -> str:
+    """Fetches the bundle's HEAD into `ref` of the mirror, checking every object; returns its sha."""
+    mirror = Path(mirror)
+    await _git(mirror, "check-ref-format", ref)
+    async with _mirror_lock(mirror):
+        await _git(mirror, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+                   "--no-write-fetch-head", str(bundle), f"+HEAD:{ref}", timeout=NETWORK_TIMEOUT)
+        return (await _git(mirror, "rev-parse", "--verify", ref)).text.strip()
+
+
+async def push_commit(mirror: Path, url_or_path: str, sha: str, branch: str, *, token: str | None = None) -> str:
+    """Pushes `sha` (a commit in the mirror) to `refs/heads/<branch>` at `url_or_path`, the address
+    agentry stored, never one read back from a git config."""
+    mirror, url = Path(mirror), _clean_remote(url_or_path)
+    await _check_branch(mirror, branch)
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        raise GitError(f"not a commit id: {sha[:80]!r}")
+    async with _mirror_lock(mirror):
+        await _git(mirror, "push", "--quiet", "--no-verify", url, f"{sha}:refs/heads/{branch}",
+                   token=token, url=url, timeout=NETWORK_TIMEOUT)
+        await _git(mirror, "update-ref", f"{_REMOTE}{branch}", sha)
+    return sha
 
 
 async def remove_worktree(mirror: Path, worktree: Path) -> None:
+    """Deletes the protocol's worktree (a repository of its own) and forgets what it exported."""
     mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
-    if not _is_mirror(mirror):
-        _rmtree(worktree)
-        return
-    async with _mirror_lock(mirror):
-        await _discard_worktree(mirror, worktree)
-        await _delete_orphan_branches(mirror)
+    _rmtree(worktree)
+    if _is_mirror(mirror):
+        async with _mirror_lock(mirror):
+            await _git(mirror, "worktree", "prune")
+            await _delete_orphan_branches(mirror)
 
 
 async def prune_worktrees(mirror: Path) -> None:
-    """Forget worktrees whose directories are gone and delete local branches no worktree uses."""
+    """Forget linked worktrees of old whose directories are gone, and their local branches."""
     if not _is_mirror(Path(mirror)):
         return
     async with _mirror_lock(Path(mirror)):
@@ -320,55 +350,8 @@ async def _start_point(mirror: Path, branch: str, base_branch: str, start_point:
     raise GitError(f"base branch {base_branch!r} does not exist on the remote")
 
 
-async def _reuse_worktree(mirror: Path, worktree: Path, branch: str, start: str) -> bool:
-    """Reuse a healthy worktree of this mirror in place; False when it must be recreated."""
-    if not await _is_healthy_worktree(mirror, worktree):
-        return False
-    try:
-        await _git(
-            worktree, "checkout", "--quiet", "--force", "--no-track", "--ignore-other-worktrees",
-            "-B", branch, start,
-        )
-        await _git(worktree, "clean", "-ffdq")  # ignored files (build caches) are kept
-    except GitError as exc:
-        log.warning("recreating worktree %s: %s", worktree, exc)
-        return False
-    return True
-
-
-async def _is_healthy_worktree(mirror: Path, worktree: Path) -> bool:
-    if not (worktree / ".git").is_file():
-        return False
-    found = await _git(
-        worktree, "rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir",
-        "--git-dir", check=False,
-    )
-    lines = found.text.splitlines()
-    if found.returncode != 0 or len(lines) != 3:
-        return False
-    top, common, git_dir = (Path(line).resolve() for line in lines)
-    if top != worktree or common != mirror.resolve():
-        return False
-    return not any((git_dir / marker).exists() for marker in _IN_PROGRESS)
-
-
-async def _recreate_worktree(mirror: Path, worktree: Path, branch: str, start: str) -> None:
-    await _discard_worktree(mirror, worktree)
-    worktree.parent.mkdir(parents=True, exist_ok=True)
-    await _git(
-        mirror, "worktree", "add", "--quiet", "--force", "--no-track", "-B", branch,
-        str(worktree), start,
-    )
-
-
-async def _discard_worktree(mirror: Path, worktree: Path) -> None:
-    await _git(mirror, "worktree", "remove", "--force", "--force", str(worktree), check=False)
-    _rmtree(worktree)
-    await _git(mirror, "worktree", "prune")
-
-
 async def _delete_orphan_branches(mirror: Path) -> None:
-    """Local branches only back worktrees; the remote keeps the work."""
+    """Local branches only back linked worktrees of old; the remote keeps the work."""
     listing = await _git(mirror, "worktree", "list", "--porcelain")
     in_use = {
         line.split(" ", 1)[1] for line in listing.text.splitlines() if line.startswith("branch ")
@@ -378,45 +361,6 @@ async def _delete_orphan_branches(mirror: Path) -> None:
     if orphans:
         commands = "".join(f"delete {ref}\n" for ref in orphans).encode()
         await _git(mirror, "update-ref", "--stdin", stdin=commands)
-
-
-# ---------------------------------------------------------------------------------------------
-# Work in a worktree
-
-
-async def commit_all(worktree: Path, message: str, identity: Identity = Identity()) -> str | None:
-    """Stage everything and commit as `identity`; the new sha, or None when nothing changed."""
-    worktree = Path(worktree)
-    await _git(worktree, "add", "--all")
-    staged = await _git(worktree, "diff", "--cached", "--quiet", check=False)
-    if staged.returncode == 0:
-        return None
-    if staged.returncode != 1:
-        raise _failure(("diff", "--cached", "--quiet"), staged.returncode, staged.stderr)
-    await _git(
-        worktree, "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "--file=-",
-        stdin=(message.strip() or "agentry: update").encode(), env=_identity_env(identity),
-    )
-    return await head_sha(worktree)
-
-
-async def push(
-    worktree: Path, branch: str, *, token: str | None = None, force_with_lease: bool = False
-) -> str:
-    """Push HEAD to `refs/heads/<branch>` on origin; returns the pushed sha. With
-    `force_with_lease`, overwrite only if the remote still has what the last fetch saw."""
-    worktree = Path(worktree)
-    await _check_branch(worktree, branch)
-    sha = await head_sha(worktree)
-    async with _mirror_lock(await _common_dir(worktree)):
-        args = ["push", "--quiet", "--no-verify"]
-        if force_with_lease:
-            expected = await _rev(worktree, f"{_REMOTE}{branch}") or ""
-            args.append(f"--force-with-lease=refs/heads/{branch}:{expected}")
-        args += ["origin", f"{sha}:refs/heads/{branch}"]
-        url = await _origin_url(worktree)
-        await _git(worktree, *args, token=token, url=url, timeout=NETWORK_TIMEOUT)
-    return sha
 
 
 async def delete_remote_branch(mirror: Path, branch: str, *, token: str | None = None) -> None:
@@ -434,57 +378,7 @@ async def delete_remote_branch(mirror: Path, branch: str, *, token: str | None =
         await _git(mirror, "update-ref", "-d", f"{_REMOTE}{branch}", check=False)
 
 
-async def head_sha(worktree: Path) -> str:
-    return (await _git(Path(worktree), "rev-parse", "--verify", "HEAD")).text.strip()
-
-
-async def diff(worktree: Path, base: str, *, max_bytes: int = 200_000) -> str:
-    """What the branch changes since it left `base` (`base...HEAD`) plus uncommitted and untracked
-    changes, as a patch of at most `max_bytes` bytes (cut at a line end, with a marker)."""
-    worktree = Path(worktree)
-    base_sha = await _resolve_base(worktree, base)
-    merge_base = await _git(worktree, "merge-base", base_sha, "HEAD", check=False)
-    since = merge_base.text.strip() if merge_base.returncode == 0 else base_sha
-    with tempfile.TemporaryDirectory() as scratch:
-        env = {"GIT_INDEX_FILE": await _scratch_index(worktree, Path(scratch))}
-        await _git(worktree, "add", "--all", env=env)  # the real index stays untouched
-        patch = await _git(
-            worktree, "diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", since,
-            env=env, limit=max_bytes,
-        )
-    return _cap(patch.out, max_bytes, patch.truncated)
-
-
-async def changed_files(worktree: Path) -> list[str]:
-    """Paths with uncommitted changes, untracked files included (`git status --porcelain`)."""
-    status = await _git(Path(worktree), "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    entries, paths = iter(status.text.split("\0")), []
-    for entry in entries:
-        if not entry:
-            continue
-        paths.append(entry[3:])
-        if "R" in entry[:2] or "C" in entry[:2]:
-            next(entries, None)  # the rename's source path follows
-    return paths
-
-
-async def _resolve_base(worktree: Path, base: str) -> str:
-    for candidate in (f"{_REMOTE}{base}", base):
-        sha = await _rev(worktree, candidate)
-        if sha is not None:
-            return sha
-    raise GitError(f"unknown base revision {base!r}")
-
-
-async def _scratch_index(worktree: Path, scratch: Path) -> str:
-    real = await _git(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index")
-    copy = scratch / "index"
-    with contextlib.suppress(FileNotFoundError):
-        shutil.copyfile(real.text.strip(), copy)
-    return str(copy)
-
-
-def _cap(out: bytes, max_bytes: int, truncated: bool) -> str:
+def cap_patch(out: bytes, max_bytes: int, truncated: bool) -> str:
     if not truncated and len(out) <= max_bytes:
         return out.decode("utf-8", "replace")
     marker = f"\n[diff truncated at {max_bytes} bytes]\n".encode()
@@ -492,11 +386,6 @@ def _cap(out: bytes, max_bytes: int, truncated: bool) -> str:
     line_end = cut.rfind(b"\n")
     cut = cut[: line_end + 1] if line_end >= 0 else cut
     return (cut + marker)[:max_bytes].decode("utf-8", "ignore")
-
-
-async def _common_dir(worktree: Path) -> Path:
-    found = await _git(worktree, "rev-parse", "--path-format=absolute", "--git-common-dir")
-    return Path(found.text.strip())
 
 
 async def _rev(repo: Path, rev: str) -> str | None:
@@ -513,15 +402,6 @@ async def _check_branch(cwd: Path, branch: str) -> None:
     ).returncode == 0
     if not valid:
         raise GitError(f"invalid branch name {branch!r}")
-
-
-def _identity_env(identity: Identity) -> dict[str, str]:
-    return {
-        "GIT_AUTHOR_NAME": identity.name,
-        "GIT_AUTHOR_EMAIL": identity.email,
-        "GIT_COMMITTER_NAME": identity.name,
-        "GIT_COMMITTER_EMAIL": identity.email,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,6 +475,8 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 def _git_env(cwd: Path, token: str | None, url: str | None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not _dropped(key)}
     env.update(
+        GIT_CONFIG_NOSYSTEM="1",  # agentry's git reads no config but the mirror's and its own
+        GIT_CONFIG_GLOBAL=os.devnull,
         GIT_TERMINAL_PROMPT="0",
         GIT_TRACE_REDACT="1",
         LC_ALL="C",

@@ -72,9 +72,24 @@ async def measure(request: web.Request, handler) -> web.StreamResponse:
 
 async def health(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    checks = {"database": await _check(db.ping(deps.engine)), "queue": await _check(deps.queue.ping())}
-    ok = all(value == "ok" for value in checks.values())
-    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks}, status=200 if ok else 503)
+    checks = {"database": await _check(db.ping(deps.engine)), "queue": await _check(deps.queue.ping()),
+              "sandbox": _sandbox_check(deps)}
+    ok = all(value in ("ok", "off") for value in checks.values())
+    body: dict = {"status": "ok" if ok else "degraded", "checks": checks}
+    if checks["sandbox"] == "off":
+        body["warnings"] = [SANDBOX_OFF]
+    return web.json_response(body, status=200 if ok else 503)
+
+
+SANDBOX_OFF = ("AGENTRY_SANDBOX=none: agents run unsandboxed, as agentry's own user, and can read its secrets, "
+               "database and every repository")
+
+
+def _sandbox_check(deps: Deps) -> str:
+    if deps.sandbox.name == "none":
+        return "off"
+    problem = deps.sandbox.problem()
+    return "ok" if problem is None else f"error: {problem}"
 
 
 async def _check(probe) -> str:

@@ -15,6 +15,7 @@ from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
 from bot.protocols import apply_protocol_action, set_protocol_status, steps_of
+from bot.untrusted import fence
 from bot.workflow import ProtocolAction, ProtocolStatus
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
@@ -91,21 +92,27 @@ class PlanFailure(Exception):
 
 async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run, messages: str) -> tuple[Plan, dict]:
     try:
-        path, _token = await workspace.worktree(deps, project, protocol)
+        checkout = await workspace.prepare(deps, project, protocol)
     except (git.GitError, workspace.NoRepository) as exc:
         raise PlanFailure(f"could not prepare the repository: {exc}") from None
+    issue = f"issue #{protocol.issue_number}" if protocol.issue_number else "the issue"
+    by = f", from {protocol.created_by}" if protocol.created_by else ""
     prompt = render_prompt(
         prompts.template("plan.md"), repository=project.forge_repo or project.name,
-        issue_number=protocol.issue_number or "", issue_title=protocol.issue_title or protocol.protocol_name,
-        issue_body=protocol.description or "", instructions=protocol.policy.get("instructions", ""),
-        messages=messages, feedback=protocol.runtime_state.get("plan_feedback", ""),
+        issue_number=protocol.issue_number or "",
+        issue_title=fence(protocol.issue_title or protocol.protocol_name or "", f"{issue} title"),
+        issue_body=fence(protocol.description or "", f"{issue} body"),
+        instructions=fence(str(protocol.policy.get("instructions") or ""), f"instructions for this run{by}"),
+        messages=fence(messages, f"comments and answers on {issue}"),
+        feedback=protocol.runtime_state.get("plan_feedback", ""),
     )
-    request = AgentRequest(engine=protocol.engine or deps.settings.default_engine, prompt=prompt, cwd=path, kind="plan",
+    request = AgentRequest(engine=protocol.engine or deps.settings.default_engine, prompt=prompt, cwd=checkout.path,
+                           kind="plan",
                            model=protocol.model, read_only=True,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
     try:
         async with deps.agent_slots:
-            result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+            result = await run_agent(request, engine_config(deps), log_path=run.log_path)
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
     if not result.ok:

@@ -14,7 +14,8 @@ from bot.models import CodexRun, RunArtifact, utcnow
 FINAL_MESSAGE_KEEP = 20_000
 
 
-def engine_config(settings: Settings) -> EngineConfig:
+def engine_config(deps: Deps) -> EngineConfig:
+    settings = deps.settings
     return EngineConfig(
         bins=dict(settings.engine_bins),
         extra_args=dict(settings.engine_args),
@@ -23,7 +24,17 @@ def engine_config(settings: Settings) -> EngineConfig:
         timeout_seconds=settings.step_timeout_seconds,
         idle_timeout_seconds=settings.idle_timeout_seconds,
         base_env=dict(os.environ),
+        home_parent=str(homes_dir(settings)),
+        sandbox=deps.sandbox,
+        allow_hosts=settings.sandbox_allow_hosts,
+        redact=deps.redactor,
     )
+
+
+def homes_dir(settings: Settings) -> Path:
+    path = settings.data_dir.resolve() / "homes"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def runs_dir(settings: Settings) -> Path:

@@ -9,15 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot import git, render, store
-from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
+from bot import git, render, store, worktree
+from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, agent_environment, run_agent
+from bot.agents.environment import prepare_home
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, promise_met, render_prompt
 from bot.protocols import schedule_next, set_step_status, steps_of
+from bot.sandbox import SandboxUnavailable
+from bot.sandbox.policy import allowed_endpoints
+from bot.untrusted import fence
 from bot.queue import run_quality_job as quality_job
 from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after_execution
 from jobs import prompts, workspace
@@ -31,6 +36,7 @@ log = logging.getLogger("agentry.jobs.step")
 SUMMARY_CHARS = 4000
 FEEDBACK_TIMEOUT_SECONDS = 600
 FEEDBACK_TAIL_CHARS = 4000
+FEEDBACK_OUTPUT_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -112,7 +118,7 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
     async with deps.agent_slots:
-        result = await run_agent(request, engine_config(deps.settings), log_path=run.log_path)
+        result = await run_agent(request, engine_config(deps), log_path=run.log_path)
     await finish_run(deps, run, status="succeeded" if result.ok else "failed", result=result)
     return result
 
@@ -120,7 +126,7 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
 async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
     if (exceeded := await protocol_budget_exceeded(deps, protocol)) is not None:
         return failed(exceeded)
-    path, token = await workspace.worktree(deps, project, protocol)
+    checkout = await workspace.prepare(deps, project, protocol)
     engine, model = step_engine(deps, project, protocol, step)
     async with deps.sessions() as session:
         prompt = render_prompt(
@@ -131,24 +137,24 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
         )
     run = await _start_agent_run(deps, project, protocol, step, "exec", engine, model)
     try:
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="execute",
-                             protocol=protocol, step=step)
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
+                             kind="execute", protocol=protocol, step=step)
     except EngineNotInstalled as exc:
         await finish_run(deps, run, status="failed", error=str(exc))
         return failed(str(exc))
     outcome = from_result(result)
     if not outcome.ok:
         return outcome
-    if engine == "aider" and not await git.changed_files(path):
-        return failed("aider finished without changing any file")
     if (exceeded := step_budget_exceeded(deps, step, outcome.tokens)) is not None:
         outcome.state["budget"] = exceeded
         if deps.settings.token_budget_mode == "strict":
             return Outcome(ok=False, error=exceeded, tokens=outcome.tokens, cost_usd=outcome.cost_usd)
     message = f"{step.step_name}\n\n{protocol.protocol_name}, step {step.step_index + 1} (attempt {step.retries + 1})"
-    commit = await git.commit_all(path, message, workspace.identity(deps))
-    outcome.head_sha = await git.push(path, protocol.branch, token=token)
-    outcome.state["commit_sha"] = commit
+    exported = await workspace.publish(deps, project, protocol, checkout, message)
+    if engine == "aider" and not exported.new_commits:
+        return failed("aider finished without changing any file")
+    outcome.head_sha = exported.head_sha
+    outcome.state["commit_sha"] = exported.head_sha if exported.committed else None
     return outcome
 
 
@@ -312,11 +318,12 @@ async def run_quality(deps: Deps, step_id: int) -> None:
     model = step.runtime_state.get("qa_model") or defaults.get("qa") or step_engine(deps, project, protocol, step)[1]
     run = await _start_agent_run(deps, project, protocol, step, "qa", engine, model)
     try:
-        path, _token = await workspace.worktree(deps, project, protocol)
+        checkout = await workspace.prepare(deps, project, protocol)
+        patch = deps.redactor(await workspace.diff(deps, checkout, protocol.base_branch))
         prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
-                               diff=await git.diff(path, protocol.base_branch),
+                               diff=patch,
                                ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="qa",
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="qa",
                              protocol=protocol, step=step, read_only=True)
         verdict = parse_verdict(result.final_message) if result.ok else None
         reasons = verdict.reasons if verdict else f"QA run failed: {agent_error(result)}"
@@ -357,7 +364,7 @@ async def settle_quality(deps: Deps, step_id: int, passed: bool, reasons: str, t
 async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
     """Runs the task again and again, feeding back the feedback commands' results, until the agent's
     final message states the promise, the iterations run out, or the protocol is cancelled."""
-    path, token = await workspace.worktree(deps, project, protocol)
+    checkout = await workspace.prepare(deps, project, protocol)
     engine, model = step_engine(deps, project, protocol, step)
     policy = step.policy or {}
     maximum, promise = int(policy.get("max_iterations", 10)), str(policy.get("promise") or "")
@@ -368,20 +375,22 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         if await _stop_requested(deps, protocol.id):
             total.state["stopped"] = "cancelled"
             break
-        prompt = render_prompt(prompts.template("ralph.md"), task=step.prompt or "", iteration=number,
+        prompt = render_prompt(prompts.template("ralph.md"), task=fence(step.prompt or "", "the task, from the issue tracker"),
+                               iteration=number,
                                max_iterations=maximum, promise=promise, feedback_results=feedback_results)
         run = await _start_agent_run(deps, project, protocol, step, "ralph", engine, model)
         try:
-            result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="ralph",
-                                 protocol=protocol, step=step)
+            result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
+                                 kind="ralph", protocol=protocol, step=step)
         except EngineNotInstalled as exc:
             await finish_run(deps, run, status="failed", error=str(exc))
             return failed(str(exc), iterations=iterations)
         total.tokens += result.usage.total
         total.cost_usd = (total.cost_usd or 0) + result.cost_usd if result.cost_usd is not None else total.cost_usd
-        await git.commit_all(path, f"{step.step_name}: iteration {number}", workspace.identity(deps))
-        total.head_sha = await git.push(path, protocol.branch, token=token)
-        feedback = [await run_feedback(command, path) for command in policy.get("feedback", [])]
+        exported = await workspace.publish(deps, project, protocol, checkout, f"{step.step_name}: iteration {number}")
+        checkout = workspace.Checkout(checkout.path, checkout.mirror, exported.head_sha)
+        total.head_sha = exported.head_sha
+        feedback = [await run_feedback(deps, command, checkout.path) for command in policy.get("feedback", [])]
         feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
                                        for item in feedback)
         met = result.ok and promise_met(result.final_message, promise)
@@ -427,26 +436,29 @@ async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: A
                                  meta={key: value for key, value in iterations[-1].items() if key != "feedback_text"})
 
 
-async def run_feedback(command: str, cwd: Path) -> dict:
-    """A feedback command (tests, linters) in the worktree: an argument list, never a shell."""
+async def run_feedback(deps: Deps, command: str, cwd: Path) -> dict:
+    """A feedback command (tests, linters) in the worktree, in the sandbox with the agents' clean
+    environment: an argument list, never a shell; its output redacted."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         return {"command": command, "exit_code": None, "output_tail": f"cannot parse the command: {exc}"}
-    try:
-        process = await asyncio.create_subprocess_exec(*argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-                                                       stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-    except OSError as exc:
-        return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc.strerror}"}
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), FEEDBACK_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
+    if not argv:
+        return {"command": command, "exit_code": None, "output_tail": "empty command"}
+    config = engine_config(deps)
+    with tempfile.TemporaryDirectory(prefix="agentry-feedback-", dir=config.home_parent) as home:
+        prepare_home(Path(home))
+        env = agent_environment(config.base_env, Path(home), {})
+        network = allowed_endpoints(env, [], config.allow_hosts)
+        try:
+            done = await worktree.run_command(deps.sandbox, cwd, argv, env=env, home=Path(home), network=network,
+                                              timeout=FEEDBACK_TIMEOUT_SECONDS, limit=FEEDBACK_OUTPUT_BYTES)
+        except (SandboxUnavailable, OSError) as exc:
+            return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc}"}
+    if done.timed_out:
         return {"command": command, "exit_code": None, "output_tail": "timed out"}
-    text = output.decode(errors="replace")
-    return {"command": command, "exit_code": process.returncode, "output_tail": text[-FEEDBACK_TAIL_CHARS:]}
+    text = deps.redactor(done.stdout.decode(errors="replace") + done.stderr)
+    return {"command": command, "exit_code": done.returncode, "output_tail": text[-FEEDBACK_TAIL_CHARS:]}
 
 
 # Ask
@@ -454,18 +466,19 @@ async def run_feedback(command: str, cwd: Path) -> dict:
 
 async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
     """A read-only question; a follow-up on the same issue resumes the same agent session."""
-    path, _token = await workspace.worktree(deps, project, protocol)
+    checkout = await workspace.prepare(deps, project, protocol)
     engine, model = step_engine(deps, project, protocol, step)
     session_id = protocol.runtime_state.get("session_id") if protocol.runtime_state.get("session_engine") == engine else None
     async with deps.sessions() as session:
         earlier = [item for item in await steps_of(session, protocol.id) if item.step_index < step.step_index]
     history = "\n\n".join(f"Q: {item.prompt}\nA: {item.summary or '(no answer)'}" for item in earlier)
-    prompt = render_prompt(prompts.template("ask.md"), question=step.prompt or "", history=history)
+    prompt = render_prompt(prompts.template("ask.md"), question=fence(step.prompt or "", "the question"),
+                           history=fence(history, "earlier questions and answers") if history else "")
     home = deps.settings.data_dir.resolve() / "homes" / f"protocol-{protocol.id}-{engine}"
     home.mkdir(parents=True, exist_ok=True)
     run = await _start_agent_run(deps, project, protocol, step, "ask", engine, model)
     try:
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=path, kind="ask",
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="ask",
                              protocol=protocol, step=step, read_only=True, session_id=session_id, home_dir=home)
     except EngineNotInstalled as exc:
         await finish_run(deps, run, status="failed", error=str(exc))

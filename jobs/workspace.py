@@ -1,50 +1,88 @@
-"""The protocol's worktree: fetched from the remote before each job, so any worker can run any step."""
+"""The protocol's worktree: prepared from agentry's mirror before each job (so any worker can run
+any step), changed only inside the sandbox, and published by pushing from the mirror."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from bot import git
+from bot import git, worktree
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun
+from bot.paths import PathNotAllowed, confine, local_git_path
 from jobs.common import forge_of, repo_ref
 
 
 class NoRepository(Exception):
-    """The project has neither a clone URL nor a local path."""
+    """The project has neither a clone URL nor a local path, or its path is not allowed."""
 
 
-def source_of(project: Project) -> str:
+@dataclass(frozen=True)
+class Checkout:
+    path: Path
+    mirror: Path
+    start: str  # the sha the job started from
+
+
+def source_of(deps: Deps, project: Project) -> str:
     source = project.local_path or project.git_url
     if not source:
         raise NoRepository(f"project {project.name} has no git_url or local_path to clone from")
+    try:
+        if (path := local_git_path(source)) is not None:
+            confine(path, allowed_roots(deps))
+    except PathNotAllowed as exc:
+        raise NoRepository(f"{project.name}'s repository path {exc}") from None
     return source
 
 
-async def git_token(deps: Deps, project: Project) -> str | None:
+def allowed_roots(deps: Deps) -> tuple[Path, ...]:
+    return (deps.settings.data_dir, *deps.settings.allowed_paths)
+
+
+async def git_token(deps: Deps, project: Project, *, write: bool = False) -> str | None:
     if not project.forge or project.local_path:
         return None
-    return await forge_of(deps, project).git_token(repo_ref(project)) or None
+    token = await forge_of(deps, project).git_token(repo_ref(project), write=write) or None
+    deps.redactor.add(token)
+    return token
 
 
 async def mirror(deps: Deps, project: Project, token: str | None) -> Path:
     path = git.mirror_path(deps.settings.data_dir.resolve(), project.id)
-    await git.ensure_mirror(source_of(project), path, token=token)
+    await git.ensure_mirror(source_of(deps, project), path, token=token)
     return path
 
 
-async def worktree(deps: Deps, project: Project, protocol: ProtocolRun) -> tuple[Path, str | None]:
-    """Prepares the protocol's worktree at the remote head of its branch (or the base branch when new)."""
+async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checkout:
+    """Checks the protocol's branch out at its remote head (or the base branch when new)."""
     token = await git_token(deps, project)
     mirror_dir = await mirror(deps, project, token)
-    path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
     fork = protocol.runtime_state.get("fork") or {}
     start_point = fork.get("approved_sha")
     if start_point:
         await git.fetch_ref(mirror_dir, fork["head_ref"], token=token)
-    await git.prepare_worktree(mirror_dir, path, branch=protocol.branch, base_branch=protocol.base_branch, token=token,
-                               start_point=start_point)
-    return path, token
+    start, refs = await git.start_of(mirror_dir, branch=protocol.branch, base_branch=protocol.base_branch,
+                                     start_point=start_point, token=token)
+    path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
+    await worktree.prepare(deps.sandbox, mirror_dir, path, branch=protocol.branch, start=start, refs=refs)
+    return Checkout(path, mirror_dir, start)
+
+
+async def publish(deps: Deps, project: Project, protocol: ProtocolRun, checkout: Checkout,
+                  message: str) -> worktree.Exported:
+    """Commits what the agent left (inside the sandbox), imports it into the mirror and pushes the
+    branch to the address agentry stored."""
+    exported = await worktree.export(
+        deps.sandbox, checkout.mirror, checkout.path, deps.settings.data_dir.resolve() / "exports",
+        start=checkout.start, message=message, identity=identity(deps), import_ref=f"refs/agentry/work/{protocol.id}")
+    token = await git_token(deps, project, write=True)
+    await git.push_commit(checkout.mirror, source_of(deps, project), exported.head_sha, protocol.branch, token=token)
+    return exported
+
+
+async def diff(deps: Deps, checkout: Checkout, base_branch: str) -> str:
+    return await worktree.diff(deps.sandbox, checkout.path, f"refs/remotes/origin/{base_branch}")
 
 
 async def remove(deps: Deps, project: Project, protocol: ProtocolRun) -> None:

@@ -18,7 +18,7 @@ from bot.deps import open_deps
 from bot.queue import JobQueue, connect_redis
 from bot.webhooks import github_signature
 
-pytest_plugins = ["tests.flow_support", "tests.api_support"]
+pytest_plugins = ["tests.flow_support", "tests.api_support", "tests.engine_support"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -84,7 +84,16 @@ def settings_env(tmp_path, database_url) -> dict:
         "AGENTRY_DATABASE_URL": database_url,
         "AGENTRY_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "AGENTRY_GITHUB_APP_SLUG": "agentry-test",
+        "AGENTRY_ALLOWED_PATHS": str(tmp_path),
+        # The test agents keep their call log and signals there (the only place outside the worktree).
+        "AGENTRY_SANDBOX_WRITE_PATHS": str(agent_state(tmp_path)),
     }
+
+
+def agent_state(tmp_path: Path) -> Path:
+    state = tmp_path / "agent-state"
+    state.mkdir(exist_ok=True)
+    return state
 
 
 @pytest.fixture

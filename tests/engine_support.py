@@ -16,7 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlmodel import col, select
+
+from bot.config import Settings
+from bot.deps import open_deps
 
 from bot.models import Clarification, Event, ProtocolRun, StepRun
 from tests.conftest import FIXTURES, load_payload, post_webhook, run_jobs
@@ -211,3 +215,32 @@ class Flow:
 
     def pulls(self) -> list[dict]:
         return list(self.github.pulls.values())
+
+
+# Fixtures (registered for every test module in conftest.py)
+
+
+@pytest.fixture
+async def start(aiohttp_client, settings_env, github, remote):
+    """start(**env) -> Flow: the service with the given settings on the fake GitHub and the remote."""
+    from handlers.web import make_app
+
+    opened = []
+
+    async def start(**env: str) -> Flow:
+        settings = Settings.from_env({
+            **settings_env,
+            "AGENTRY_GITHUB_APP_ID": github.app_id,
+            "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
+            "AGENTRY_GITHUB_API_URL": github.url,
+            "AGENTRY_GITHUB_APP_SLUG": github.app_slug,
+            "AGENTRY_DEFAULT_ENGINE": "command",
+            **env,
+        })
+        deps = await open_deps(settings)
+        opened.append(deps)
+        return Flow(deps, await aiohttp_client(make_app(deps)), github, remote)
+
+    yield start
+    for deps in opened:
+        await deps.close()

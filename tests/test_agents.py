@@ -25,7 +25,8 @@ from bot.agents import (
     engine_versions,
     run_agent,
 )
-from tests.fakes.agents import install_fake
+from bot.sandbox import BwrapSandbox, NoSandbox
+from tests.fakes.agents import FAKE_AGENT, install_fake
 
 FIXTURES = Path(__file__).parent / "fixtures" / "agent-cli-output"
 CLI_ENGINES = ("codex", "claude", "opencode", "gemini", "aider")
@@ -427,6 +428,16 @@ def worktree(tmp_path):
     return path
 
 
+def sandbox_for(tmp_path: Path) -> BwrapSandbox | NoSandbox:
+    """The runs are sandboxed where bubblewrap works (always in CI); the fakes read their scenario
+    and fixtures and write their record outside the worktree, so those places are opened to them."""
+    sandbox = BwrapSandbox(runs_dir=tmp_path / "sandbox-runs", protected=[], read_paths=(FIXTURES, FAKE_AGENT),
+                           write_paths=(tmp_path,))
+    if sandbox.problem() and not os.environ.get("CI"):
+        return NoSandbox()
+    return sandbox
+
+
 def fake_config(tmp_path: Path, engine: str, scenario: dict, **overrides) -> EngineConfig:
     scenario = {"record": str(tmp_path / "record.json"), **scenario}
     name = "my-agent" if engine == "command" else engine
@@ -437,6 +448,7 @@ def fake_config(tmp_path: Path, engine: str, scenario: dict, **overrides) -> Eng
         "timeout_seconds": 20,
         "idle_timeout_seconds": 10,
         "kill_grace_seconds": 0.5,
+        "sandbox": sandbox_for(tmp_path),
     }
     if engine == "command":
         settings["command_line"] = (str(executable),)
@@ -651,7 +663,9 @@ async def test_a_missing_config_file_fails_the_run(tmp_path, worktree):
 async def test_a_hanging_agent_is_killed_by_the_idle_timeout_with_its_children(ignore_term, tmp_path, worktree):
     pid_file = tmp_path / "pids.json"
     scenario = {"mode": "hang", "pid_file": str(pid_file), "ignore_term": ignore_term}
-    config = fake_config(tmp_path, "codex", scenario, idle_timeout_seconds=1, kill_grace_seconds=0.3)
+    # The process-group handling itself, so unsandboxed; tests/test_sandbox.py kills sandboxed trees.
+    config = fake_config(tmp_path, "codex", scenario, idle_timeout_seconds=1, kill_grace_seconds=0.3,
+                         sandbox=NoSandbox())
     result = await run(config, request_for("codex", cwd=worktree), tmp_path)
 
     assert result.idle_timed_out and not result.timed_out
@@ -696,7 +710,7 @@ async def test_a_huge_single_line_is_cut_in_the_log_and_the_run_goes_on(tmp_path
 
 async def test_cancelling_a_run_kills_its_process_group(tmp_path, worktree):
     pid_file = tmp_path / "pids.json"
-    config = fake_config(tmp_path, "claude", {"mode": "hang", "pid_file": str(pid_file)})
+    config = fake_config(tmp_path, "claude", {"mode": "hang", "pid_file": str(pid_file)}, sandbox=NoSandbox())
     task = asyncio.create_task(run(config, request_for("claude", cwd=worktree), tmp_path))
     pids = await wait_for_file(pid_file)
     task.cancel()

@@ -94,8 +94,8 @@ CURL_EXAMPLES = [
 
 async def curl(example: str, base_url: str, tmp_path: Path) -> tuple[int, object]:
     out = tmp_path / "body.json"
-    command = example.replace("http://localhost:8011", base_url).replace(
-        "curl ", f"curl --silent --show-error --output {out} --write-out '%{{http_code}}' ", 1)
+    command = example.replace("http://localhost:8011", base_url).replace("/path/to/repo", str(tmp_path / "repo"))
+    command = command.replace("curl ", f"curl --silent --show-error --output {out} --write-out '%{{http_code}}' ", 1)
     code, output = await run_command("bash", "-c", command, env={**os.environ, "AGENTRY_API_TOKEN": API_TOKEN})
     assert code == 0, output
     return int(output.strip()[-3:]), json.loads(out.read_text())

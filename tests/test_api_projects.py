@@ -7,18 +7,20 @@ from bot.models import Clarification, Project
 from tests.api_support import add, project, protocol, reload
 
 
-async def test_create_project_queues_setup_and_redacts_secrets(api):
-    response = await api.post("/projects", {"name": "demo", "git_url": "/srv/demo.git", "local_path": "/srv/demo",
+async def test_create_project_queues_setup_and_redacts_secrets(api, tmp_path):
+    response = await api.post("/projects", {"name": "demo", "git_url": str(tmp_path / "demo.git"),
+                                            "local_path": str(tmp_path / "demo"),
                                             "secrets": {"api_token": "p-token", "other": "x"}})
     assert response.status == 200
     body = await response.json()
-    assert body["local_path"] == "/srv/demo" and body["base_branch"] == "main"
+    assert body["local_path"] == str((tmp_path / "demo").resolve()) and body["base_branch"] == "main"
     assert body["secrets"] == {"api_token": "[redacted]", "other": "[redacted]"}
     jobs = await (await api.get("/queues/jobs?status=queued")).json()
     assert [job["job_type"] for job in jobs] == ["project_setup_job"]
     assert jobs[0]["payload"]["project_id"] == body["id"]
     stored = await reload(api.deps, Project, body["id"])
-    assert stored.secrets["api_token"] == "p-token"
+    assert stored.secrets["api_token"] != "p-token"
+    assert api.deps.secret_box.open(stored.secrets["api_token"]) == "p-token"
 
 
 async def test_create_project_needs_the_bearer_token(api):
@@ -33,7 +35,8 @@ async def test_invalid_bodies_name_the_field_and_why(api):
     body = await response.json()
     assert response.status == 400
     assert body["fields"] == {"name": "is required", "git_url": "must be a string"}
-    response = await api.post("/projects", {"name": "x", "git_url": "/x", "local_path": "relative"})
+    response = await api.post("/projects", {"name": "x", "git_url": "https://example.com/x.git",
+                                            "local_path": "relative"})
     assert (await response.json())["fields"] == {"local_path": "must be an absolute path"}
     for raw in (b"{not json", b"[1, 2]", b'{"name": NaN}', b"\xff\xfe", b"[" * 100_000):
         response = await api.post("/projects", data=raw)

@@ -125,7 +125,7 @@ async def test_events_recent_and_per_protocol(api):
 
 
 async def test_queues(api):
-    await api.post("/projects", {"name": "demo", "git_url": "/x"})
+    await api.post("/projects", {"name": "demo", "git_url": "https://example.com/demo.git"})
     stats = await (await api.get("/queues")).json()
     assert stats["default"]["queued"] == 1
     assert len(await (await api.get("/queues/jobs?status=queued")).json()) == 1

@@ -14,13 +14,10 @@ import sys
 
 import pytest
 
-from bot.config import Settings
-from bot.deps import open_deps
 from tests.conftest import run_jobs
 from tests.engine_support import (
     CLAUDE_SESSION_ID,
     CLAUDE_TOKENS,
-    Flow,
     agent_calls,
     claude_agent,
     command_agent,
@@ -29,32 +26,6 @@ from tests.engine_support import (
 )
 
 PYTHON = shlex.quote(sys.executable)
-
-
-@pytest.fixture
-async def start(aiohttp_client, settings_env, github, remote):
-    """start(**env) -> Flow: the service with the given settings on the fake GitHub and the remote."""
-    from handlers.web import make_app
-
-    opened = []
-
-    async def start(**env: str) -> Flow:
-        settings = Settings.from_env({
-            **settings_env,
-            "AGENTRY_GITHUB_APP_ID": github.app_id,
-            "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
-            "AGENTRY_GITHUB_API_URL": github.url,
-            "AGENTRY_GITHUB_APP_SLUG": github.app_slug,
-            "AGENTRY_DEFAULT_ENGINE": "command",
-            **env,
-        })
-        deps = await open_deps(settings)
-        opened.append(deps)
-        return Flow(deps, await aiohttp_client(make_app(deps)), github, remote)
-
-    yield start
-    for deps in opened:
-        await deps.close()
 
 
 def with_command(script) -> dict:

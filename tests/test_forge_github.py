@@ -198,12 +198,13 @@ async def test_installation_is_looked_up_once_when_repo_ref_has_no_id(gh, sessio
     ]
 
 
-async def test_git_token_is_the_installation_token(gh, session):
+async def test_git_token_is_scoped_to_the_repository(gh, session):
     auth = make_auth(gh, session)
     forge = make_forge(gh, session, auth=auth)
 
-    assert await forge.git_token(REPO) == await auth.token(7)
-    assert gh.token_requests[7] == 1
+    assert await forge.git_token(REPO) != await auth.token(7)
+    assert gh.token_request_bodies == [
+        {"repositories": ["demo"], "permissions": {"contents": "read"}}, None]
 
 
 # -- permissions --------------------------------------------------------------------------------
@@ -416,9 +417,10 @@ async def test_unchanged_get_is_answered_304_from_the_cache(gh, session):
 
 
 async def test_secondary_rate_limit_403_waits_retry_after_and_retries(gh, session):
-    forge = make_forge(gh, session)
+    auth = make_auth(gh, session)
+    forge = make_forge(gh, session, auth=auth)
     gh.rate_limit(COMMENTS, status=403, retry_after=1)
-    await forge.git_token(REPO)
+    await auth.token(7)
 
     started = time.monotonic()
     await forge.create_comment(REPO, 5, "hello")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bot import git
+from bot import git, worktree
 from bot.git import GitError, Identity
+from bot.sandbox import BwrapSandbox, NoSandbox, Sandbox
 
 TOKEN = "ghs_TestToken0123456789abcdefXYZ"
 SEED_ENV = {
@@ -89,23 +90,40 @@ def remote(tmp_path) -> Remote:
 
 @dataclass
 class Worker:
+    """One worker's data dir: agentry's mirror, and protocol worktrees changed only in the sandbox."""
+
     data_dir: Path
     url: str
     token: str | None = None
+    starts: dict[int, str] = field(default_factory=dict)
 
     @property
     def mirror(self) -> Path:
         return git.mirror_path(self.data_dir, 1)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        candidate = BwrapSandbox(runs_dir=self.data_dir / "sandbox", protected=[self.data_dir])
+        return NoSandbox() if candidate.problem() and not os.environ.get("CI") else candidate
 
     def worktree(self, protocol_id: int = 7) -> Path:
         return git.worktree_path(self.data_dir, protocol_id)
 
     async def prepare(self, branch: str, base: str = "main", protocol_id: int = 7) -> str:
         await git.ensure_mirror(self.url, self.mirror, token=self.token)
-        return await git.prepare_worktree(
-            self.mirror, self.worktree(protocol_id), branch=branch, base_branch=base,
-            token=self.token,
-        )
+        start, refs = await git.start_of(self.mirror, branch=branch, base_branch=base, token=self.token)
+        self.starts[protocol_id] = start
+        return await worktree.prepare(self.sandbox, self.mirror, self.worktree(protocol_id), branch=branch,
+                                      start=start, refs=refs)
+
+    async def publish(self, message: str, branch: str, identity: Identity = Identity(),
+                      protocol_id: int = 7) -> worktree.Exported:
+        exported = await worktree.export(self.sandbox, self.mirror, self.worktree(protocol_id),
+                                         self.data_dir / "exports", start=self.starts[protocol_id], message=message,
+                                         identity=identity, import_ref=f"refs/agentry/work/{protocol_id}")
+        await git.push_commit(self.mirror, self.url, exported.head_sha, branch, token=self.token)
+        self.starts[protocol_id] = exported.head_sha
+        return exported
 
 
 @pytest.fixture
@@ -175,9 +193,7 @@ async def test_other_default_branch(tmp_path):
     head = await worker.prepare(BRANCH, base="trunk")
     assert head == remote.sha("trunk")
     with pytest.raises(GitError, match="base branch 'main' does not exist"):
-        await git.prepare_worktree(
-            worker.mirror, worker.worktree(8), branch="agent/8-x", base_branch="main"
-        )
+        await git.start_of(worker.mirror, branch="agent/8-x", base_branch="main")
 
 
 async def test_concurrent_ensure_mirror_calls_share_one_mirror(worker, remote):
@@ -186,19 +202,15 @@ async def test_concurrent_ensure_mirror_calls_share_one_mirror(worker, remote):
     assert await git.list_branches(worker.mirror) == [{"name": "main", "sha": remote.sha("main")}]
     assert worker.mirror.with_name("1.git.lock").is_file()
     assert not worker.mirror.with_name("1.git.tmp").exists()
-    # prepare and fetch also take the lock; mixing them with ensure_mirror is safe
+    # preparing worktrees and fetching take the lock too; mixing them with ensure_mirror is safe
     remote.commit({"n.txt": "n\n"}, "next")
     await asyncio.gather(
         git.ensure_mirror(worker.url, worker.mirror),
         git.fetch(worker.mirror),
-        git.prepare_worktree(
-            worker.mirror, worker.worktree(1), branch="agent/1-a", base_branch="main"
-        ),
-        git.prepare_worktree(
-            worker.mirror, worker.worktree(2), branch="agent/2-b", base_branch="main"
-        ),
+        worker.prepare("agent/1-a", protocol_id=1),
+        worker.prepare("agent/2-b", protocol_id=2),
     )
-    assert await git.head_sha(worker.worktree(2)) == remote.sha("main")
+    assert run("rev-parse", "HEAD", cwd=worker.worktree(2)) == remote.sha("main")
 
 
 async def test_half_made_mirror_is_replaced(worker, remote):
@@ -216,26 +228,35 @@ async def test_prepare_commit_push_lands_on_remote(worker, remote):
     wt = worker.worktree()
     assert head == remote.sha("main")
     assert run("symbolic-ref", "--short", "HEAD", cwd=wt) == BRANCH
+    assert (wt / ".git").is_dir()  # a repository of its own, not a linked worktree of the mirror
 
-    assert await git.commit_all(wt, "nothing yet", Identity()) is None
+    nothing = await worker.publish("nothing yet", BRANCH)
+    assert (nothing.committed, nothing.new_commits, nothing.head_sha) == (False, False, head)
     (wt / "feature.py").write_text("print('hi')\n")
-    sha = await git.commit_all(wt, "# Step 1\n\nAdd feature", Identity())
-    assert sha == await git.head_sha(wt)
-    assert await git.commit_all(wt, "again", Identity()) is None
-
-    assert await git.push(wt, BRANCH) == sha
-    assert remote.sha(BRANCH) == sha
+    exported = await worker.publish("# Step 1\n\nAdd feature", BRANCH)
+    assert exported.committed and exported.new_commits
+    assert remote.sha(BRANCH) == exported.head_sha == run("rev-parse", "HEAD", cwd=wt)
     assert remote.log(BRANCH, "%an <%ae>|%cn|%s")[0] == (
         "agentry[bot] <agentry[bot]@users.noreply.github.com>|agentry[bot]|# Step 1"
     )
     assert remote.show(BRANCH, "feature.py") == "print('hi')"
-    assert remote.sha("main") != sha  # the base branch is untouched
+    assert remote.sha("main") != exported.head_sha  # the base branch is untouched
 
     custom = Identity(name="Helper Bot", email="helper@example.com")
     (wt / "more.txt").write_text("more\n")
-    await git.commit_all(wt, "more", custom)
-    await git.push(wt, BRANCH)
+    await worker.publish("more", BRANCH, custom)
     assert remote.log(BRANCH, "%an <%ae>")[0] == "Helper Bot <helper@example.com>"
+
+
+async def test_commits_the_agent_made_itself_are_pushed(worker, remote):
+    await worker.prepare(BRANCH)
+    wt = worker.worktree()
+    (wt / "own.txt").write_text("own\n")
+    run("add", "own.txt", cwd=wt)
+    run("commit", "-q", "-m", "the agent's own commit", cwd=wt)
+    exported = await worker.publish("unused", BRANCH)
+    assert not exported.committed and exported.new_commits
+    assert remote.log(BRANCH)[0] == "the agent's own commit"
 
 
 async def test_second_worker_continues_the_branch_from_the_remote(tmp_path, worker, remote):
@@ -243,24 +264,23 @@ async def test_second_worker_continues_the_branch_from_the_remote(tmp_path, work
 
     await worker.prepare(BRANCH)
     (worker.worktree() / "one.txt").write_text("1\n")
-    first = await git.commit_all(worker.worktree(), "step 1", Identity())
-    await git.push(worker.worktree(), BRANCH)
+    first = (await worker.publish("step 1", BRANCH)).head_sha
 
     assert await other.prepare(BRANCH) == first
     (other.worktree() / "two.txt").write_text("2\n")
-    second = await git.commit_all(other.worktree(), "step 2", Identity())
-    await git.push(other.worktree(), BRANCH)
+    second = (await other.publish("step 2", BRANCH)).head_sha
 
     # Worker A's worktree is stale and dirty; the remote wins.
     (worker.worktree() / "one.txt").write_text("local edit\n")
     (worker.worktree() / "scratch.txt").write_text("untracked\n")
-    await git.commit_all(worker.worktree(), "unpushed", Identity())
+    run("add", "-A", cwd=worker.worktree())
+    run("commit", "-q", "-m", "unpushed", cwd=worker.worktree())
     (worker.worktree() / "dirty.txt").write_text("uncommitted\n")
     assert await worker.prepare(BRANCH) == second
     wt = worker.worktree()
     assert (wt / "two.txt").read_text() == "2\n" and (wt / "one.txt").read_text() == "1\n"
     assert not (wt / "scratch.txt").exists() and not (wt / "dirty.txt").exists()
-    assert await git.changed_files(wt) == []
+    assert run("status", "--porcelain", cwd=wt) == ""
     assert remote.log(BRANCH) == ["step 2", "step 1", "initial"]
 
 
@@ -274,31 +294,21 @@ def _replace_with_junk(wt: Path) -> None:
     (wt / "partial.txt").write_text("half-made")
 
 
-def _delete_git_file(wt: Path) -> None:
-    (wt / ".git").unlink()
+def _corrupt_objects(wt: Path) -> None:
+    shutil.rmtree(wt / ".git" / "objects")
 
 
-def _replace_with_unregistered_directory(wt: Path) -> None:
-    mirror = Path(run("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=wt))
-    run("worktree", "remove", "--force", str(wt), cwd=mirror)
-    wt.mkdir()
-    (wt / "partial.txt").write_text("half-made")
+def _make_git_a_file(wt: Path) -> None:
+    shutil.rmtree(wt / ".git")
+    (wt / ".git").write_text("gitdir: /somewhere/else\n")  # a linked worktree of old, or a trap
 
 
 def _leave_rebase_in_progress(wt: Path) -> None:
-    git_dir = Path(run("rev-parse", "--absolute-git-dir", cwd=wt))
-    (git_dir / "rebase-merge").mkdir()
+    (wt / ".git" / "rebase-merge").mkdir()
 
 
 @pytest.mark.parametrize(
-    "crash",
-    [
-        _delete_directory,
-        _replace_with_junk,
-        _replace_with_unregistered_directory,
-        _delete_git_file,
-        _leave_rebase_in_progress,
-    ],
+    "crash", [_delete_directory, _replace_with_junk, _corrupt_objects, _make_git_a_file, _leave_rebase_in_progress],
 )
 async def test_prepare_recovers_from_a_crash(worker, remote, crash):
     await worker.prepare(BRANCH)
@@ -308,9 +318,7 @@ async def test_prepare_recovers_from_a_crash(worker, remote, crash):
     assert (wt / "README.md").read_text() == "hello\n"
     assert run("rev-parse", "--show-toplevel", cwd=wt) == str(wt.resolve())
     (wt / "x.txt").write_text("x\n")
-    assert await git.commit_all(wt, "works", Identity())
-    listed = run("worktree", "list", "--porcelain", cwd=worker.mirror)
-    assert listed.count(f"worktree {wt.resolve()}") == 1
+    assert (await worker.publish("works", BRANCH)).committed
 
 
 async def test_half_made_worktree_inside_an_enclosing_repository(tmp_path, remote):
@@ -320,9 +328,9 @@ async def test_half_made_worktree_inside_an_enclosing_repository(tmp_path, remot
     (outer / "keep.txt").write_text("outer\n")
     worker = Worker(outer / ".agentry", str(remote.path))
     await worker.prepare(BRANCH)
-    (worker.worktree() / ".git").unlink()
+    shutil.rmtree(worker.worktree() / ".git")
     with pytest.raises(GitError):
-        await git.commit_all(worker.worktree(), "must not touch the outer repository", Identity())
+        await worker.publish("must not touch the outer repository", BRANCH)
     assert await worker.prepare(BRANCH) == remote.sha("main")
     assert run("ls-files", cwd=outer) == ""  # nothing was ever staged or committed there
     assert run("for-each-ref", cwd=outer) == ""
@@ -333,26 +341,22 @@ async def test_remove_worktree_is_idempotent(worker, remote):
     await git.remove_worktree(worker.mirror, worker.worktree())
     await git.remove_worktree(worker.mirror, worker.worktree())
     assert not worker.worktree().exists()
-    assert str(worker.worktree()) not in run("worktree", "list", cwd=worker.mirror)
-    assert run("for-each-ref", "refs/heads/", cwd=worker.mirror) == ""  # local branch gone
     await git.remove_worktree(worker.mirror.with_name("absent.git"), worker.worktree())
 
 
-async def test_prune_worktrees_forgets_deleted_directories(worker, remote):
-    await worker.prepare(BRANCH, protocol_id=1)
-    await worker.prepare("agent/2-keep", protocol_id=2)
-    shutil.rmtree(worker.worktree(1))
+async def test_prune_forgets_linked_worktrees_of_old(worker, remote):
+    await git.ensure_mirror(worker.url, worker.mirror)
+    old = worker.data_dir / "old-worktree"
+    run("worktree", "add", "-q", "-b", "agent/1-old", str(old), "refs/remotes/origin/main", cwd=worker.mirror)
+    shutil.rmtree(old)
     await git.prune_worktrees(worker.mirror)
-    listed = run("worktree", "list", cwd=worker.mirror)
-    assert str(worker.worktree(1)) not in listed and str(worker.worktree(2)) in listed
-    assert run("for-each-ref", "--format=%(refname)", "refs/heads/", cwd=worker.mirror) == (
-        "refs/heads/agent/2-keep"
-    )
+    assert str(old) not in run("worktree", "list", cwd=worker.mirror)
+    assert run("for-each-ref", "refs/heads/", cwd=worker.mirror) == ""
 
 
 async def test_delete_remote_branch_is_idempotent(worker, remote):
     await worker.prepare(BRANCH)
-    await git.push(worker.worktree(), BRANCH)
+    await worker.publish("create the branch", BRANCH)
     assert remote.sha(BRANCH)
     await git.delete_remote_branch(worker.mirror, BRANCH)
     await git.delete_remote_branch(worker.mirror, BRANCH)
@@ -360,60 +364,38 @@ async def test_delete_remote_branch_is_idempotent(worker, remote):
     assert [b["name"] for b in await git.list_branches(worker.mirror)] == ["main"]
 
 
-async def test_diverged_push_is_rejected_and_force_with_lease_needs_a_fresh_fetch(
-    tmp_path, worker, remote
-):
+async def test_diverged_push_is_rejected(tmp_path, worker, remote):
     other = Worker(tmp_path / "worker-b", worker.url)
     await worker.prepare(BRANCH)
     await other.prepare(BRANCH)
     (worker.worktree() / "a.txt").write_text("a\n")
-    await git.commit_all(worker.worktree(), "from A", Identity())
-    await git.push(worker.worktree(), BRANCH)
-
+    await worker.publish("from A", BRANCH)
     (other.worktree() / "b.txt").write_text("b\n")
-    mine = await git.commit_all(other.worktree(), "from B", Identity())
     with pytest.raises(GitError, match="rejected"):
-        await git.push(other.worktree(), BRANCH)
-    with pytest.raises(GitError, match="stale info"):
-        await git.push(other.worktree(), BRANCH, force_with_lease=True)
-    await git.fetch(other.mirror)
-    assert await git.push(other.worktree(), BRANCH, force_with_lease=True) == mine
-    assert remote.sha(BRANCH) == mine
+        await other.publish("from B", BRANCH)
+    assert remote.log(BRANCH)[0] == "from A"
 
 
-async def test_diff_covers_commits_uncommitted_and_untracked_and_is_capped(worker, remote):
+async def test_diff_covers_the_branch_since_it_left_its_base_and_is_capped(worker, remote):
     await worker.prepare(BRANCH)
     wt = worker.worktree()
     (wt / "committed.txt").write_text("committed\n")
-    await git.commit_all(wt, "c", Identity())
-    (wt / "README.md").write_text("hello\nchanged\n")
-    (wt / "new").mkdir()
-    (wt / "new" / "untracked.txt").write_text("untracked\n")
+    await worker.publish("c", BRANCH)
     remote.commit({"upstream.txt": "later on main\n"}, "main moves on")
-    await git.fetch(worker.mirror)
+    await worker.prepare(BRANCH)
+    (wt / "README.md").write_text("hello\nchanged\n")
 
-    patch = await git.diff(wt, "main")
-    for expected in ("+committed", "+changed", "+untracked"):
-        assert expected in patch
+    patch = await worktree.diff(worker.sandbox, wt, "refs/remotes/origin/main")
+    assert "+committed" in patch and "+changed" in patch
     assert "upstream.txt" not in patch  # base...HEAD: what main did since is not ours
-    assert await git.changed_files(wt) == ["README.md", "new/untracked.txt"]  # index untouched
 
     (wt / "big.txt").write_text("".join(f"line {i} of a big file\n" for i in range(20_000)))
-    capped = await git.diff(wt, "main", max_bytes=5_000)
+    run("add", "big.txt", cwd=wt)
+    capped = await worktree.diff(worker.sandbox, wt, "refs/remotes/origin/main", max_bytes=5_000)
     assert len(capped.encode()) <= 5_000
     assert capped.endswith("[diff truncated at 5000 bytes]\n")
-    assert await git.diff(wt, await git.head_sha(wt)) != ""  # a sha works as the base too
-
-
-async def test_changed_files_lists_uncommitted_paths(worker, remote):
-    await worker.prepare(BRANCH)
-    wt = worker.worktree()
-    assert await git.changed_files(wt) == []
-    (wt / "README.md").write_text("edited\n")
-    (wt / "dir with space").mkdir()
-    (wt / "dir with space" / "n.txt").write_text("n\n")
-    run("mv", "README.md", "README.rst", cwd=wt)
-    assert sorted(await git.changed_files(wt)) == ["README.rst", "dir with space/n.txt"]
+    with pytest.raises(GitError, match="cannot compute the diff"):
+        await worktree.diff(worker.sandbox, wt, "refs/remotes/origin/no-such-branch")
 
 
 async def test_hooks_never_run_and_inherited_git_env_is_ignored(
@@ -421,7 +403,7 @@ async def test_hooks_never_run_and_inherited_git_env_is_ignored(
 ):
     hooks = isolated_git / "hooks"
     hooks.mkdir()
-    for name in ("pre-commit", "commit-msg", "pre-push", "post-checkout"):
+    for name in ("pre-commit", "commit-msg", "pre-push", "post-checkout", "reference-transaction"):
         (hooks / name).write_text("#!/bin/sh\nexit 1\n")
         (hooks / name).chmod(0o755)
     (isolated_git / ".gitconfig").write_text(f"[core]\n\thooksPath = {hooks}\n")
@@ -429,8 +411,8 @@ async def test_hooks_never_run_and_inherited_git_env_is_ignored(
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Someone Else")
     await worker.prepare(BRANCH)
     (worker.worktree() / "h.txt").write_text("h\n")
-    sha = await git.commit_all(worker.worktree(), "no hooks", Identity())
-    assert await git.push(worker.worktree(), BRANCH) == sha
+    exported = await worker.publish("no hooks", BRANCH)
+    assert remote.sha(BRANCH) == exported.head_sha
     assert remote.log(BRANCH, "%an")[0] == "agentry[bot]"
 
 
@@ -438,15 +420,14 @@ async def test_bad_names_and_urls_are_rejected(worker, remote):
     with pytest.raises(GitError, match="invalid repository URL"):
         await git.ensure_mirror("--upload-pack=touch pwned", worker.mirror)
     await worker.prepare(BRANCH)
+    sha = remote.sha("main")
     for bad in ("--force", "agent/../x", "agent/x.lock", "a b", ""):
         with pytest.raises(GitError, match="invalid branch name"):
-            await git.push(worker.worktree(), bad)
-    with pytest.raises(GitError, match="unknown base revision"):
-        await git.diff(worker.worktree(), "no-such-branch")
+            await git.push_commit(worker.mirror, worker.url, sha, bad)
+    with pytest.raises(GitError, match="not a commit id"):
+        await git.push_commit(worker.mirror, worker.url, "--all", BRANCH)
     with pytest.raises(GitError, match="would contain the mirror"):
-        await git.prepare_worktree(
-            worker.mirror, worker.data_dir, branch=BRANCH, base_branch="main"
-        )
+        await git.remove_worktree(worker.mirror, worker.data_dir)
     assert await git.list_branches(worker.mirror)  # nothing was deleted
 
 
@@ -517,8 +498,7 @@ async def test_push_with_token_over_http(tmp_path, remote, forge, isolated_git, 
 
     await worker.prepare(BRANCH)
     (worker.worktree() / "f.txt").write_text("over http\n")
-    sha = await git.commit_all(worker.worktree(), "via http", Identity())
-    assert await git.push(worker.worktree(), BRANCH, token=TOKEN) == sha
+    sha = (await worker.publish("via http", BRANCH)).head_sha
     assert remote.sha(BRANCH) == sha
     await git.delete_remote_branch(worker.mirror, BRANCH, token=TOKEN)
     assert remote.sha(BRANCH) is None

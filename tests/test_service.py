@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 async def test_health_is_ok_with_a_working_database_and_queue(client):
     response = await client.get("/health")
     assert response.status == 200
-    assert await response.json() == {"status": "ok", "checks": {"database": "ok", "queue": "ok"}}
+    assert await response.json() == {"status": "ok", "checks": {"database": "ok", "queue": "ok", "sandbox": "ok"}}
 
 
 async def test_health_is_degraded_when_the_queue_is_down(client, deps):

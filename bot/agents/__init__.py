@@ -13,6 +13,7 @@ output (``tests/fixtures/agent-cli-output/NOTICE``).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -36,6 +37,9 @@ from .base import (
     StreamParser,
     TokenUsage,
 )
+from bot.sandbox import Launch, NoSandbox, SandboxRequest, SandboxUnavailable
+from bot.sandbox.policy import allowed_endpoints
+
 from .environment import build_environment, install_config, prepare_home
 from .process import Limits, ProcessOutcome, run_process
 
@@ -98,6 +102,8 @@ async def run_agent(
     if (size := _longest_argument(argv)) > MAX_ARGUMENT_BYTES:
         problem = f"prompt too long for a command-line argument: {size} bytes, limit {MAX_ARGUMENT_BYTES}"
         return _failed(request.engine, problem)
+    if not Path(request.cwd).is_dir():
+        return _failed(request.engine, f"cannot start {request.engine}: its worktree {request.cwd} does not exist")
     home, temporary = _open_home(request, config)
     try:
         try:
@@ -106,10 +112,32 @@ async def run_agent(
             return _failed(request.engine, f"cannot install the {engine.NAME} config file: {exc}")
         extra = {**engine.run_env(request, home, config_file), **request.env}
         env = agent_environment(config.base_env, home, extra)
-        return await _execute(engine, request, config, argv, env, log_path, on_line)
+        contained = _sandbox_request(request, config, argv, env, home, config_file)
+        try:
+            async with (config.sandbox or NoSandbox()).launch(contained) as launch:
+                return await _execute(engine, request, config, launch, log_path, on_line)
+        except SandboxUnavailable as exc:
+            return _failed(request.engine, str(exc))
     finally:
         if temporary:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _sandbox_request(request: AgentRequest, config: EngineConfig, argv: list[str], env: dict[str, str],
+                     home: Path, config_file: Path | None) -> SandboxRequest:
+    """The worktree (read-only for plan, QA and ask runs) and the home are the only writable places;
+    the network reaches the provider endpoints named in the environment and the config file."""
+    config_texts = [config_file.read_text(errors="replace")] if config_file is not None else []
+    endpoints = allowed_endpoints(env, config_texts, config.allow_hosts)
+    return SandboxRequest(command=argv, cwd=request.cwd, env=env, writable=(home,),
+                          executables=tuple(Path(path) for path in operator_files(request.engine, argv, config)),
+                          cwd_read_only=request.read_only, network=endpoints)
+
+
+def operator_files(engine: str, argv: list[str], config: EngineConfig) -> list[str]:
+    """The executable, and for the `command` engine the files its configured command line names."""
+    named = [arg for arg in config.command_line[1:] if os.path.isabs(arg) and os.path.isfile(arg)]
+    return [argv[0], *(named if engine == "command" else [])]
 
 
 def engine_module(name: str) -> ModuleType:
@@ -169,22 +197,22 @@ async def _execute(
     engine: ModuleType,
     request: AgentRequest,
     config: EngineConfig,
-    argv: list[str],
-    env: dict[str, str],
+    launch: Launch,
     log_path: Path,
     on_line: OnLine | None,
 ) -> AgentResult:
     parser: StreamParser = engine.PARSER(config.max_final_message_chars)
     stdin_data = request.prompt.encode("utf-8") if engine.PROMPT_ON_STDIN else None
     started = time.monotonic()
-    logger.info("starting %s (%s) in %s", request.engine, argv[0], request.cwd)
+    logger.info("starting %s in %s (sandbox: %s)", request.engine, request.cwd,
+                (config.sandbox or NoSandbox()).name)
     with RunLog(log_path, config.max_log_bytes) as log:
-        lines = LineSink(parser, log, on_line)
+        lines = LineSink(parser, log, on_line, config.redact)
         try:
             outcome = await run_process(
-                argv,
-                cwd=request.cwd,
-                env=env,
+                launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
                 stdin_data=stdin_data,
                 on_stdout=lines.stdout,
                 on_stderr=lines.stderr,
@@ -192,7 +220,12 @@ async def _execute(
             )
         except OSError as exc:
             return _failed(request.engine, f"cannot start {request.engine}: {exc}")
+    outcome = dataclasses.replace(outcome, exit_code=launch.exit_code(outcome.exit_code))
     parsed = parser.finish(outcome.exit_code)
+    if not parsed.ok and launch.denied:
+        refused = ", ".join(dict.fromkeys(launch.denied))
+        parsed.error = f"{parsed.error or 'failed'} (the sandbox refused connections to {refused}; " \
+                       "AGENTRY_SANDBOX_ALLOW_HOSTS allows more hosts)"
     return _result(request.engine, config, parsed, outcome, time.monotonic() - started)
 
 
@@ -237,22 +270,24 @@ class RunLog:
 class LineSink:
     """Routes each output line to the parser, the run log and ``on_line``."""
 
-    def __init__(self, parser: StreamParser, log: RunLog, on_line: OnLine | None) -> None:
+    def __init__(self, parser: StreamParser, log: RunLog, on_line: OnLine | None,
+                 redact: Callable[[str], str] = str) -> None:
         self.parser = parser
         self.log = log
         self.on_line = on_line
+        self.redact = redact
         self.callback_failed = False
 
     async def stdout(self, raw: bytes, dropped: int) -> None:
-        self.parser.feed(raw.decode("utf-8", "replace"))
+        self.parser.feed(self.redact(raw.decode("utf-8", "replace")))
         await self._show(raw, dropped)
 
     async def stderr(self, raw: bytes, dropped: int) -> None:
-        self.parser.feed_stderr(raw.decode("utf-8", "replace"))
+        self.parser.feed_stderr(self.redact(raw.decode("utf-8", "replace")))
         await self._show(raw, dropped)
 
     async def _show(self, raw: bytes, dropped: int) -> None:
-        text = _display_line(raw, dropped)
+        text = self.redact(_display_line(raw, dropped))
         self.log.write(text)
         if self.on_line is not None:
             await self._call_on_line(text)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,9 @@ class EngineConfig:
     kill_grace_seconds: float = 5.0  # SIGTERM -> SIGKILL delay for the process group
     max_log_bytes: int = 64 * 1024 * 1024  # per run; later output is counted, not logged
     home_parent: str | None = None  # where fresh run homes are created (default: TMPDIR)
+    sandbox: Any = None  # a bot.sandbox.Sandbox; None runs the agent unsandboxed (AGENTRY_SANDBOX=none)
+    allow_hosts: tuple[str, ...] = ()  # AGENTRY_SANDBOX_ALLOW_HOSTS, besides the provider endpoints
+    redact: Callable[[str], str] = str  # applied to every output line before it goes anywhere
 
 
 @dataclass(frozen=True)

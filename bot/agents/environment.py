@@ -62,20 +62,33 @@ def build_environment(
 
 
 def prepare_home(home: Path) -> None:
+    """Creates the home and its layout. A home kept across runs was the agent's to change, so a
+    symlink or file where a directory belongs is removed first rather than followed."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path in home_layout(home).values():
-        Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
+        safe_directory(home, Path(path).relative_to(home))
+
+
+def safe_directory(home: Path, relative: Path) -> Path:
+    current = home
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            current.unlink()
+        current.mkdir(mode=0o700, exist_ok=True)
+    return current
 
 
 def install_config(home: Path, relative: str, source: str | None, default: str | None) -> Path | None:
-    """Copy the operator's config file (or write the default) to ``home/relative``."""
+    """Copy the operator's config file (or write the default) to ``home/relative``, never through a link."""
     if not source and default is None:
         return None
-    target = home / relative
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if source:
-        shutil.copyfile(source, target)
-    else:
-        target.write_text(default or "", encoding="utf-8")
-    target.chmod(0o600)
+    target = safe_directory(home, Path(relative).parent) / Path(relative).name
+    data = Path(source).read_bytes() if source else (default or "").encode("utf-8")
+    if target.is_symlink() or target.is_dir():
+        shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
     return target

@@ -112,8 +112,9 @@ class Forge(Protocol):
     async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:
         """Turn a draft pull request into one ready for review."""
 
-    async def git_token(self, repo: RepoRef) -> str:
-        """A short-lived token for ``git push`` to ``repo``."""
+    async def git_token(self, repo: RepoRef, *, write: bool = False) -> str:
+        """A short-lived token for git on ``repo``: fetch only, or also push when ``write``
+        (where the forge can scope tokens)."""
 
 
 RECORDED_ITEMS_KEPT = 1000
@@ -252,7 +253,7 @@ class RecordingForge:
                 pull["draft"] = False
         await self._emit("mark_ready_for_review", repo, number=number)
 
-    async def git_token(self, repo: RepoRef) -> str:
+    async def git_token(self, repo: RepoRef, *, write: bool = False) -> str:
         await self._emit("git_token", repo)
         return ""
 

@@ -1,9 +1,11 @@
 """GitHub App implementation of :class:`bot.forge.Forge`, on gidgethub's aiohttp client.
 
 Authentication: an app JWT (``gidgethub.apps.get_jwt``) buys installation access tokens, which are
-cached per installation until five minutes before they expire; one refresh at a time per
-installation. Every request asks for the (cached) token again, so long jobs keep working after
-the first token has expired. A 401 invalidates the token and retries once.
+cached per installation and :class:`TokenScope` until five minutes before they expire; one refresh
+at a time per installation and scope. API calls use the installation-wide token; git gets a token
+scoped to one repository and ``contents: read`` or ``write``. Every request asks for the (cached)
+token again, so long jobs keep working after the first token has expired. A 401 invalidates the
+token and retries once.
 
 Rate limits: a 403 with ``retry-after`` or ``x-ratelimit-remaining: 0``, or a 429, sleeps the time
 GitHub asks (capped) and retries, up to ``max_retries`` times. GETs use gidgethub's conditional
@@ -56,6 +58,7 @@ PULLS_URL = "/repos/{owner}/{repo}/pulls"
 PULLS_SEARCH_URL = "/repos/{owner}/{repo}/pulls{?head,state,per_page}"
 PULL_URL = "/repos/{owner}/{repo}/pulls/{pull_number}"
 INSTALLATION_URL = "/repos/{owner}/{repo}/installation"
+ACCESS_TOKENS_URL = "/app/installations/{installation_id}/access_tokens"
 READY_FOR_REVIEW_MUTATION = (
     "mutation($pullRequestId: ID!) {"
     " markPullRequestReadyForReview(input: {pullRequestId: $pullRequestId})"
@@ -155,6 +158,28 @@ class InstallationToken:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class TokenScope:
+    """What a scoped installation token may reach: one repository (name without owner), with
+    ``permissions`` as ``(name, level)`` pairs, kept sorted so equal scopes are one cache key."""
+
+    repository: str
+    permissions: tuple[tuple[str, str], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "permissions", tuple(sorted(self.permissions)))
+
+    @classmethod
+    def contents(cls, repository: str, *, write: bool) -> TokenScope:
+        return cls(repository, (("contents", "write" if write else "read"),))
+
+    def request_body(self) -> dict[str, Any]:
+        return {"repositories": [self.repository], "permissions": dict(self.permissions)}
+
+
+TokenKey = tuple[int, TokenScope | None]
+
+
 class GitHubAppAuth:
     """App JWTs and cached installation access tokens for one GitHub App."""
 
@@ -175,8 +200,8 @@ class GitHubAppAuth:
         self._private_key = private_key
         self._refresh_margin = refresh_margin
         self._clock = clock
-        self._tokens: dict[int, InstallationToken] = {}
-        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tokens: dict[TokenKey, InstallationToken] = {}
+        self._locks: defaultdict[TokenKey, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._installations: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -186,24 +211,29 @@ class GitHubAppAuth:
         """A fresh app JWT (RS256, ``iat`` backdated 60 s, valid 10 minutes)."""
         return gidgethub.apps.get_jwt(app_id=self._app_id, private_key=self._private_key)
 
-    async def token(self, installation_id: int) -> str:
-        """A valid installation access token; concurrent callers share one refresh."""
-        seen = self._tokens.get(installation_id)
+    async def token(self, installation_id: int, scope: TokenScope | None = None) -> str:
+        """A valid installation access token, installation-wide or limited to ``scope``;
+        concurrent callers of one installation and scope share one refresh."""
+        key = (installation_id, scope)
+        seen = self._tokens.get(key)
         if seen is not None and self._fresh(seen):
             return seen.value
-        async with self._locks[installation_id]:
-            current = self._tokens.get(installation_id)
+        async with self._locks[key]:
+            current = self._tokens.get(key)
             if current is not None and self._reusable(current, seen):
                 return current.value
-            current = await self._issue(installation_id)
-            self._tokens[installation_id] = current
+            current = await self._issue(installation_id, scope)
+            self._tokens[key] = current
             return current.value
 
-    def invalidate(self, installation_id: int, token: str | None = None) -> None:
-        """Forget the cached token (only if it is still ``token``, when given)."""
-        current = self._tokens.get(installation_id)
+    def invalidate(
+        self, installation_id: int, token: str | None = None, *, scope: TokenScope | None = None
+    ) -> None:
+        """Forget the cached token of ``scope`` (only if it is still ``token``, when given)."""
+        key = (installation_id, scope)
+        current = self._tokens.get(key)
         if current is not None and token in (None, current.value):
-            del self._tokens[installation_id]
+            del self._tokens[key]
 
     async def installation_id(self, full_name: str) -> int:
         """The installation id of the app on ``owner/name`` (looked up once, with the JWT)."""
@@ -223,15 +253,14 @@ class GitHubAppAuth:
         refreshed_meanwhile = current is not seen and self._clock() < current.expires_at
         return self._fresh(current) or refreshed_meanwhile
 
-    async def _issue(self, installation_id: int) -> InstallationToken:
-        data = await gidgethub.apps.get_installation_access_token(
-            self._gh,
-            installation_id=str(installation_id),
-            app_id=self._app_id,
-            private_key=self._private_key,
-        )
+    async def _issue(self, installation_id: int, scope: TokenScope | None) -> InstallationToken:
+        # gidgethub's get_installation_access_token cannot send a body, so post directly.
+        body = scope.request_body() if scope else b""
+        url_vars = {"installation_id": str(installation_id)}
+        data = await self._gh.post(ACCESS_TOKENS_URL, url_vars, data=body, jwt=self.app_jwt())
         expires_at = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00"))
-        log.info("New access token for installation %s, expires %s", installation_id, expires_at)
+        log.info("New access token for installation %s (%s), expires %s",
+                 installation_id, scope or "installation-wide", expires_at)
         return InstallationToken(value=data["token"], expires_at=expires_at)
 
 
@@ -473,5 +502,7 @@ class GitHubForge:
 
     # -- git -----------------------------------------------------------------------------------
 
-    async def git_token(self, repo: RepoRef) -> str:
-        return await self._auth.token(await self._installation_id(repo))
+    async def git_token(self, repo: RepoRef, *, write: bool = False) -> str:
+        """A token for git on ``repo`` only: ``contents: write`` to push, else ``read``."""
+        scope = TokenScope.contents(repo.name, write=write)
+        return await self._auth.token(await self._installation_id(repo), scope)

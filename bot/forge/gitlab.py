@@ -411,5 +411,5 @@ class GitLabForge:
 
     # -- git -----------------------------------------------------------------------------------
 
-    async def git_token(self, repo: RepoRef) -> str:
-        return self._token
+    async def git_token(self, repo: RepoRef, *, write: bool = False) -> str:
+        return self._token  # static, so ``write`` cannot narrow it

@@ -8,8 +8,9 @@ import logging
 from aiohttp import web
 
 from bot.models import Project
+from bot.secretbox import SecretBoxError
 from handlers.api.context import ACTOR
-from handlers.api.errors import unauthorized
+from handlers.api.errors import ApiError, unauthorized
 from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.api")
@@ -41,12 +42,23 @@ def authenticate(request: web.Request) -> str:
 
 def check_project_access(request: web.Request, project: Project) -> None:
     """401 unless X-Project-Token matches the project's secrets.api_token, when it has one."""
-    expected = (project.secrets or {}).get("api_token")
+    expected = _project_token(request, project)
     if not expected:
         return
-    if not same_secret(request.headers.get(PROJECT_TOKEN_HEADER), str(expected)):
+    if not same_secret(request.headers.get(PROJECT_TOKEN_HEADER), expected):
         raise unauthorized(f"project access denied: send the project's token in {PROJECT_TOKEN_HEADER}")
     request[ACTOR] = f"project:{project.id}"
+
+
+def _project_token(request: web.Request, project: Project) -> str | None:
+    sealed = (project.secrets or {}).get("api_token")
+    if not sealed:
+        return None
+    try:
+        return request.app[DEPS].secret_box.open(str(sealed))
+    except SecretBoxError as exc:
+        log.error("cannot check a project token: %s", exc, extra={"project_id": project.id})
+        raise ApiError(500, "the project's token cannot be checked: the server's secret key does not open it") from None
 
 
 def warn_when_open(app: web.Application) -> None:

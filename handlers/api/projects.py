@@ -10,6 +10,7 @@ from sqlmodel import col, or_, select
 
 from bot import git, queue, store
 from bot.models import Event, Project
+from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
 from handlers.api.errors import bad_request, conflict, invalid_fields
@@ -39,8 +40,12 @@ BRANCH_NAME = r"^[A-Za-z0-9._/-]{1,255}$"
 
 PROJECT_CREATE = (
     Field("name", required=True, min_length=1, max_length=200),
-    Field("git_url", required=True, min_length=1, max_length=2000, description="Clone URL or path of the repository."),
-    Field("local_path", max_length=4096, description="Absolute path of an existing clone; used instead of cloning."),
+    Field("git_url", required=True, min_length=1, max_length=2000,
+          description="Clone URL or path of the repository; a path (or file:// URL) must be inside the data "
+                      "directory or AGENTRY_ALLOWED_PATHS."),
+    Field("local_path", max_length=4096,
+          description="Absolute path of an existing clone, used instead of cloning; inside the data directory or "
+                      "AGENTRY_ALLOWED_PATHS."),
     Field("base_branch", default="main", max_length=255, pattern=BRANCH_NAME, nullable=False),
     Field("ci_provider", max_length=50),
     Field("default_models", OBJECT, description="Engine and model per role (plan, execute, qa)."),
@@ -69,12 +74,13 @@ SUMMARY_STATUS = {"project_ready": "completed", "setup_completed": "completed", 
 
 async def create_project(request: web.Request) -> web.Response:
     values = request[BODY]
-    _check_local_path(values["local_path"])
     deps = deps_of(request)
+    local_path = _check_paths(values, allowed_roots(deps.settings))
     async with deps.sessions() as session:
-        project = Project(name=values["name"], git_url=values["git_url"], local_path=values["local_path"],
+        project = Project(name=values["name"], git_url=values["git_url"], local_path=local_path,
                           base_branch=values["base_branch"], ci_provider=values["ci_provider"],
-                          default_models=values["default_models"] or {}, secrets=values["secrets"] or {})
+                          default_models=values["default_models"] or {},
+                          secrets=deps.secret_box.seal_all(values["secrets"] or {}))
         session.add(project)
         await session.flush()
         job = await _setup_requested(session, project, "Project setup enqueued.")
@@ -84,9 +90,24 @@ async def create_project(request: web.Request) -> web.Response:
     return json_response(project_out(project))
 
 
-def _check_local_path(local_path: str | None) -> None:
-    if local_path is not None and not Path(local_path).is_absolute():
-        raise invalid_fields({"local_path": "must be an absolute path"})
+def _check_paths(values: dict, roots: tuple[Path, ...]) -> str | None:
+    """The resolved local_path; 400 naming local_path and git_url when either is a path outside the roots."""
+    local_path, problems = None, {}
+    try:
+        local_path = _check_local_path(values["local_path"], roots)
+    except PathNotAllowed as exc:
+        problems["local_path"] = str(exc)
+    try:
+        confine_git_url(values["git_url"], roots)
+    except PathNotAllowed as exc:
+        problems["git_url"] = str(exc)
+    if problems:
+        raise invalid_fields(problems)
+    return local_path
+
+
+def _check_local_path(local_path: str | None, roots: tuple[Path, ...]) -> str | None:
+    return None if local_path is None else str(confine(local_path, roots))
 
 
 async def _setup_requested(session, project: Project, message: str) -> queue.Job:

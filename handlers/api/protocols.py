@@ -9,6 +9,7 @@ from sqlmodel import col, select
 
 from bot import codemachine, queue, store
 from bot.models import ProtocolRun, StepRun
+from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import apply_protocol_action, create_protocol, set_protocol_status, steps_of
 from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
@@ -56,7 +57,8 @@ PROTOCOL_CREATE = (
 IMPORT_REQUEST = (
     Field("protocol_name", required=True, min_length=1, max_length=200),
     Field("workspace_path", required=True, min_length=1, max_length=4096,
-          description="The workspace holding .codemachine/; inside the project's local_path or the data directory."),
+          description="The workspace holding .codemachine/; inside the project's local_path (else the data "
+                      "directory) and inside the data directory or AGENTRY_ALLOWED_PATHS."),
     Field("base_branch", default="main", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$", nullable=False),
     Field("description", max_length=65_536),
     Field("enqueue", BOOLEAN, default=False, nullable=False,
@@ -227,15 +229,17 @@ async def _import(session, project, protocol: ProtocolRun, workspace: Path, enqu
 
 
 def _workspace(request: web.Request, project, given: str) -> Path:
-    """The workspace, which must lie inside the project's local clone or agentry's data directory."""
-    path = Path(given)
-    if not path.is_absolute():
-        raise invalid_fields({"workspace_path": "must be an absolute path"})
-    resolved = path.resolve()
-    roots = [Path(root).resolve() for root in (project.local_path, deps_of(request).settings.data_dir) if root]
-    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        raise invalid_fields({"workspace_path": "must be inside the project's local_path or agentry's data directory"})
-    return resolved
+    """The workspace: inside the allowed roots, and inside the project's local clone (else the data directory)."""
+    settings = deps_of(request).settings
+    try:
+        path = confine(given, allowed_roots(settings))
+    except PathNotAllowed as exc:
+        raise invalid_fields({"workspace_path": str(exc)}) from None
+    home = Path(project.local_path or settings.data_dir).resolve()
+    if not path.is_relative_to(home):
+        where = "the project's local_path" if project.local_path else "agentry's data directory"
+        raise invalid_fields({"workspace_path": f"must be inside {where} ({home})"})
+    return path
 
 
 PROJECT = {"project_id": "integer"}

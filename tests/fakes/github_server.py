@@ -7,9 +7,12 @@ It behaves like GitHub where agentry depends on it:
 
 - ``POST /app/installations/{id}/access_tokens`` needs a valid app JWT (RS256, ``iss`` = app id,
   sane ``iat``/``exp``) and issues ``ghs_…`` tokens that expire after ``token_ttl`` seconds;
-  ``token_requests`` counts them per installation. ``GET /repos/{o}/{r}/installation`` needs the
-  JWT too. Everything else needs ``Authorization: token <valid installation token>`` (or
-  ``Bearer``), else 401.
+  ``token_requests`` counts them per installation and ``token_request_bodies`` keeps each
+  request's body. A body may narrow the token to ``repositories`` of that installation (else 422)
+  and to ``permissions`` the installation has (else 422); ``tokens[token]`` remembers both, and a
+  token narrowed to some repositories gets 404 on the others. ``GET /repos/{o}/{r}/installation``
+  needs the JWT too. Everything else needs ``Authorization: token <valid installation token>``
+  (or ``Bearer``), else 401.
 - Request bodies are validated against the schemas extracted from GitHub's OpenAPI description
   (``tests/fixtures/github-rest``): jsonschema on the resolved request body schema plus the
   flattened constraints (required, enum, maxLength, maxItems). A body that breaks them gets 422
@@ -51,6 +54,9 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "github-rest"
 JWT_MAX_LIFETIME = 600
 CLOCK_DRIFT_ALLOWANCE = 60
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
+INSTALLATION_PERMISSIONS = {"checks": "write", "contents": "write", "issues": "write",
+                            "pull_requests": "write", "metadata": "read"}
+PERMISSION_LEVELS = ("read", "write", "admin")
 
 PULL_UPDATE_SCHEMA = {
     "type": "object",
@@ -256,8 +262,16 @@ class Fault:
 
 @dataclass
 class IssuedToken:
+    """A token as issued; ``repositories`` is None when it reaches all of the installation's."""
+
     installation_id: int
     expires_at: float
+    repositories: tuple[str, ...] | None = None
+    permissions: dict[str, str] = field(default_factory=lambda: dict(INSTALLATION_PERMISSIONS))
+
+    def reaches(self, repo: str) -> bool:
+        name = repo.rsplit("/", 1)[-1].lower()
+        return self.repositories is None or name in {r.lower() for r in self.repositories}
 
 
 @dataclass
@@ -305,6 +319,7 @@ class FakeGitHub(LoopbackServer):
         self._public_key = _app_key().public_key()
         self.calls: list[Call] = []
         self.token_requests: Counter[int] = Counter()
+        self.token_request_bodies: list[Any] = []
         self.tokens: dict[str, IssuedToken] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.reactions: list[dict[str, Any]] = []
@@ -523,7 +538,8 @@ class FakeGitHub(LoopbackServer):
         if issued is None or issued.expires_at <= time.time():
             return _message("Bad credentials", 401), None
         repo = self._repo_of(raw)
-        if repo is not None and self.repos.get(repo) != issued.installation_id:
+        if repo is not None and (self.repos.get(repo) != issued.installation_id
+                                 or not issued.reaches(repo)):
             return _message("Not Found", 404), None
         return None, issued.installation_id
 
@@ -536,17 +552,55 @@ class FakeGitHub(LoopbackServer):
 
     async def _access_token(self, request: Request) -> web.Response:
         installation_id = int(request.vars["installation_id"])
+        wanted = request.body or {}
+        self.token_request_bodies.append(request.body)
         if installation_id not in self.repos.values():
             return _message("Not Found", 404)
+        problem = self._token_scope_problem(installation_id, wanted)
+        if problem:
+            return _message(problem, 422)
         self.token_requests[installation_id] += 1
+        token = self._issue_token(installation_id, wanted)
+        return _json(self._token_answer(token), 201)
+
+    def _installation_repos(self, installation_id: int) -> dict[str, str]:
+        """Repository name (lowercased) -> full name, for the repositories of the installation."""
+        return {full.rsplit("/", 1)[-1].lower(): full
+                for full, owner_id in self.repos.items() if owner_id == installation_id}
+
+    def _token_scope_problem(self, installation_id: int, wanted: dict[str, Any]) -> str | None:
+        names = self._installation_repos(installation_id)
+        if any(name.lower() not in names for name in wanted.get("repositories", ())):
+            return ("There is at least one repository that does not exist or is not accessible"
+                    " to the parent installation.")
+        for name, level in (wanted.get("permissions") or {}).items():
+            granted = INSTALLATION_PERMISSIONS.get(name)
+            if granted is None or PERMISSION_LEVELS.index(level) > PERMISSION_LEVELS.index(granted):
+                return "The permissions requested are not granted to this installation."
+        return None
+
+    def _issue_token(self, installation_id: int, wanted: dict[str, Any]) -> str:
         token = "ghs_" + secrets.token_hex(18)
-        expires_at = int(time.time() + self.token_ttl)
-        self.tokens[token] = IssuedToken(installation_id, float(expires_at))
-        body = {"token": token, "expires_at": _iso(expires_at),
-                "permissions": {"checks": "write", "contents": "write", "issues": "write",
-                                "pull_requests": "write", "metadata": "read"},
-                "repository_selection": "all"}
-        return _json(body, 201)
+        repositories, permissions = wanted.get("repositories"), wanted.get("permissions")
+        self.tokens[token] = IssuedToken(
+            installation_id,
+            float(int(time.time() + self.token_ttl)),
+            tuple(repositories) if repositories else None,
+            {**permissions, "metadata": "read"} if permissions else dict(INSTALLATION_PERMISSIONS),
+        )
+        return token
+
+    def _token_answer(self, token: str) -> dict[str, Any]:
+        issued = self.tokens[token]
+        answer = {"token": token, "expires_at": _iso(issued.expires_at),
+                  "permissions": dict(issued.permissions), "repository_selection": "all"}
+        if issued.repositories is not None:
+            names = self._installation_repos(issued.installation_id)
+            full_names = [names[name.lower()] for name in issued.repositories]
+            answer["repository_selection"] = "selected"
+            answer["repositories"] = [{"name": full.rsplit("/", 1)[-1], "full_name": full}
+                                      for full in full_names]
+        return answer
 
     async def _repo_installation(self, request: Request) -> web.Response:
         installation_id = self.repos.get(request.repo)

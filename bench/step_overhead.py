@@ -70,6 +70,7 @@ async def run(args) -> None:
     settings = Settings.from_env({
         "AGENTRY_DATA_DIR": str(base / "data"), "AGENTRY_WEBHOOK_SECRET": "x", "AGENTRY_LOG_LEVEL": "warning",
         "AGENTRY_DEFAULT_ENGINE": "command", "AGENTRY_ENGINE_COMMAND": f"{sys.executable} {agent}",
+        "AGENTRY_ALLOWED_PATHS": str(base),  # the remote is a local bare repository
     })
     await db.upgrade_in_thread(settings.database_url)
     deps = await open_deps(settings)

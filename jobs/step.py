@@ -133,7 +133,8 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
             prompts.template("execute.md"), step_name=step.step_name, step_prompt=step.prompt or "",
             plan_summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
             previous_steps=_previous_steps(await steps_of(session, protocol.id), step),
-            feedback=step.runtime_state.get("feedback", ""), messages=await messages_text(session, protocol),
+            feedback=step.runtime_state.get("feedback", ""),
+            messages=fence(await messages_text(session, protocol), "comments and answers on the issue"),
         )
     run = await _start_agent_run(deps, project, protocol, step, "exec", engine, model)
     try:

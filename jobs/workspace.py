@@ -56,6 +56,8 @@ async def mirror(deps: Deps, project: Project, token: str | None) -> Path:
 
 async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checkout:
     """Checks the protocol's branch out at its remote head (or the base branch when new)."""
+    deps.redactor.add(*(deps.secret_box.open(value) for value in (project.secrets or {}).values()
+                        if isinstance(value, str)))
     token = await git_token(deps, project)
     mirror_dir = await mirror(deps, project, token)
     fork = protocol.runtime_state.get("fork") or {}

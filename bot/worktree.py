@@ -10,17 +10,21 @@ authenticated git command.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot import git
-from bot.sandbox import Sandbox, SandboxRequest, SandboxUnavailable
+from bot.agents import EngineConfig, agent_environment, network
+from bot.agents.environment import prepare_home
+from bot.sandbox import NoSandbox, Sandbox, SandboxRequest, SandboxUnavailable
 from bot.sandbox.run import Captured, run_captured
 
 GIT_TIMEOUT = 600.0
@@ -89,7 +93,7 @@ async def prepare(sandbox: Sandbox, mirror: Path, worktree: Path, *, branch: str
         _reset_if_foreign(worktree, force=attempt == 2)
         worktree.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = ["sh", "-c", PREPARE, "prepare", str(mirror), branch, start, *(f"+{ref}:{ref}" for ref in refs)]
-        done = await _git_in_sandbox(sandbox, worktree, argv, writable=(worktree,), read_only=(mirror,))
+        done = await _git_in_sandbox(sandbox, worktree, argv, read_only=(mirror,))
         head = done.stdout.decode(errors="replace").strip().splitlines()[-1:] if done.returncode == 0 else []
         if head and head[0] == start:
             return start
@@ -103,7 +107,7 @@ async def export(sandbox: Sandbox, mirror: Path, worktree: Path, scratch: Path, 
     out = _scratch_dir(scratch)
     try:
         argv = ["sh", "-c", EXPORT, "export", str(out), start]
-        done = await _git_in_sandbox(sandbox, worktree, argv, writable=(worktree, out), identity=identity,
+        done = await _git_in_sandbox(sandbox, worktree, argv, writable=(out,), identity=identity,
                                      stdin=(message.strip() or "agentry: update").encode())
         if done.returncode != 0:
             raise git.GitError(f"cannot commit the agent's work: {_reason(done)}")
@@ -120,18 +124,26 @@ async def export(sandbox: Sandbox, mirror: Path, worktree: Path, scratch: Path, 
 async def diff(sandbox: Sandbox, worktree: Path, base_ref: str, *, max_bytes: int = 200_000) -> str:
     """What the branch changes since it left `base_ref`, at most `max_bytes` (cut at a line end)."""
     argv = ["sh", "-c", DIFF, "diff", base_ref]
-    done = await _git_in_sandbox(sandbox, worktree, argv, read_only=(worktree,), limit=max_bytes)
+    done = await _git_in_sandbox(sandbox, worktree, argv, cwd_read_only=True, limit=max_bytes)
     if done.returncode != 0 and not done.truncated:
         raise git.GitError(f"cannot compute the diff: {_reason(done)}")
     return git.cap_patch(done.stdout, max_bytes, done.truncated)
 
 
-async def run_command(sandbox: Sandbox, worktree: Path, argv: list[str], *, env: Mapping[str, str],
-                      home: Path, network: tuple, timeout: float, limit: int) -> Captured:
-    """A command from the repository's side (a Ralph feedback command) in the worktree, sandboxed."""
-    request = SandboxRequest(command=argv, cwd=worktree, env=env, writable=(worktree, home),
-                             executables=_executables(argv[0], env), network=network)
-    return await run_captured(sandbox, request, timeout=timeout, limit=limit)
+async def run_command(worktree: Path, argv: list[str], config: EngineConfig, *, timeout: float,
+                      limit: int) -> Captured:
+    """A command from the repository's side (a Ralph feedback command) in the worktree, sandboxed
+    like an agent: the agents' clean environment, a fresh home, the same network. Output redacted."""
+    sandbox = config.sandbox or NoSandbox()
+    with tempfile.TemporaryDirectory(prefix="agentry-command-", dir=config.home_parent) as scratch:
+        home = Path(scratch)
+        prepare_home(home)
+        env = agent_environment(config.base_env, home, {})
+        request = SandboxRequest(command=argv, cwd=worktree, env=env, writable=(home,),
+                                 executables=_executables(argv[0], env), network=network(env, config, []))
+        done = await run_captured(sandbox, request, timeout=timeout, limit=limit)
+    return dataclasses.replace(done, stdout=config.redact(done.stdout.decode(errors="replace")).encode(),
+                               stderr=config.redact(done.stderr))
 
 
 def remove(worktree: Path) -> None:
@@ -142,12 +154,11 @@ def remove(worktree: Path) -> None:
 
 
 async def _git_in_sandbox(sandbox: Sandbox, worktree: Path, argv: list[str], *, writable: tuple = (),
-                          read_only: tuple = (), identity: git.Identity | None = None, stdin: bytes | None = None,
-                          limit: int = 1024 * 1024) -> Captured:
-    cwd_read_only = worktree not in writable
-    request = SandboxRequest(command=argv, cwd=worktree, env={**git_env(identity), "GIT_CEILING_DIRECTORIES":
-                             str(worktree.parent)}, writable=tuple(p for p in writable if p != worktree),
-                             read_only=tuple(p for p in read_only if p != worktree),
+                          read_only: tuple = (), cwd_read_only: bool = False, identity: git.Identity | None = None,
+                          stdin: bytes | None = None, limit: int = 1024 * 1024) -> Captured:
+    """git in the worktree (writable unless `cwd_read_only`), seeing only the given other paths."""
+    env = {**git_env(identity), "GIT_CEILING_DIRECTORIES": str(worktree.parent)}
+    request = SandboxRequest(command=argv, cwd=worktree, env=env, writable=writable, read_only=read_only,
                              executables=_executables("git", {}), cwd_read_only=cwd_read_only)
     try:
         done = await run_captured(sandbox, request, stdin=stdin, timeout=GIT_TIMEOUT, limit=limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -73,7 +74,7 @@ async def measure(request: web.Request, handler) -> web.StreamResponse:
 async def health(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     checks = {"database": await _check(db.ping(deps.engine)), "queue": await _check(deps.queue.ping()),
-              "sandbox": _sandbox_check(deps)}
+              "sandbox": await _sandbox_check(deps)}
     ok = all(value in ("ok", "off") for value in checks.values())
     body: dict = {"status": "ok" if ok else "degraded", "checks": checks}
     if checks["sandbox"] == "off":
@@ -85,10 +86,10 @@ SANDBOX_OFF = ("AGENTRY_SANDBOX=none: agents run unsandboxed, as agentry's own u
                "database and every repository")
 
 
-def _sandbox_check(deps: Deps) -> str:
+async def _sandbox_check(deps: Deps) -> str:
     if deps.sandbox.name == "none":
         return "off"
-    problem = deps.sandbox.problem()
+    problem = await asyncio.to_thread(deps.sandbox.problem)  # probes bubblewrap once, then remembers
     return "ok" if problem is None else f"error: {problem}"
 
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot import git, render, store, worktree
-from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, agent_environment, run_agent
-from bot.agents.environment import prepare_home
+from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, promise_met, render_prompt
 from bot.protocols import schedule_next, set_step_status, steps_of
 from bot.sandbox import SandboxUnavailable
-from bot.sandbox.policy import allowed_endpoints
 from bot.untrusted import fence
 from bot.queue import run_quality_job as quality_job
 from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after_execution
@@ -320,7 +317,7 @@ async def run_quality(deps: Deps, step_id: int) -> None:
     run = await _start_agent_run(deps, project, protocol, step, "qa", engine, model)
     try:
         checkout = await workspace.prepare(deps, project, protocol)
-        patch = deps.redactor(await workspace.diff(deps, checkout, protocol.base_branch))
+        patch = await workspace.diff(deps, checkout, protocol.base_branch)
         prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
                                diff=patch,
                                ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
@@ -438,27 +435,21 @@ async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: A
 
 
 async def run_feedback(deps: Deps, command: str, cwd: Path) -> dict:
-    """A feedback command (tests, linters) in the worktree, in the sandbox with the agents' clean
-    environment: an argument list, never a shell; its output redacted."""
+    """A feedback command (tests, linters) in the worktree: an argument list, never a shell."""
     try:
         argv = shlex.split(command)
     except ValueError as exc:
         return {"command": command, "exit_code": None, "output_tail": f"cannot parse the command: {exc}"}
     if not argv:
         return {"command": command, "exit_code": None, "output_tail": "empty command"}
-    config = engine_config(deps)
-    with tempfile.TemporaryDirectory(prefix="agentry-feedback-", dir=config.home_parent) as home:
-        prepare_home(Path(home))
-        env = agent_environment(config.base_env, Path(home), {})
-        network = allowed_endpoints(env, [], config.allow_hosts)
-        try:
-            done = await worktree.run_command(deps.sandbox, cwd, argv, env=env, home=Path(home), network=network,
-                                              timeout=FEEDBACK_TIMEOUT_SECONDS, limit=FEEDBACK_OUTPUT_BYTES)
-        except (SandboxUnavailable, OSError) as exc:
-            return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc}"}
+    try:
+        done = await worktree.run_command(cwd, argv, engine_config(deps), timeout=FEEDBACK_TIMEOUT_SECONDS,
+                                          limit=FEEDBACK_OUTPUT_BYTES)
+    except (SandboxUnavailable, OSError) as exc:
+        return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc}"}
     if done.timed_out:
         return {"command": command, "exit_code": None, "output_tail": "timed out"}
-    text = deps.redactor(done.stdout.decode(errors="replace") + done.stderr)
+    text = done.stdout.decode(errors="replace") + done.stderr
     return {"command": command, "exit_code": done.returncode, "output_tail": text[-FEEDBACK_TAIL_CHARS:]}
 
 

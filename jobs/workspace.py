@@ -9,7 +9,7 @@ from pathlib import Path
 from bot import git, worktree
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun
-from bot.paths import PathNotAllowed, confine, local_git_path
+from bot.paths import PathNotAllowed, allowed_roots, confine_git_url
 from jobs.common import forge_of, repo_ref
 
 
@@ -29,15 +29,10 @@ def source_of(deps: Deps, project: Project) -> str:
     if not source:
         raise NoRepository(f"project {project.name} has no git_url or local_path to clone from")
     try:
-        if (path := local_git_path(source)) is not None:
-            confine(path, allowed_roots(deps))
+        confine_git_url(source, allowed_roots(deps.settings))
     except PathNotAllowed as exc:
         raise NoRepository(f"{project.name}'s repository path {exc}") from None
     return source
-
-
-def allowed_roots(deps: Deps) -> tuple[Path, ...]:
-    return (deps.settings.data_dir, *deps.settings.allowed_paths)
 
 
 async def git_token(deps: Deps, project: Project, *, write: bool = False) -> str | None:
@@ -84,7 +79,8 @@ async def publish(deps: Deps, project: Project, protocol: ProtocolRun, checkout:
 
 
 async def diff(deps: Deps, checkout: Checkout, base_branch: str) -> str:
-    return await worktree.diff(deps.sandbox, checkout.path, f"refs/remotes/origin/{base_branch}")
+    """The branch's changes, redacted: it goes into the QA prompt."""
+    return deps.redactor(await worktree.diff(deps.sandbox, checkout.path, f"refs/remotes/origin/{base_branch}"))
 
 
 async def remove(deps: Deps, project: Project, protocol: ProtocolRun) -> None:

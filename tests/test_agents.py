@@ -475,22 +475,25 @@ async def run(config: EngineConfig, request: AgentRequest, tmp_path: Path, on_li
     return await run_agent(request, config, log_path=tmp_path / "logs" / "run.log", on_line=on_line)
 
 
-def process_gone(pid: int) -> bool:
-    """Dead, or a zombie waiting for a parent that may never reap it."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
+def living_processes_naming(text: str) -> list[int]:
+    """Host pids (zombies aside) whose command line names ``text``; a sandbox's own pids mean
+    nothing out here, so the fakes put their test's directory in every command line."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or text.encode() not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            found.append(int(entry))
+    return found
 
 
-async def all_gone(pids, seconds: float = 2.0) -> bool:
+async def all_gone(test_dir: Path, seconds: float = 2.0) -> bool:
     for _ in range(int(seconds / 0.05)):
-        if all(process_gone(pid) for pid in pids):
+        if not living_processes_naming(str(test_dir)):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -659,13 +662,14 @@ async def test_a_missing_config_file_fails_the_run(tmp_path, worktree):
     assert not (tmp_path / "record.json").exists()
 
 
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["bwrap", "none"])
 @pytest.mark.parametrize("ignore_term", [False, True])
-async def test_a_hanging_agent_is_killed_by_the_idle_timeout_with_its_children(ignore_term, tmp_path, worktree):
+async def test_a_hanging_agent_is_killed_by_the_idle_timeout_with_its_children(ignore_term, sandboxed, tmp_path,
+                                                                              worktree):
     pid_file = tmp_path / "pids.json"
     scenario = {"mode": "hang", "pid_file": str(pid_file), "ignore_term": ignore_term}
-    # The process-group handling itself, so unsandboxed; tests/test_sandbox.py kills sandboxed trees.
     config = fake_config(tmp_path, "codex", scenario, idle_timeout_seconds=1, kill_grace_seconds=0.3,
-                         sandbox=NoSandbox())
+                         sandbox=sandbox_for(tmp_path) if sandboxed else NoSandbox())
     result = await run(config, request_for("codex", cwd=worktree), tmp_path)
 
     assert result.idle_timed_out and not result.timed_out
@@ -674,7 +678,7 @@ async def test_a_hanging_agent_is_killed_by_the_idle_timeout_with_its_children(i
     assert result.exit_code == (-9 if ignore_term else -15)
     assert result.duration_seconds < 5
     pids = json.loads(pid_file.read_text())
-    assert await all_gone(pids.values()), pids
+    assert await all_gone(tmp_path), pids
 
 
 async def test_an_agent_that_prints_forever_is_stopped_by_the_wall_clock_and_its_log_is_bounded(tmp_path, worktree):
@@ -708,15 +712,17 @@ async def test_a_huge_single_line_is_cut_in_the_log_and_the_run_goes_on(tmp_path
     assert (tmp_path / "logs" / "run.log").stat().st_size < 2 * 1024 * 1024
 
 
-async def test_cancelling_a_run_kills_its_process_group(tmp_path, worktree):
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["bwrap", "none"])
+async def test_cancelling_a_run_kills_its_process_group(sandboxed, tmp_path, worktree):
     pid_file = tmp_path / "pids.json"
-    config = fake_config(tmp_path, "claude", {"mode": "hang", "pid_file": str(pid_file)}, sandbox=NoSandbox())
+    config = fake_config(tmp_path, "claude", {"mode": "hang", "pid_file": str(pid_file)},
+                         sandbox=sandbox_for(tmp_path) if sandboxed else NoSandbox())
     task = asyncio.create_task(run(config, request_for("claude", cwd=worktree), tmp_path))
     pids = await wait_for_file(pid_file)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await all_gone(pids.values()), pids
+    assert await all_gone(tmp_path), pids
 
 
 async def test_async_and_failing_line_listeners(tmp_path, worktree):

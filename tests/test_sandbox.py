@@ -35,36 +35,21 @@ def bubblewrap(tmp_path):
 
 
 class Listener:
-    """A TCP server on loopback that counts who connected (an attacker's, or Redis standing in)."""
+    """A TCP server on loopback that counts who connected: an attacker's, Redis standing in, or
+    (with `answers`) a model provider that answers every request with `ok`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, answers: bool = False) -> None:
+        self.answers = answers
         self.connections = 0
         self.port = 0
 
     async def __aenter__(self) -> Listener:
         async def handle(reader, writer):
             self.connections += 1
-            writer.close()
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-
-class Provider:
-    """A model provider on loopback: answers every request with `ok`."""
-
-    async def __aenter__(self) -> Provider:
-        self.requests = 0
-
-        async def handle(reader, writer):
-            await reader.readuntil(b"\r\n\r\n")
-            self.requests += 1
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            await writer.drain()
+            if self.answers:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                await writer.drain()
             writer.close()
 
         self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -151,7 +136,7 @@ async def test_an_attacking_agent_reaches_nothing_of_agentry(deps, tmp_path):
     marker = f"agentry-daemon-{uuid.uuid4().hex}"
     decoy = decoy_service(WEBHOOK_SECRET)
     try:
-        async with Listener() as redis, Listener() as api, Provider() as provider:
+        async with Listener() as redis, Listener() as api, Listener(answers=True) as provider:
             script = tmp_path / "attacker.py"
             targets = {"database": str(data / "agentry.db"), "key": str(key), "data_dir": str(data),
                        "other_worktree": str(data / "worktrees" / "999"), "mirror": str(data / "repos" / "1.git"),

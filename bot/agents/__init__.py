@@ -51,6 +51,7 @@ __all__ = [
     "EngineNotInstalled",
     "TokenUsage",
     "agent_environment",
+    "network",
     "engine_versions",
     "run_agent",
 ]
@@ -128,10 +129,14 @@ def _sandbox_request(request: AgentRequest, config: EngineConfig, argv: list[str
     """The worktree (read-only for plan, QA and ask runs) and the home are the only writable places;
     the network reaches the provider endpoints named in the environment and the config file."""
     config_texts = [config_file.read_text(errors="replace")] if config_file is not None else []
-    endpoints = allowed_endpoints(env, config_texts, config.allow_hosts)
     return SandboxRequest(command=argv, cwd=request.cwd, env=env, writable=(home,),
                           executables=tuple(Path(path) for path in operator_files(request.engine, argv, config)),
-                          cwd_read_only=request.read_only, network=endpoints)
+                          cwd_read_only=request.read_only, network=network(env, config, config_texts))
+
+
+def network(env: Mapping[str, str], config: EngineConfig, config_texts: list[str]) -> tuple:
+    """Where a sandboxed run may connect: the provider endpoints its environment and config name."""
+    return allowed_endpoints(env, config_texts, config.allow_hosts)
 
 
 def operator_files(engine: str, argv: list[str], config: EngineConfig) -> list[str]:
@@ -217,6 +222,7 @@ async def _execute(
                 on_stdout=lines.stdout,
                 on_stderr=lines.stderr,
                 limits=_limits(config),
+                stop_target=launch.stop_target,
             )
         except OSError as exc:
             return _failed(request.engine, f"cannot start {request.engine}: {exc}")

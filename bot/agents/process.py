@@ -9,6 +9,7 @@ SIGTERM, then SIGKILL after a grace period; nothing is left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ DRAIN_SECONDS = 2.0  # how long to wait for the pipes after the process is gone
 REAP_SECONDS = 5.0
 
 LineHandler = Callable[[bytes, int], Awaitable[None]]  # (line without newline, bytes dropped)
+StopTarget = Callable[[int], int | None]  # the started pid -> the pid to SIGTERM, or None for the group
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ async def run_process(
     on_stdout: LineHandler,
     on_stderr: LineHandler,
     limits: Limits,
+    stop_target: StopTarget | None = None,
 ) -> ProcessOutcome:
-    """Run ``argv`` to the end or to a limit; raises OSError if it cannot start."""
+    """Run ``argv`` to the end or to a limit; raises OSError if it cannot start. ``stop_target``
+    names the process that gets the SIGTERM of a stop (a sandbox's init) instead of the group."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -119,7 +123,7 @@ async def run_process(
     try:
         timed_out, idle_timed_out = await _wait_for_exit(proc, activity, limits)
     finally:
-        await _complete_despite_cancellation(_clean_up(proc, pumps, feeder, limits))
+        await _complete_despite_cancellation(_clean_up(proc, pumps, feeder, limits, stop_target))
     return ProcessOutcome(proc.returncode, timed_out, idle_timed_out, activity.bytes)
 
 
@@ -138,9 +142,10 @@ async def _complete_despite_cancellation(cleanup: Awaitable[None]) -> None:
 
 
 async def _clean_up(
-    proc: asyncio.subprocess.Process, pumps: asyncio.Future, feeder: asyncio.Future | None, limits: Limits
+    proc: asyncio.subprocess.Process, pumps: asyncio.Future, feeder: asyncio.Future | None, limits: Limits,
+    stop_target: StopTarget | None,
 ) -> None:
-    await _stop_group(proc, limits.kill_grace_seconds)
+    await _stop_group(proc, limits.kill_grace_seconds, stop_target)
     await _reap(proc)
     await _drain(proc, pumps)
     if feeder is not None:
@@ -206,9 +211,13 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-async def _stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM the group, give the leader ``grace`` seconds, then SIGKILL the group."""
-    if not _signal_group(proc.pid, signal.SIGTERM):
+async def _stop_group(proc: asyncio.subprocess.Process, grace: float, stop_target: StopTarget | None) -> None:
+    """SIGTERM the group (or the stop target), give the leader ``grace`` seconds, then SIGKILL the group."""
+    target = stop_target(proc.pid) if stop_target is not None and proc.returncode is None else None
+    if target is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, signal.SIGTERM)
+    elif not _signal_group(proc.pid, signal.SIGTERM):
         return  # nothing of the group is left
     if proc.returncode is None:
         try:

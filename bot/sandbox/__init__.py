@@ -18,10 +18,10 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.sandbox.policy import (
     ETC_ENTRIES,
@@ -36,6 +36,9 @@ from bot.sandbox.policy import (
     proxy_port,
 )
 from bot.sandbox.proxy import EgressProxy
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger("agentry.sandbox")
 
@@ -67,16 +70,26 @@ class Launch:
     cwd: Path
     denied: list[str] = field(default_factory=list)  # destinations the proxy refused
     status_file: Path | None = None  # where the bridge notes a death by signal
+    stop_target: Callable[[int], int | None] | None = None  # the started pid -> the pid a stop signals
 
     def exit_code(self, code: int | None) -> int | None:
         """The command's exit code, a death by signal N as -N (as when it runs unsandboxed)."""
         if self.status_file is None or code is None or code <= 128:
             return code
         try:
-            noted = self.status_file.read_text()[:20].split()
+            noted = self.status_file.read_text()
         except OSError:
             return code
-        return -int(noted[1]) if noted[:1] == ["signal"] and noted[1:2] == [str(code - 128)] else code
+        return -(code - 128) if noted == f"signal {code - 128}\n" else code
+
+
+def sandbox_init(bwrap_pid: int) -> int | None:
+    """The sandbox's pid 1 (the command, run with --as-pid-1): bubblewrap's only child."""
+    try:
+        children = Path(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
 
 
 class Sandbox(Protocol):
@@ -146,7 +159,7 @@ class BwrapSandbox:
             read_only = [*self.read_paths, *request.read_only, *self._install_trees(request.executables)]
             if request.network is not None:
                 proxy, command, proxy_env = await self._network(run_dir, request.network, command)
-                env = {**{k: v for k, v in env.items() if k.upper() not in ("NO_PROXY",)}, **proxy_env}
+                env = {**{name: value for name, value in env.items() if name.upper() != "NO_PROXY"}, **proxy_env}
                 read_only += [BRIDGE, Path(sys.base_prefix)]
                 files.append((run_dir / "proxy.sock", str(run_dir / "proxy.sock")))
                 (run_dir / "exit-status").touch()
@@ -157,7 +170,7 @@ class BwrapSandbox:
             mounts = Mounts(tuple(_existing(read_only)), tuple(_existing(writable)), tuple(files))
             yield Launch(self._argv(command, request.cwd, mounts), env, run_dir,
                          proxy.denied if proxy is not None else [],
-                         run_dir / "exit-status" if request.network is not None else None)
+                         run_dir / "exit-status" if request.network is not None else None, sandbox_init)
         finally:
             if proxy is not None:
                 await proxy.close()
@@ -238,7 +251,7 @@ def _interpreters(script: Path) -> list[Path]:
     return [Path(found), Path(os.path.realpath(found))]
 
 
-def make_sandbox(settings) -> Sandbox:  # noqa: ANN001 - bot.config.Settings; no import cycle
+def make_sandbox(settings: Settings) -> Sandbox:
     if settings.sandbox == "none":
         return NoSandbox()
     data_dir = settings.data_dir.resolve()

@@ -9,6 +9,7 @@ asks the proxy for a tunnel there, so clients that bypass proxies for localhost 
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,14 @@ def listen(host, port):
     return listener
 
 
+def pass_on(group, number):
+    """As pid 1 the bridge gets a stop's signal; the command's whole group gets it, as unsandboxed."""
+    try:
+        os.killpg(group, number)
+    except OSError:
+        pass
+
+
 def main(argv):
     split = argv.index("--")
     socket_path, proxy_port, forwards, command = argv[0], int(argv[1]), argv[2:split], argv[split + 1:]
@@ -106,10 +115,12 @@ def main(argv):
         threading.Thread(target=serve, args=(listener, socket_path, target), daemon=True).start()
     os.umask(0o022)
     try:
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, process_group=0)
     except OSError as exc:
         print(f"agentry sandbox: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
         return 127
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, lambda received, frame: pass_on(child.pid, received))
     code = child.wait()
     if code < 0:
         with open(socket_path.removesuffix("proxy.sock") + "exit-status", "w") as status:

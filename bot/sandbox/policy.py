@@ -57,7 +57,7 @@ class Endpoint:
 
     def allows(self, host: str, port: int) -> bool:
         host = normal_host(host)
-        if self.port is None and port not in DEFAULT_PORTS or self.port is not None and port != self.port:
+        if port not in (DEFAULT_PORTS if self.port is None else (self.port,)):
             return False
         if self.wildcard:
             return host.endswith(self.host[1:]) and host != self.host[2:]
@@ -160,6 +160,7 @@ def bwrap_argv(
         bwrap, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
         "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "agentry-sandbox",
+        "--as-pid-1",  # the command is the namespace's init: a stop's SIGTERM reaches it, its exit ends all
     ]
     for kind, name in system:
         if kind == "dir":

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,7 +109,7 @@ def _destination(target: str, tunnel: bool) -> tuple[str, int, str]:
 
 
 async def _resolve(host: str, port: int) -> str:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=1)  # SOCK_STREAM
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"cannot resolve {host}")
     return str(infos[0][4][0])

@@ -24,7 +24,7 @@ import time
 
 CHILD = (
     "import subprocess, sys, time\n"
-    "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]])\n"
     "with open(sys.argv[1] + '.tmp', 'w') as f: f.write(str(grandchild.pid))\n"
     "import os; os.replace(sys.argv[1] + '.tmp', sys.argv[1])\n"
     "time.sleep(600)\n"

@@ -58,6 +58,7 @@ class Settings:
     engine_configs: Mapping[str, str] = field(default_factory=dict)
     step_timeout_seconds: float = 3600.0
     idle_timeout_seconds: float = 600.0
+    agent_max_retries: int = 3  # an agent CLI's retry notices in a row, with no progress, before it is stopped
     max_tokens_per_step: int | None = None
     max_tokens_per_protocol: int | None = None
     token_budget_mode: str = "warn"
@@ -253,6 +254,7 @@ class _Reader:
             engine_configs=self.per_engine("CONFIG"),
             step_timeout_seconds=self.seconds("AGENTRY_STEP_TIMEOUT_SECONDS", 3600.0),
             idle_timeout_seconds=self.seconds("AGENTRY_IDLE_TIMEOUT_SECONDS", 600.0),
+            agent_max_retries=self.integer("AGENTRY_AGENT_MAX_RETRIES", 3, minimum=0),
             max_tokens_per_step=self.integer("AGENTRY_MAX_TOKENS_PER_STEP", None, minimum=1),
             max_tokens_per_protocol=self.integer("AGENTRY_MAX_TOKENS_PER_PROTOCOL", None, minimum=1),
             token_budget_mode=self.choice("AGENTRY_TOKEN_BUDGET_MODE", "warn", BUDGET_MODES),

@@ -62,6 +62,7 @@ class PlannedStep:
     engine: str | None = None
     model: str | None = None
     policy: dict[str, Any] = field(default_factory=dict)
+    changes_files: bool = True  # False: a check-only step
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def _as_object(text: str) -> dict | None:
 
 
 def extract_json_object(text: str) -> dict:
-    """The JSON object an agent answered: the whole text, else the last fenced JSON block.
+    """The JSON object an agent answered: the whole text, else the last fenced JSON block, else an
+    object that ends the text on lines of its own.
 
     Fences tagged ``json`` count even when broken (then the error says why); untagged fences
     count only when their content is a JSON object; other languages never count.
@@ -129,8 +131,19 @@ def extract_json_object(text: str) -> dict:
             return _parse_json_block(content)
         if info == "" and (found := _as_object(content)) is not None:
             return found
+    if (trailing := _trailing_object(text)) is not None:
+        return trailing
     hint = f" (as JSON: {whole_error})" if text.startswith("{") else ""
     raise PlanError([f"plan: no JSON object found: the message is not JSON{hint} and has no ```json block"])
+
+
+def _trailing_object(text: str) -> dict | None:
+    """A JSON object that ends the message after some prose, starting on a line of its own."""
+    lines = text.splitlines()
+    for start in range(len(lines) - 1, 0, -1):
+        if lines[start].lstrip().startswith("{") and (found := _as_object("\n".join(lines[start:]))) is not None:
+            return found
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -321,6 +334,7 @@ def _planned_steps(steps: list[dict]) -> tuple[PlannedStep, ...]:
             prompt=step["prompt"].strip(),
             type=step.get("type") or "code",
             qa=QaPolicy(step.get("qa") or QaPolicy.FULL),
+            changes_files=step.get("changes_files", True) is not False,
             depends_on=_dependencies(steps, index),
             engine=step.get("engine"),
             model=step.get("model"),

@@ -194,6 +194,9 @@ async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: s
 
 
 async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun, *, actor: str | None) -> list[Job]:
+    """Runs the step again; a step blocked because its QA could not run gets its QA again."""
+    if step.status == StepStatus.BLOCKED and (step.runtime_state or {}).get("qa_error"):
+        return await apply_step_action(session, protocol, step, StepAction.RUN_QA, actor=actor)
     await set_step_status(session, step, StepAction.RETRY, actor=actor, protocol=protocol)
     step.retries += 1
     if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
@@ -275,6 +278,8 @@ async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: 
         return await retry_step(session, protocol, step, actor=actor)
     if action is StepAction.RUN_QA:
         await set_step_status(session, step, StepAction.RUN_QA, actor=actor, protocol=protocol)
+        if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
+            await set_protocol_status(session, protocol, ProtocolAction.RUN_NEXT_STEP, actor=actor)
         attempt = step.runtime_state.get("qa_attempts", 0) + 1
         step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
         return [queue.run_quality_job(step.id, attempt), report(protocol, "qa")]

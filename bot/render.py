@@ -165,6 +165,7 @@ TAG_RE = re.compile(r"<(?=[A-Za-z/!?])")
 LINE_TRIGGER_RE = re.compile(r"^(\s*)([/@])(?=[A-Za-z])")
 FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 PIPE_RE = re.compile(r"(\\*)\|")
+CODE_SPAN_RE = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)")
 LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*)(?:\[bot\])?$")
 
 
@@ -173,7 +174,16 @@ def strip_markers(text: str) -> str:
 
 
 def neutralise(text: str) -> str:
-    """Defuse mentions, slash commands and HTML tags in one piece of prose."""
+    """Defuse mentions, slash commands and HTML tags in one piece of prose; code spans, which
+    never ping or trigger, are kept as they are so that what they show can be copied."""
+    pieces, at = [], 0
+    for span in CODE_SPAN_RE.finditer(text):
+        pieces += [_neutralise_prose(text[at:span.start()]), span.group(0)]
+        at = span.end()
+    return "".join([*pieces, _neutralise_prose(text[at:])])
+
+
+def _neutralise_prose(text: str) -> str:
     text = MENTION_RE.sub("@" + ZWJ, text)
     text = SLASH_COMMAND_RE.sub("/" + ZWJ, text)
     return TAG_RE.sub("&lt;", text)
@@ -304,6 +314,11 @@ def verdict_of(step: Any) -> str | None:
 
 def failed_qa(step: Any) -> bool:
     return verdict_of(step) == "FAIL" and status_of(step) not in SETTLED_STEP
+
+
+def qa_error(step: Any) -> bool:
+    """The step is blocked because its QA run failed before giving a verdict."""
+    return status_of(step) == "blocked" and bool(state_of(step).get("qa_error"))
 
 
 def step_to_retry(steps: Iterable[Any]) -> Any | None:
@@ -524,7 +539,9 @@ def step_problem(step: Any) -> str:
     state = state_of(step)
     title = f"Step {step_number(step)} · {inline_text(step.step_name, 80)} — {step_status_cell(step)}"
     parts = [title]
-    if verdict_of(step) == "FAIL":
+    if qa_error(step):
+        parts.append(labelled("QA could not run (no verdict)", state["qa_error"]))
+    elif verdict_of(step) == "FAIL":
         parts.append("QA verdict: ❌ FAIL" + qa_reasons_list(state.get("qa_reasons"), 10))
     if state.get("error"):
         parts.append(labelled("Error", state["error"]))
@@ -545,7 +562,9 @@ def next_commands(protocol: Any, steps: Sequence[Any]) -> list[tuple[str, str]]:
     commands: list[tuple[str, str]] = []
     if status in ATTENTION_PROTOCOL:
         retry = step_to_retry(steps)
-        if retry is not None:
+        if retry is not None and qa_error(retry):
+            commands.append((f"qa {step_number(retry)}", f"run QA on step {step_number(retry)} again"))
+        elif retry is not None:
             commands.append((f"retry {step_number(retry)}", f"run step {step_number(retry)} again"))
         else:
             commands.append(("retry", "run the latest job again"))
@@ -694,6 +713,7 @@ def status_comment(
             links_line(protocol, links),
             description_quote(protocol, detail),
             attention,
+            unmet_promise_note(unmet) if (unmet := unmet_promise(steps)) is not None else None,
             upcoming if attention else None,
             step_table(steps, detail.rows) + "\n\n" + totals_line(protocol, steps),
             None if attention else upcoming,
@@ -707,14 +727,33 @@ def status_comment(
 
 # --- check runs -------------------------------------------------------------------------------------------
 
-def check_run_state(protocol: Any) -> tuple[str, str | None]:
-    """(status, conclusion) of the protocol's check run; conclusion is None while in progress."""
+def check_run_state(protocol: Any, steps: Iterable[Any] = ()) -> tuple[str, str | None]:
+    """(status, conclusion) of the protocol's check run; conclusion is None while in progress.
+    Work that ended without doing what it had to (a Ralph loop out of iterations before its
+    promise) concludes neutral, not success."""
     status = status_of(protocol)
     if status == "planned" and kind_of(protocol) == "plan":
         return PLAN_ONLY_DONE
     if status == "running" and (getattr(protocol, "runtime_state", None) or {}).get("awaiting_merge"):
-        return ("completed", "success")
-    return CHECK_STATE.get(status, ("in_progress", None))
+        status = "completed"
+    state = CHECK_STATE.get(status, ("in_progress", None))
+    if state == ("completed", "success") and unmet_promise(steps) is not None:
+        return ("completed", "neutral")
+    return state
+
+
+def unmet_promise(steps: Iterable[Any]) -> Any | None:
+    """The Ralph step that stopped at its iteration limit without the promise it was given, if any."""
+    return next((step for step in steps if state_of(step).get("stopped") == "max_iterations"
+                 and (getattr(step, "policy", None) or {}).get("promise")), None)
+
+
+def unmet_promise_note(step: Any) -> str:
+    promise = (getattr(step, "policy", None) or {}).get("promise")
+    iterations = len(state_of(step).get("iterations") or [])
+    return (f"⚠️ The Ralph loop stopped at its limit of {iterations} iterations without the promise "
+            f"{code_span(promise, 100)}: "
+            "the work is kept as a draft to review, not a finished change.")
 
 
 def check_run_name(protocol: Any) -> str:
@@ -774,7 +813,8 @@ def check_run_actions(protocol: Any, steps: Iterable[Any]) -> list[dict[str, str
     if status not in {"completed", "cancelled"}:
         retry = step_to_retry(steps)
         if retry is not None:
-            actions.append(action("retry", f"Run step {step_number(retry)} again"))
+            what = "QA on step" if qa_error(retry) else "step"
+            actions.append(action("retry", f"Run {what} {step_number(retry)} again"))
         elif status in ATTENTION_PROTOCOL:
             actions.append(action("retry", "Run the latest job again"))
         approve = step_to_approve(steps)
@@ -807,7 +847,7 @@ def check_run_payload(
     update removes buttons that no longer apply. ``completed_at`` is left to GitHub.
     """
     steps = ordered(steps)
-    status, conclusion = check_run_state(protocol)
+    status, conclusion = check_run_state(protocol, steps)
     payload: dict[str, Any] = {}
     if head_sha:
         payload.update(name=check_run_name(protocol), head_sha=head_sha)

@@ -122,7 +122,7 @@ STEP_TRANSITIONS: Mapping[StepAction, Mapping[StepStatus, StepStatus]] = {
     StepAction.SUCCEED: {S.RUNNING: S.NEEDS_QA},
     StepAction.FAIL: _to(S.FAILED, (S.RUNNING, S.NEEDS_QA)),
     StepAction.BLOCK: _to(S.BLOCKED, (S.RUNNING, S.NEEDS_QA)),
-    StepAction.RUN_QA: _to(S.NEEDS_QA, (S.NEEDS_QA, S.COMPLETED, S.FAILED)),
+    StepAction.RUN_QA: _to(S.NEEDS_QA, (S.NEEDS_QA, S.COMPLETED, S.FAILED, S.BLOCKED)),
     StepAction.QA_PASS: {S.NEEDS_QA: S.COMPLETED},
     StepAction.QA_FAIL: {S.NEEDS_QA: S.FAILED},
     StepAction.APPROVE: _to(S.COMPLETED, (S.NEEDS_QA, S.FAILED, S.BLOCKED)),

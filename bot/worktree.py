@@ -44,7 +44,7 @@ git rev-parse --verify HEAD
 EXPORT = r'''
 set -eu
 out=$1 start=$2
-git add --all
+git add --all -- . ':(exclude,glob).aider.tags.cache.v*' ':(exclude,glob).aider.tags.cache.v*/**'
 changed=0
 git diff --cached --quiet || { changed=1; git commit -q --no-verify --cleanup=whitespace -F -; }
 head=$(git rev-parse --verify HEAD)

@@ -374,7 +374,8 @@ async def cmd_qa(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     steps = await protocols.steps_of(request.session, protocol.id)
     reference = request.command.args[0] if request.command.args else None
-    step = protocols.find_step(steps, reference, statuses=(StepStatus.NEEDS_QA, StepStatus.COMPLETED, StepStatus.FAILED))
+    step = protocols.find_step(steps, reference, statuses=(StepStatus.NEEDS_QA, StepStatus.COMPLETED, StepStatus.FAILED,
+                                                           StepStatus.BLOCKED))
     options = request.command.options
     if "engine" in options or "model" in options:
         step.runtime_state = {**step.runtime_state, "qa_engine": options.get("engine"), "qa_model": options.get("model")}

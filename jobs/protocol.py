@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import codemachine, git, render, store
-from bot.agents import AgentRequest, EngineNotInstalled, run_agent
+from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
@@ -73,24 +73,35 @@ async def plan_protocol_job(ctx: dict, protocol_id: int) -> None:
                           protocol_run_id=protocol.id, engine=protocol.engine, model=protocol.model,
                           attempt=protocol.runtime_state.get("plan_attempts", 1))
     try:
-        plan, raw = await _ask_for_plan(deps, project, protocol, run, messages)
+        plan, raw, result = await _ask_for_plan(deps, project, protocol, run, messages)
     except PlanFailure as failure:
-        await finish_run(deps, run, status="failed", error=failure.reason)
-        await _plan_failed(deps, protocol.id, failure.reason)
+        await finish_run(deps, run, status="failed", result=failure.result, error=failure.reason)
+        await _plan_failed(deps, protocol.id, failure.reason, failure.result)
         return
     await add_artifact(deps, run, "plan.json", json.dumps(raw, indent=2), kind="plan")
-    await finish_run(deps, run, status="succeeded", extra={"steps": len(plan.steps)})
-    await _store_plan(deps, protocol.id, plan)
+    await finish_run(deps, run, status="succeeded", result=result, extra={"steps": len(plan.steps)})
+    await _store_plan(deps, protocol.id, plan, result)
     await report_protocol(deps, protocol.id)
 
 
 class PlanFailure(Exception):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, result: AgentResult | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.result = result
 
 
-async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run, messages: str) -> tuple[Plan, dict]:
+def _count_usage(protocol: ProtocolRun, result: AgentResult | None) -> None:
+    """The plan run's tokens and cost go to the protocol's totals."""
+    if result is None:
+        return
+    protocol.tokens_used += result.usage.total
+    if result.cost_usd is not None:
+        protocol.cost_usd = (protocol.cost_usd or 0) + result.cost_usd
+
+
+async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run, messages: str
+                        ) -> tuple[Plan, dict, AgentResult]:
     try:
         checkout = await workspace.prepare(deps, project, protocol)
     except (git.GitError, workspace.NoRepository) as exc:
@@ -116,31 +127,35 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
     if not result.ok:
-        raise PlanFailure(f"the {result.engine} plan run failed: {result.error or 'no reason given'}")
+        raise PlanFailure(f"the {result.engine} plan run failed: {result.error or 'no reason given'}", result)
     try:
         raw = extract_json_object(result.final_message)
-        return validate_plan(raw, prompts.plan_schema()), raw
+        return validate_plan(raw, prompts.plan_schema()), raw, result
     except PlanError as exc:
         await add_artifact(deps, run, "plan-output.txt", result.final_message, kind="plan")
-        raise PlanFailure("the plan is invalid:\n" + "\n".join(f"- {error}" for error in exc.errors)) from None
+        raise PlanFailure("the plan is invalid:\n" + "\n".join(f"- {error}" for error in exc.errors),
+                          result) from None
 
 
-async def _plan_failed(deps: Deps, protocol_id: int, reason: str) -> None:
+async def _plan_failed(deps: Deps, protocol_id: int, reason: str, result: AgentResult | None) -> None:
     async with transaction(deps) as session:
         protocol = await session.get(ProtocolRun, protocol_id)
+        _count_usage(protocol, result)
         protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason,
                                   "plan_feedback": f"A previous plan was rejected:\n{reason}"}
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
     await report_protocol(deps, protocol_id)
 
 
-async def _store_plan(deps: Deps, protocol_id: int, plan: Plan) -> None:
+async def _store_plan(deps: Deps, protocol_id: int, plan: Plan, result: AgentResult) -> None:
     async with deps.sessions() as session:
         protocol = await session.get(ProtocolRun, protocol_id)
+        _count_usage(protocol, result)
         for index, planned in enumerate(plan.steps):
             session.add(StepRun(
                 protocol_run_id=protocol.id, step_index=index, step_name=planned.name, step_type=planned.type,
-                prompt=planned.prompt, qa_policy=str(planned.qa), depends_on=list(planned.depends_on),
+                prompt=planned.prompt, qa_policy=str(planned.qa), changes_files=planned.changes_files,
+                depends_on=list(planned.depends_on),
                 policy=dict(planned.policy), engine_id=planned.engine, model=planned.model,
             ))
         blocking = False
@@ -194,7 +209,7 @@ async def open_pr_job(ctx: dict, protocol_id: int) -> None:
             return  # the pull request the protocol works on belongs to its author
         steps = await steps_of(session, protocol.id)
     forge, repo = forge_of(deps, project), repo_ref(project)
-    ready = bool(steps) and all(step.status == "completed" for step in steps)
+    ready = bool(steps) and all(step.status == "completed" for step in steps) and render.unmet_promise(steps) is None
     title = render.pr_title(protocol, protocol.issue_title)
     body = _pr_body(protocol, steps)
     existing = await forge.find_pull_request(repo, protocol.branch)
@@ -225,6 +240,8 @@ def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
     )
     unwanted = ([] if protocol.issue_number else ["Closes #"]) + ([] if status_comment_url(protocol) else ["Progress, QA"])
     body = "\n".join(line for line in body.splitlines() if not any(line.startswith(text) for text in unwanted))
+    if (unmet := render.unmet_promise(steps)) is not None:
+        body = f"{render.unmet_promise_note(unmet)}\n\n{body}"
     return render.truncate_middle(body, render.PR_BODY_MAX)
 
 

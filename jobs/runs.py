@@ -23,6 +23,7 @@ def engine_config(deps: Deps) -> EngineConfig:
         command_line=settings.engine_command,
         timeout_seconds=settings.step_timeout_seconds,
         idle_timeout_seconds=settings.idle_timeout_seconds,
+        max_retries=settings.agent_max_retries,
         base_env=dict(os.environ),
         home_parent=str(homes_dir(settings)),
         sandbox=deps.sandbox,
@@ -67,7 +68,7 @@ async def finish_run(deps: Deps, run: CodexRun, *, status: str, result: AgentRes
         stored.result = {**(agent_summary(result) if result else {}), **(extra or {})}
         if result is not None:
             stored.cost_tokens = result.usage.total
-            stored.cost_cents = round(result.cost_usd * 100) if result.cost_usd is not None else None
+            stored.cost_usd = result.cost_usd
         session.add(stored)
         await session.commit()
         return stored

@@ -59,11 +59,8 @@ def from_result(result: AgentResult, **fields) -> Outcome:
 
 
 def agent_error(result: AgentResult) -> str:
-    if result.timed_out:
-        return f"{result.engine} ran out of time ({result.duration_seconds:.0f}s) and was stopped"
-    if result.idle_timed_out:
-        return f"{result.engine} printed nothing for too long and was stopped"
-    return result.error or f"{result.engine} exited with code {result.exit_code}"
+    """What went wrong, with the cause the runner found (the CLI's error or its last lines)."""
+    return f"{result.engine}: {result.error or f'exited with code {result.exit_code}'}"
 
 
 # Execute
@@ -149,8 +146,10 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
             return Outcome(ok=False, error=exceeded, tokens=outcome.tokens, cost_usd=outcome.cost_usd)
     message = f"{step.step_name}\n\n{protocol.protocol_name}, step {step.step_index + 1} (attempt {step.retries + 1})"
     exported = await workspace.publish(deps, project, protocol, checkout, message)
-    if engine == "aider" and not exported.new_commits:
-        return failed("aider finished without changing any file")
+    if step.changes_files and not exported.new_commits:
+        return Outcome(ok=False, error=f"the agent changed no file ({engine} reported success: "
+                                        f"{render.truncate_end(outcome.summary or 'no final message', 300)})",
+                       tokens=outcome.tokens, cost_usd=outcome.cost_usd, state=outcome.state)
     outcome.head_sha = exported.head_sha
     outcome.state["commit_sha"] = exported.head_sha if exported.committed else None
     return outcome
@@ -305,6 +304,16 @@ async def run_quality_job(ctx: dict, step_id: int) -> None:
     await run_quality(ctx["deps"], step_id)
 
 
+@dataclass
+class Review:
+    """What a QA run concluded: a verdict, or none when QA itself could not run."""
+
+    verdict: str | None  # PASS | FAIL | None
+    reasons: str
+    tokens: int = 0
+    cost_usd: float | None = None
+
+
 async def run_quality(deps: Deps, step_id: int) -> None:
     async with deps.sessions() as session:
         step = await session.get(StepRun, step_id)
@@ -316,44 +325,57 @@ async def run_quality(deps: Deps, step_id: int) -> None:
     model = step.runtime_state.get("qa_model") or defaults.get("qa") or step_engine(deps, project, protocol, step)[1]
     run = await _start_agent_run(deps, project, protocol, step, "qa", engine, model)
     try:
-        checkout = await workspace.prepare(deps, project, protocol)
-        patch = await workspace.diff(deps, checkout, protocol.base_branch)
-        prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
-                               diff=patch,
-                               ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="qa",
-                             protocol=protocol, step=step, read_only=True)
-        verdict = parse_verdict(result.final_message) if result.ok else None
-        reasons = verdict.reasons if verdict else f"QA run failed: {agent_error(result)}"
-        passed = bool(verdict and verdict.passed)
-        tokens = result.usage.total
+        review = await _review(deps, run, project, protocol, step, engine, model)
     except (EngineNotInstalled, git.GitError, workspace.NoRepository) as exc:
         await finish_run(deps, run, status="failed", error=str(exc))
-        passed, reasons, tokens = False, f"QA could not run: {exc}", 0
-    await add_artifact(deps, run, "verdict.txt", f"{'PASS' if passed else 'FAIL'}\n\n{reasons}", kind="qa")
-    await settle_quality(deps, step_id, passed, reasons, tokens)
+        review = Review(None, str(exc))
+    await add_artifact(deps, run, "verdict.txt", f"{review.verdict or 'NO VERDICT'}\n\n{review.reasons}", kind="qa")
+    await settle_quality(deps, step_id, review)
 
 
-async def settle_quality(deps: Deps, step_id: int, passed: bool, reasons: str, tokens: int) -> None:
+async def _review(deps: Deps, run, project: Project, protocol: ProtocolRun, step: StepRun, engine: str,
+                  model: str | None) -> Review:
+    checkout = await workspace.prepare(deps, project, protocol)
+    patch = await workspace.diff(deps, checkout, protocol.base_branch)
+    prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
+                           diff=patch, ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
+    result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="qa",
+                         protocol=protocol, step=step, read_only=True)
+    if not result.ok:
+        return Review(None, agent_error(result), result.usage.total, result.cost_usd)
+    verdict = parse_verdict(result.final_message)
+    return Review("PASS" if verdict.passed else "FAIL", verdict.reasons, result.usage.total, result.cost_usd)
+
+
+async def settle_quality(deps: Deps, step_id: int, review: Review) -> None:
     async with transaction(deps) as session:
         step = await session.get(StepRun, step_id)
         protocol = await session.get(ProtocolRun, step.protocol_run_id)
-        step.tokens_used += tokens
-        protocol.tokens_used += tokens
-        step.runtime_state = {**step.runtime_state, "verdict": "PASS" if passed else "FAIL", "qa_reasons": reasons,
-                              "feedback": "" if passed else f"QA rejected the previous attempt:\n{reasons}"}
+        _account(step, protocol, Outcome(ok=True, tokens=review.tokens, cost_usd=review.cost_usd))
         if step.status != StepStatus.NEEDS_QA:
             return
-        if passed:
-            await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
-                                  message=f"{step.step_name}: QA passed")
-            jobs = await after_success(session, protocol, step)
-        else:
-            await set_step_status(session, step, StepAction.QA_FAIL, actor=None, protocol=protocol,
-                                  message=f"{step.step_name}: QA failed")
-            jobs = await after_failure(session, protocol, step, reason="qa_fail")
+        jobs = await _conclude_quality(session, protocol, step, review)
     await deps.submit(jobs)
     await report_protocol(deps, protocol.id)
+
+
+async def _conclude_quality(session, protocol: ProtocolRun, step: StepRun, review: Review) -> list:
+    if review.verdict is None:
+        step.runtime_state = {**step.runtime_state, "qa_error": review.reasons}
+        await set_step_status(session, step, StepAction.BLOCK, actor=None, protocol=protocol,
+                              message=f"{step.step_name}: QA could not run: {review.reasons}")
+        return await schedule_next(session, protocol)
+    passed = review.verdict == "PASS"
+    step.runtime_state = {**step.runtime_state, "verdict": review.verdict, "qa_reasons": review.reasons,
+                          "qa_error": None,
+                          "feedback": "" if passed else f"QA rejected the previous attempt:\n{review.reasons}"}
+    if passed:
+        await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
+                              message=f"{step.step_name}: QA passed")
+        return await after_success(session, protocol, step)
+    await set_step_status(session, step, StepAction.QA_FAIL, actor=None, protocol=protocol,
+                          message=f"{step.step_name}: QA failed")
+    return await after_failure(session, protocol, step, reason="qa_fail")
 
 
 # Ralph

@@ -51,11 +51,11 @@ EXPECTED = {
     "aider": (AIDER_REPLY, None, TokenUsage(2500, 25, 0, 2525), None),
 }
 INSTALL_HINTS = {
-    "codex": "codex is not installed: npm install -g @openai/codex, or set AGENTRY_CODEX_BIN",
-    "claude": "claude is not installed: npm install -g @anthropic-ai/claude-code, or set AGENTRY_CLAUDE_BIN",
-    "opencode": "opencode is not installed: npm install -g opencode-ai, or set AGENTRY_OPENCODE_BIN",
-    "gemini": "gemini is not installed: npm install -g @google/gemini-cli, or set AGENTRY_GEMINI_BIN",
-    "aider": "aider is not installed: pip install aider-chat, or set AGENTRY_AIDER_BIN",
+    "codex": "codex is not installed: `npm install -g @openai/codex`, or set `AGENTRY_CODEX_BIN`",
+    "claude": "claude is not installed: `npm install -g @anthropic-ai/claude-code`, or set `AGENTRY_CLAUDE_BIN`",
+    "opencode": "opencode is not installed: `npm install -g opencode-ai`, or set `AGENTRY_OPENCODE_BIN`",
+    "gemini": "gemini is not installed: `npm install -g @google/gemini-cli`, or set `AGENTRY_GEMINI_BIN`",
+    "aider": "aider is not installed: `pip install aider-chat`, or set `AGENTRY_AIDER_BIN`",
 }
 SECRETS = {
     "AGENTRY_WEBHOOK_SECRET": "whsec-do-not-leak",
@@ -313,8 +313,8 @@ def test_claude_command_line():
 def test_opencode_command_line():
     request = request_for("opencode", model="fake/fake-model", session_id="ses_1", read_only=True)
     assert ENGINE_MODULES["opencode"].build_command(request, EngineConfig()) == [
-        "opencode", "run", "--format", "json", "--agent", "plan", "--model", "fake/fake-model",
-        "-s", "ses_1", "create hello.txt",
+        "opencode", "run", "--format", "json", "--print-logs", "--log-level", "ERROR", "--agent", "plan",
+        "--model", "fake/fake-model", "-s", "ses_1", "create hello.txt",
     ]
 
 
@@ -815,3 +815,122 @@ async def test_a_missing_worktree_fails_the_run(tmp_path):
     result = await run(config, request_for("codex", cwd=tmp_path / "gone"), tmp_path)
     assert not result.ok
     assert result.error.startswith("cannot start codex:")
+
+
+# Retry loops, causes and terminal escapes
+
+RETRY_NOTICES = {
+    # (stdout lines, stderr lines) each CLI prints while it retries a failing provider
+    "codex": ([json.dumps({"type": "error", "message": "Reconnecting... 2/5 (stream disconnected)"})], []),
+    "claude": ([json.dumps({"type": "system", "subtype": "api_retry", "attempt": 1, "max_retries": 10,
+                            "retry_delay_ms": 500, "error_status": 500, "error": "server_error"})], []),
+    "opencode": ([], ['timestamp=2026-12-01T23:37:00Z level=ERROR message="stream error" providerID=p '
+                      'error.error="AI_APICallError: The model is overloaded"']),
+    "gemini": ([], ["Attempt 2 failed with status 500. Retrying with backoff... _ApiError: overloaded"]),
+    "aider": (["litellm.InternalServerError: InternalServerError: OpenAIException - overloaded",
+               "Retrying in 0.2 seconds..."], []),
+}
+RETRY_CAUSE = {"codex": "Reconnecting", "claude": "API retry 1/10: 500 server_error",
+               "opencode": "AI_APICallError: The model is overloaded", "gemini": "Attempt 2 failed with status 500",
+               "aider": "litellm.InternalServerError"}
+
+
+@pytest.mark.parametrize("engine", CLI_ENGINES)
+async def test_a_cli_that_keeps_retrying_is_stopped_with_its_own_error(engine, tmp_path, worktree):
+    stdout, stderr = RETRY_NOTICES[engine]
+    scenario = {"mode": "repeat", "repeat_stdout": stdout, "repeat_stderr": stderr, "repeat_delay": 0.05}
+    config = fake_config(tmp_path, engine, scenario, max_retries=3, idle_timeout_seconds=30)
+    result = await run(config, request_for(engine, cwd=worktree), tmp_path)
+    assert not result.ok and result.gave_up_retrying and not result.idle_timed_out
+    assert result.duration_seconds < 10
+    assert result.error.startswith("3 retries without progress; the CLI's last error:")
+    assert RETRY_CAUSE[engine] in result.error
+
+
+async def test_retry_notices_do_not_hold_off_the_idle_timeout(tmp_path, worktree):
+    stdout, _ = RETRY_NOTICES["codex"]
+    scenario = {"mode": "repeat", "repeat_stdout": stdout, "repeat_delay": 0.1}
+    config = fake_config(tmp_path, "codex", scenario, max_retries=0, idle_timeout_seconds=1)
+    result = await run(config, request_for("codex", cwd=worktree), tmp_path)
+    assert result.idle_timed_out and not result.gave_up_retrying
+    assert result.error == ("killed: no progress, only retry notices, for 1 s (idle timeout); last from the CLI: "
+                            "Reconnecting... 2/5 (stream disconnected)")
+
+
+async def test_progress_between_retries_starts_the_count_again(tmp_path, worktree):
+    notice = RETRY_NOTICES["claude"][0][0]
+    working = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": "working"}]}})
+    scenario = {"mode": "repeat", "repeat_stdout": [notice, notice, working], "repeat_delay": 0.05}
+    config = fake_config(tmp_path, "claude", scenario, max_retries=3, timeout_seconds=2)
+    result = await run(config, request_for("claude", cwd=worktree), tmp_path)
+    assert result.timed_out and not result.gave_up_retrying
+    assert "last from the CLI: API retry 1/10" in result.error
+
+
+async def test_terminal_escapes_are_stripped_from_errors_and_logs(tmp_path, worktree):
+    scenario = {"stderr_lines": ["\x1b[31mError:\x1b[0m the \x1b[1mmodel\x1b[0m is gone"], "exit_code": 2}
+    result = await run(fake_config(tmp_path, "codex", scenario), request_for("codex", cwd=worktree), tmp_path)
+    assert "Error: the model is gone" in result.error and "\x1b" not in result.error
+    assert "\x1b" not in (tmp_path / "logs" / "run.log").read_text()
+
+
+# Each CLI's own sandbox and permissions against agentry's
+
+class OuterSandbox:
+    name = "bwrap"
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_codex_skips_its_own_sandbox_inside_agentrys_and_drops_the_operators_choice(read_only):
+    config = EngineConfig(extra_args={"codex": ("-s", "danger-full-access", "--full-auto", "--sandbox=x")},
+                          sandbox=OuterSandbox())
+    argv = ENGINE_MODULES["codex"].build_command(request_for("codex", read_only=read_only), config)
+    assert "--dangerously-bypass-approvals-and-sandbox" in argv
+    assert not {"-s", "--full-auto", "danger-full-access", "--sandbox=x"} & set(argv)
+
+
+def test_codex_enforces_read_only_runs_itself_without_agentrys_sandbox():
+    config = EngineConfig(extra_args={"codex": ("-s", "danger-full-access", "--color", "never")})
+    argv = ENGINE_MODULES["codex"].build_command(request_for("codex", read_only=True), config)
+    assert argv.count("-s") == 1 and argv[argv.index("-s") + 1] == "read-only"
+    assert "danger-full-access" not in argv and argv[2:4] == ["--color", "never"]
+    writing = ENGINE_MODULES["codex"].build_command(request_for("codex"), config)
+    assert writing[writing.index("-s") + 1] == "danger-full-access"  # the operator's choice for writing runs
+
+
+def test_opencode_read_only_runs_deny_edits_over_every_config_file(tmp_path):
+    run_env = ENGINE_MODULES["opencode"].run_env
+    env = run_env(request_for("opencode", read_only=True), tmp_path, tmp_path / "oc.json", EngineConfig())
+    assert env["OPENCODE_CONFIG"] == str(tmp_path / "oc.json")
+    assert env["OPENCODE_DISABLE_PROJECT_CONFIG"] == "1"
+    everything = {"edit": "deny", "bash": "deny"}
+    assert json.loads(env["OPENCODE_CONFIG_CONTENT"])["permission"] == everything
+    assert json.loads(env["OPENCODE_CONFIG_CONTENT"])["agent"]["plan"]["permission"] == everything
+    assert json.loads(env["OPENCODE_PERMISSION"]) == everything
+    sandboxed = run_env(request_for("opencode", read_only=True), tmp_path, None, EngineConfig(sandbox=OuterSandbox()))
+    assert json.loads(sandboxed["OPENCODE_PERMISSION"]) == {"edit": "deny"}  # the mount keeps it read-only
+    assert "OPENCODE_CONFIG_CONTENT" not in run_env(request_for("opencode"), tmp_path, None, EngineConfig())
+
+
+@pytest.mark.parametrize(
+    "settings, env, expected",
+    [
+        ({}, {"GEMINI_API_KEY": "k"}, {"general": {"maxAttempts": 3}, "security": {"auth": {"selectedType": "gemini-api-key"}}}),
+        ({}, {"GOOGLE_GENAI_USE_VERTEXAI": "true", "GEMINI_API_KEY": "k"},
+         {"general": {"maxAttempts": 3}, "security": {"auth": {"selectedType": "vertex-ai"}}}),
+        ({"general": {"maxAttempts": 7}, "security": {"auth": {"selectedType": "oauth-personal"}}}, {"GEMINI_API_KEY": "k"},
+         {"general": {"maxAttempts": 7}, "security": {"auth": {"selectedType": "oauth-personal"}}}),
+        ({"security": "odd"}, {}, {"general": {"maxAttempts": 3}, "security": "odd"}),
+    ],
+)
+def test_gemini_settings_get_bounded_attempts_and_an_auth_type(settings, env, expected):
+    assert json.loads(ENGINE_MODULES["gemini"].complete_config(json.dumps(settings), env)) == expected
+    assert ENGINE_MODULES["gemini"].complete_config("not json", env) == "not json"
+
+
+def test_aider_gets_a_git_identity_and_a_local_price_map(tmp_path):
+    env = ENGINE_MODULES["aider"].run_env(request_for("aider", read_only=True), tmp_path, None, EngineConfig())
+    pairs = {env[f"GIT_CONFIG_KEY_{n}"]: env[f"GIT_CONFIG_VALUE_{n}"] for n in range(int(env["GIT_CONFIG_COUNT"]))}
+    assert pairs == {"user.name": "agentry", "user.email": "agentry@localhost"}
+    assert ENGINE_MODULES["aider"].QUIET_ENV["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert json.loads(next(iter(ENGINE_MODULES["aider"].HOME_FILES.values())))

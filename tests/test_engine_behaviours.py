@@ -158,7 +158,7 @@ async def test_a_strict_token_budget_fails_the_step_and_blocks_the_protocol(star
     [step] = await flow.steps()
     message = f"token budget exceeded: the step used {CLAUDE_TOKENS} tokens of 10"
     assert (step.status, step.runtime_state["error"]) == ("failed", message)
-    assert step.tokens_used == CLAUDE_TOKENS and protocol.tokens_used == CLAUDE_TOKENS
+    assert step.tokens_used == CLAUDE_TOKENS and protocol.tokens_used == 2 * CLAUDE_TOKENS  # with the plan run
     assert protocol.status == "blocked"
     assert message in flow.status_comment(protocol)
     assert flow.pulls() == []

@@ -446,3 +446,13 @@ def test_qa_prompt_asks_for_a_parseable_verdict():
     template = (PROMPTS / "qa.md").read_text(encoding="utf-8")
     assert parse_verdict(template).passed is False  # its last line is the FAIL option
     assert "VERDICT: PASS" in template
+
+
+def test_a_json_object_after_prose_is_the_plan():
+    text = "I read the code.\n\n" + json.dumps({"summary": "s", "steps": [step("A")]}, indent=2)
+    assert extract_json_object(text)["summary"] == "s"
+
+
+def test_a_check_only_step_is_marked():
+    plan = validate_plan({"summary": "s", "steps": [step("Check", changes_files=False), step("Write")]}, SCHEMA)
+    assert [planned.changes_files for planned in plan.steps] == [False, True]

@@ -352,6 +352,9 @@ def test_step_names_are_escaped_in_the_table(step_name, forbidden):
         ("https://example.test/a", "https://example.test/a"),
         ("a < b", "a < b"),
         ("<img src=x>", "&lt;img src=x>"),
+        ("run `npm install -g @anthropic-ai/claude-code` as @bob", "run `npm install -g @anthropic-ai/claude-code` as @\u200dbob"),
+        ("``a ` /agent run`` then /agent run", "``a ` /agent run`` then /\u200dagent run"),
+        ("`unclosed @x", "`unclosed @\u200dx"),
         ("line\nbreak", "line break"),
         (None, ""),
         (0, "0"),
@@ -447,6 +450,7 @@ def test_step_rows(step_status, runtime_state, qa_policy, status_cell, qa):
         ("blocked", [("completed", None), ("failed", "FAIL")], ["retry 2", "approve 2", "cancel"]),
         ("blocked", [], ["retry", "cancel"]),
         ("failed", [("blocked", None)], ["retry 1"]),
+        ("blocked", [("blocked", "QA_ERROR")], ["qa 1", "cancel"]),
         ("running", [("needs_qa", None)], ["approve 1", "pause", "cancel"]),
         ("paused", [], ["resume", "cancel"]),
         ("pending", [], ["cancel"]),
@@ -456,7 +460,8 @@ def test_step_rows(step_status, runtime_state, qa_policy, status_cell, qa):
     ],
 )
 def test_what_to_do_next(status, steps, commands):
-    step_objects = [make_step(i, s, runtime_state={"verdict": v} if v else {}) for i, (s, v) in enumerate(steps)]
+    states = {None: {}, "QA_ERROR": {"qa_error": "claude: API Error: 500"}}
+    step_objects = [make_step(i, s, runtime_state=states.get(v, {"verdict": v})) for i, (s, v) in enumerate(steps)]
     protocol = make_protocol(status=status)
     assert [command for command, _ in render.next_commands(protocol, step_objects)] == commands
     body = status_comment(protocol, step_objects)
@@ -693,3 +698,25 @@ def test_render_is_pure_standard_library():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}
     assert not imported & {"os", "io", "pathlib", "socket", "subprocess", "time", "random"}
+
+
+def test_a_ralph_loop_out_of_iterations_without_its_promise_concludes_neutral():
+    step = make_step(0, "completed", step_type="ralph", policy={"promise": "DONE"},
+                     runtime_state={"stopped": "max_iterations", "iterations": [{}, {}]})
+    for protocol in (make_protocol(status="completed", kind="ralph"),
+                     make_protocol(status="running", kind="ralph", runtime_state={"awaiting_merge": True})):
+        assert render.check_run_state(protocol, [step]) == ("completed", "neutral")
+        assert check_run_payload(protocol, [step])["conclusion"] == "neutral"
+    assert "2 iterations without the promise `DONE`" in status_comment(make_protocol(status="completed"), [step])
+    met = make_step(0, "completed", runtime_state={"stopped": "promise"})
+    assert render.check_run_state(make_protocol(status="completed", kind="ralph"), [met]) == ("completed", "success")
+
+
+def test_a_step_whose_qa_could_not_run_says_so_and_offers_qa_again():
+    step = make_step(0, "blocked", runtime_state={"qa_error": "claude: API Error: 500 overloaded"})
+    body = status_comment(make_protocol(status="blocked"), [step])
+    assert "QA could not run (no verdict): `claude: API Error: 500 overloaded`" in body or \
+        "QA could not run (no verdict): claude: API Error: 500 overloaded" in body
+    assert "FAIL" not in body and "`/agent qa 1`" in body
+    [retry, *_] = render.check_run_actions(make_protocol(status="blocked"), [step])
+    assert retry["description"] == "Run QA on step 1 again"

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import uuid
@@ -344,3 +345,23 @@ async def client_for(aiohttp_client, settings_env):
     yield make
     for deps in opened:
         await deps.close()
+
+
+async def test_the_proxy_notes_an_allowed_endpoint_it_cannot_reach(tmp_path):
+    from bot.sandbox.policy import Endpoint
+    from bot.sandbox.proxy import EgressProxy
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = EgressProxy([Endpoint("127.0.0.1", port)], tmp_path / "proxy.sock")
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / "proxy.sock"))
+        writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        await proxy.close()
+    assert answer.startswith(b"HTTP/1.1 502") and f"cannot reach 127.0.0.1:{port}".encode() in answer
+    assert [entry.split(" (")[0] for entry in proxy.unreachable] == [f"127.0.0.1:{port}"] and not proxy.denied

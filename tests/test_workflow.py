@@ -41,7 +41,7 @@ STEP_MATRIX = {
     "succeed":    "-         needs_qa  -         -         -         -         -",
     "fail":       "-         failed    failed    -         -         -         -",
     "block":      "-         blocked   blocked   -         -         -         -",
-    "run_qa":     "-         -         needs_qa  needs_qa  needs_qa  -         -",
+    "run_qa":     "-         -         needs_qa  needs_qa  needs_qa  -         needs_qa",
     "qa_pass":    "-         -         completed -         -         -         -",
     "qa_fail":    "-         -         failed    -         -         -         -",
     "approve":    "-         -         completed -         completed -         completed",

@@ -13,6 +13,7 @@ output (``tests/fixtures/agent-cli-output/NOTICE``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
@@ -36,6 +37,7 @@ from .base import (
     ParseOutcome,
     StreamParser,
     TokenUsage,
+    strip_ansi,
 )
 from bot.sandbox import Launch, NoSandbox, SandboxRequest, SandboxUnavailable
 from bot.sandbox.policy import allowed_endpoints
@@ -53,6 +55,7 @@ __all__ = [
     "agent_environment",
     "network",
     "engine_versions",
+    "install_engine_config",
     "run_agent",
 ]
 
@@ -108,10 +111,11 @@ async def run_agent(
     home, temporary = _open_home(request, config)
     try:
         try:
-            config_file = _install_config(engine, home, config)
+            config_env = agent_environment(config.base_env, home, request.env)
+            config_file = install_engine_config(engine, home, config, config_env)
         except OSError as exc:
             return _failed(request.engine, f"cannot install the {engine.NAME} config file: {exc}")
-        extra = {**engine.run_env(request, home, config_file), **request.env}
+        extra = {**engine.run_env(request, home, config_file, config), **request.env}
         env = agent_environment(config.base_env, home, extra)
         contained = _sandbox_request(request, config, argv, env, home, config_file)
         try:
@@ -162,7 +166,7 @@ def resolve_executable(engine: str, candidate: str, path: str) -> str:
         absolute = os.path.abspath(os.path.expanduser(candidate))
         if os.path.isfile(absolute) and os.access(absolute, os.X_OK):
             return absolute
-        raise EngineNotInstalled(_not_installed(engine, f" at {candidate}"))
+        raise EngineNotInstalled(_not_installed(engine, f" at `{candidate}`"))
     found = shutil.which(candidate, path=path)
     if found:
         return os.path.abspath(found)
@@ -173,7 +177,7 @@ def _not_installed(engine: str, where: str) -> str:
     hint = ENGINE_MODULES[engine].INSTALL_HINT
     if engine == "command":
         return f"the command engine's executable is not found{where}: {hint}"
-    return f"{engine} is not installed{where}: {hint}, or set AGENTRY_{engine.upper()}_BIN"
+    return f"{engine} is not installed{where}: `{hint}`, or set `AGENTRY_{engine.upper()}_BIN`"
 
 
 def _longest_argument(argv: list[str]) -> int:
@@ -191,11 +195,21 @@ def _open_home(request: AgentRequest, config: EngineConfig) -> tuple[Path, bool]
     return home, temporary
 
 
-def _install_config(engine: ModuleType, home: Path, config: EngineConfig) -> Path | None:
+def install_engine_config(engine: ModuleType, home: Path, config: EngineConfig, env: Mapping[str, str]) -> Path | None:
+    """The engine's ``HOME_FILES``, and the operator's config file (or the engine's default) in the
+    run home, completed by the engine's ``complete_config(text, env)`` when it has one."""
+    for relative, text in getattr(engine, "HOME_FILES", {}).items():
+        install_config(home, relative, None, text)
     if engine.CONFIG_NAME is None:
         return None
     source = config.config_files.get(engine.NAME)
-    return install_config(home, engine.CONFIG_NAME, source, engine.DEFAULT_CONFIG)
+    installed = install_config(home, engine.CONFIG_NAME, source, engine.DEFAULT_CONFIG)
+    complete = getattr(engine, "complete_config", None)
+    if installed is not None and complete is not None:
+        text = installed.read_text(errors="replace")
+        if (completed := complete(text, env)) != text:
+            installed.write_text(completed)
+    return installed
 
 
 async def _execute(
@@ -212,7 +226,7 @@ async def _execute(
     logger.info("starting %s in %s (sandbox: %s)", request.engine, request.cwd,
                 (config.sandbox or NoSandbox()).name)
     with RunLog(log_path, config.max_log_bytes) as log:
-        lines = LineSink(parser, log, on_line, config.redact)
+        lines = LineSink(parser, log, on_line, config.redact, RetryWatch(parser, config.max_retries))
         try:
             outcome = await run_process(
                 launch.argv,
@@ -223,16 +237,13 @@ async def _execute(
                 on_stderr=lines.stderr,
                 limits=_limits(config),
                 stop_target=launch.stop_target,
+                stop=lines.retries.gave_up,
             )
         except OSError as exc:
             return _failed(request.engine, f"cannot start {request.engine}: {exc}")
     outcome = dataclasses.replace(outcome, exit_code=launch.exit_code(outcome.exit_code))
     parsed = parser.finish(outcome.exit_code)
-    if not parsed.ok and launch.denied:
-        refused = ", ".join(dict.fromkeys(launch.denied))
-        parsed.error = f"{parsed.error or 'failed'} (the sandbox refused connections to {refused}; " \
-                       "AGENTRY_SANDBOX_ALLOW_HOSTS allows more hosts)"
-    return _result(request.engine, config, parsed, outcome, time.monotonic() - started)
+    return _result(request.engine, config, parsed, outcome, time.monotonic() - started, _network_note(launch), parser)
 
 
 def _limits(config: EngineConfig) -> Limits:
@@ -273,27 +284,52 @@ class RunLog:
         self.written += len(data)
 
 
+class RetryWatch:
+    """Counts the CLI's retry notices since its last progress; past ``limit`` it sets ``gave_up``."""
+
+    def __init__(self, parser: StreamParser, limit: int) -> None:
+        self.parser = parser
+        self.limit = limit
+        self.gave_up = asyncio.Event()
+        self.seen = 0  # notices when progress was last seen
+        self.progress = 0
+
+    def check(self, retries_before: int) -> bool:
+        """After one line: whether it showed progress (a retry notice does not)."""
+        if self.parser.progress != self.progress:
+            self.progress, self.seen = self.parser.progress, len(self.parser.retries)
+        notices = len(self.parser.retries)
+        if self.limit > 0 and notices - self.seen > self.limit:
+            self.gave_up.set()
+        return notices == retries_before
+
+
 class LineSink:
-    """Routes each output line to the parser, the run log and ``on_line``."""
+    """Routes each output line, without terminal escapes, to the parser, the run log and ``on_line``."""
 
     def __init__(self, parser: StreamParser, log: RunLog, on_line: OnLine | None,
-                 redact: Callable[[str], str] = str) -> None:
+                 redact: Callable[[str], str] = str, retries: RetryWatch | None = None) -> None:
         self.parser = parser
         self.log = log
         self.on_line = on_line
         self.redact = redact
+        self.retries = retries or RetryWatch(parser, 0)
         self.callback_failed = False
 
-    async def stdout(self, raw: bytes, dropped: int) -> None:
-        self.parser.feed(self.redact(raw.decode("utf-8", "replace")))
+    async def stdout(self, raw: bytes, dropped: int) -> bool:
+        before = len(self.parser.retries)
+        self.parser.feed(self.redact(strip_ansi(raw.decode("utf-8", "replace"))))
         await self._show(raw, dropped)
+        return self.retries.check(before)
 
-    async def stderr(self, raw: bytes, dropped: int) -> None:
-        self.parser.feed_stderr(self.redact(raw.decode("utf-8", "replace")))
+    async def stderr(self, raw: bytes, dropped: int) -> bool:
+        before = len(self.parser.retries)
+        self.parser.feed_stderr(self.redact(strip_ansi(raw.decode("utf-8", "replace"))))
         await self._show(raw, dropped)
+        return self.retries.check(before)
 
     async def _show(self, raw: bytes, dropped: int) -> None:
-        text = self.redact(_display_line(raw, dropped))
+        text = self.redact(strip_ansi(_display_line(raw, dropped)))
         self.log.write(text)
         if self.on_line is not None:
             await self._call_on_line(text)
@@ -317,33 +353,59 @@ def _display_line(raw: bytes, dropped: int) -> str:
 
 
 def _result(
-    engine: str, config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, duration: float
+    engine: str, config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, duration: float,
+    network_note: str = "", parser: StreamParser | None = None,
 ) -> AgentResult:
-    stopped = outcome.timed_out or outcome.idle_timed_out
+    stopped = outcome.timed_out or outcome.idle_timed_out or outcome.stopped
+    ok = parsed.ok and not stopped
+    error = None if ok else _error(config, parsed, outcome, parser)
+    if error is not None and network_note:
+        error += f" ({network_note})"
     return AgentResult(
-        ok=parsed.ok and not stopped,
+        ok=ok,
         engine=engine,
         exit_code=outcome.exit_code,
         final_message=parsed.final_message,
         session_id=parsed.session_id,
         usage=parsed.usage,
         cost_usd=parsed.cost_usd,
-        error=_error(config, parsed, outcome),
+        error=strip_ansi(error) if error else None,
         timed_out=outcome.timed_out,
         idle_timed_out=outcome.idle_timed_out,
         duration_seconds=round(duration, 3),
         output_bytes=outcome.output_bytes,
+        gave_up_retrying=outcome.stopped,
     )
 
 
-def _error(config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome) -> str | None:
+def _error(config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, parser: StreamParser | None
+           ) -> str | None:
+    """Why the run failed, with the cause the CLI gave: its retry notice, error or last stderr lines."""
+    last_retry = parser.retries[-1] if parser is not None and parser.retries else None
+    if outcome.stopped and last_retry:
+        return f"{config.max_retries} retries without progress; the CLI's last error: {last_retry}"
+    cause = last_retry or (parser.tail() if parser is not None else "") or parsed.error
     if outcome.timed_out:
-        return f"killed: still running after {config.timeout_seconds:g} s (wall-clock timeout)"
+        return _with_cause(f"killed: still running after {config.timeout_seconds:g} s (wall-clock timeout)", cause)
     if outcome.idle_timed_out:
-        return f"killed: no output for {config.idle_timeout_seconds:g} s (idle timeout)"
-    if parsed.ok:
-        return None
+        silence = "no progress, only retry notices," if last_retry else "no output"
+        return _with_cause(f"killed: {silence} for {config.idle_timeout_seconds:g} s (idle timeout)", cause)
     return parsed.error or f"exit code {outcome.exit_code}"
+
+
+def _network_note(launch: Launch) -> str:
+    """What the sandbox saw go wrong on the network: hosts it refused, endpoints it could not reach."""
+    notes = []
+    if launch.unreachable:
+        notes.append(f"the sandbox could not reach {', '.join(dict.fromkeys(launch.unreachable))}")
+    if launch.denied:
+        notes.append(f"the sandbox refused connections to {', '.join(dict.fromkeys(launch.denied))}; "
+                     "AGENTRY_SANDBOX_ALLOW_HOSTS allows more hosts")
+    return "; ".join(notes)
+
+
+def _with_cause(reason: str, cause: str | None) -> str:
+    return f"{reason}; last from the CLI: {cause}" if cause else reason
 
 
 def _failed(engine: str, error: str) -> AgentResult:

@@ -28,8 +28,13 @@ NAME = "aider"
 INSTALL_HINT = "pip install aider-chat"
 CONFIG_NAME = None
 DEFAULT_CONFIG = None
-QUIET_ENV: dict[str, str] = {}
+# litellm reads its bundled price map instead of fetching one from GitHub.
+QUIET_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 PROMPT_ON_STDIN = False
+# aider fetches the same map itself unless a fresh copy is in its cache; a non-empty placeholder
+# sends it to litellm's bundled one.
+HOME_FILES = {".aider/caches/model_prices_and_context_window.json": '{"agentry": {}}\n'}
+IDENTITY = {"user.name": "agentry", "user.email": "agentry@localhost"}
 
 # agentry commits, not the agent; nothing aider-specific is written to .gitignore.
 HEADLESS_ARGS = (
@@ -57,6 +62,7 @@ STATUS_LINE = re.compile(
     r"|Added .* to the chat|Analytics have been|Creating empty file |Use /help "
     r"|HTTPSConnectionPool\(|Applied edit to |Commit [0-9a-f]{7,} |Cost: )"
 )
+RETRY_LINE = re.compile(r"^Retrying in [\d.]+ seconds")
 TOKENS_LINE = re.compile(r"^Tokens: (?P<report>.*)")
 TOKEN_COUNT = re.compile(r"(?P<n>[\d.]+)(?P<unit>[kM]?) (?P<what>sent|received|cache write|cache hit)")
 SESSION_COST = re.compile(r"\$(?P<usd>[\d.]+) session")
@@ -76,12 +82,17 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     return argv
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
-    """Keep aider's history files out of the worktree (aider reads ``AIDER_*`` variables)."""
-    return {
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
+    """Keep aider's history files out of the worktree (aider reads ``AIDER_*`` variables), and give
+    git an identity so aider does not write one into the worktree's config (read-only in some runs)."""
+    env = {
         "AIDER_CHAT_HISTORY_FILE": str(home / "aider.chat.history.md"),
         "AIDER_INPUT_HISTORY_FILE": str(home / "aider.input.history"),
+        "GIT_CONFIG_COUNT": str(len(IDENTITY)),
     }
+    for number, (key, value) in enumerate(IDENTITY.items()):
+        env[f"GIT_CONFIG_KEY_{number}"], env[f"GIT_CONFIG_VALUE_{number}"] = key, value
+    return env
 
 
 class AiderParser(StreamParser):
@@ -94,11 +105,15 @@ class AiderParser(StreamParser):
         self.cost: float | None = None
         self.saw_tokens = False
         self.failure: str | None = None
+        self.last_error: str | None = None
 
     def feed(self, line: str) -> None:
         self._check_error(line)
         tokens = TOKENS_LINE.match(line)
-        if tokens:
+        if RETRY_LINE.match(line):
+            self.note_retry(self.last_error or line)
+        elif tokens:
+            self.progress += 1
             self._reply_done(tokens.group("report"))
         elif STATUS_LINE.match(line):
             self._status(line)
@@ -111,8 +126,10 @@ class AiderParser(StreamParser):
         self._check_error(line)
 
     def _check_error(self, line: str) -> None:
-        if self.failure is None and any(p.search(line) for p in ERROR_PATTERNS):
-            self.failure = line.strip()[:1000]
+        if any(p.search(line) for p in ERROR_PATTERNS):
+            self.failure = self.failure or line.strip()[:1000]
+            if ERROR_PATTERNS[0].search(line) or self.last_error is None:
+                self.last_error = line.strip()[:1000]
 
     def _status(self, line: str) -> None:
         self._read_cost(line)

@@ -12,8 +12,13 @@ The per-CLI modules (``codex``, ``claude``, ``opencode``, ``gemini``, ``aider``,
 * ``PROMPT_ON_STDIN``: the prompt goes on stdin instead of argv
 * ``build_command(request, config) -> list[str]`` (``argv[0]`` is the
   configured path or the bare executable name; the runner resolves it)
-* ``run_env(request, home, config_file) -> dict[str, str]``
+* ``run_env(request, home, config_file, config) -> dict[str, str]``
 * ``PARSER``: a :class:`StreamParser` subclass fed one stdout line at a time
+
+and optionally:
+
+* ``HOME_FILES``: ``{path relative to the run home: content}`` written before each run
+* ``complete_config(text, env) -> str``: the installed config file, completed for this run
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class EngineConfig:
     sandbox: Any = None  # a bot.sandbox.Sandbox; None runs the agent unsandboxed (AGENTRY_SANDBOX=none)
     allow_hosts: tuple[str, ...] = ()  # AGENTRY_SANDBOX_ALLOW_HOSTS, besides the provider endpoints
     redact: Callable[[str], str] = str  # applied to every output line before it goes anywhere
+    max_retries: int = 3  # the CLI's retry/reconnect notices in a row, with no progress, before it is stopped
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class AgentResult:
     idle_timed_out: bool = False
     duration_seconds: float = 0.0
     output_bytes: int = 0
+    gave_up_retrying: bool = False  # stopped: the CLI kept retrying its provider
 
 
 @dataclass
@@ -112,11 +119,17 @@ class ParseOutcome:
 
 
 class StreamParser:
-    """Consumes one output line at a time; keeps only what the result needs. No I/O."""
+    """Consumes one output line at a time; keeps only what the result needs. No I/O.
+
+    ``progress`` counts the lines that show the agent working; ``retries`` holds the CLI's own
+    notices that it is retrying or reconnecting to its provider, which are no progress.
+    """
 
     def __init__(self, max_message_chars: int = 200_000) -> None:
         self.max_message_chars = max_message_chars
         self.stderr_tail: deque[str] = deque(maxlen=3)
+        self.progress = 0
+        self.retries: list[str] = []
 
     def feed(self, line: str) -> None:
         """One stdout line, without its newline."""
@@ -125,6 +138,21 @@ class StreamParser:
         """One stderr line; the last few explain failures the stream does not."""
         if line.strip():
             self.stderr_tail.append(line.strip()[:300])
+        notice = self.stderr_retry(line)
+        if notice:
+            self.note_retry(notice)
+
+    def stderr_retry(self, line: str) -> str | None:
+        """The retry notice a stderr line is, if it is one."""
+        return None
+
+    def note_retry(self, notice: str) -> None:
+        self.retries.append(notice.strip()[:500])
+        del self.retries[:-20]
+
+    def tail(self) -> str:
+        """The last stderr lines, for messages that have no better cause."""
+        return " | ".join(self.stderr_tail)
 
     def explain(self, reason: str, detail: str | None = None) -> str:
         """``reason``, followed by ``detail`` or else the last stderr lines."""
@@ -151,7 +179,10 @@ class JsonLinesParser(StreamParser):
             if line.strip():
                 self.last_text_line = line.strip()[:500]
             return
+        retries = len(self.retries)
         self.handle(event)
+        if len(self.retries) == retries:
+            self.progress += 1
 
     def handle(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -160,6 +191,14 @@ class JsonLinesParser(StreamParser):
         """An error text when the stream itself did not say what went wrong."""
         reason = f"exit code {exit_code}" if exit_code not in (0, None) else what
         return self.explain(reason, self.last_text_line)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour and cursor sequences."""
+    return ANSI_ESCAPE.sub("", text) if "\x1b" in text else text
 
 
 def parse_json_object(line: str) -> dict[str, Any] | None:
@@ -235,3 +274,25 @@ def has_option(args: list[str], names: tuple[str, ...]) -> bool:
     """True if ``args`` holds one of the options, as ``--x``, ``--x=v`` or ``-x``."""
     long_names = tuple(name + "=" for name in names if name.startswith("--"))
     return any(arg in names or (long_names and arg.startswith(long_names)) for arg in args)
+
+
+def without_options(args: list[str], flags: tuple[str, ...], valued: tuple[str, ...]) -> list[str]:
+    """``args`` less the options agentry decides itself: ``flags`` alone, ``valued`` with their value
+    (``-s X``, ``--sandbox X``, ``--sandbox=X``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags or any(arg.startswith(name + "=") for name in (*flags, *valued) if name.startswith("--")):
+            continue
+        elif arg in valued:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def outer_sandbox(config: EngineConfig) -> bool:
+    """True when agentry's own sandbox contains the run."""
+    return config.sandbox is not None and getattr(config.sandbox, "name", "none") != "none"

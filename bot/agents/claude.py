@@ -61,7 +61,7 @@ def _permission_mode(request: AgentRequest, extra: list[str]) -> list[str]:
     return ["--permission-mode", "acceptEdits"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
     return {}
 
 
@@ -76,7 +76,9 @@ class ClaudeParser(JsonLinesParser):
         kind = event.get("type")
         if isinstance(event.get("session_id"), str):
             self.session_id = event["session_id"]
-        if kind == "assistant":
+        if kind == "system" and event.get("subtype") == "api_retry":
+            self.note_retry(_retry_notice(event))
+        elif kind == "assistant":
             self._assistant(as_dict(event.get("message")))
         elif kind == "result":
             self.result = _slim_result(event)
@@ -125,6 +127,12 @@ class ClaudeParser(JsonLinesParser):
         if self.result.get("subtype") != "success":
             return f"claude ended with {self.result.get('subtype')}"
         return self.explain(f"exit code {exit_code}")
+
+
+def _retry_notice(event: dict[str, Any]) -> str:
+    attempt, limit = event.get("attempt"), event.get("max_retries")
+    status = event.get("error_status")
+    return f"API retry {attempt}/{limit}: {status or ''} {event.get('error') or 'error'}".replace("  ", " ")
 
 
 def _slim_result(event: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from .base import (
     executable,
     extra_args,
     has_option,
+    outer_sandbox,
+    without_options,
     model_argument,
     prompt_argument,
     session_argument,
@@ -39,17 +41,20 @@ QUIET_ARGS = (
     "-c", "feedback.enabled=false",
     "-c", "check_for_update_on_startup=false",
 )
-SANDBOX_OPTIONS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox")
+SANDBOX_FLAGS = ("--dangerously-bypass-approvals-and-sandbox", "--full-auto")
+SANDBOX_VALUED = ("-s", "--sandbox")
 
 
 def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
-    """``codex exec [extra] --json --skip-git-repo-check -s MODE -C CWD ... [resume ID] PROMPT``.
+    """``codex exec [extra] --json --skip-git-repo-check SANDBOX -C CWD ... [resume ID] PROMPT``.
 
     Every option goes before ``resume``: only some of them are global in clap.
     """
     extra = extra_args(NAME, config)
-    argv = [executable(NAME, config), "exec", *extra, "--json", "--skip-git-repo-check"]
-    argv += _sandbox(request, extra)
+    chosen = _sandbox(request, extra, outer_sandbox(config))
+    if chosen:
+        extra = without_options(extra, SANDBOX_FLAGS, SANDBOX_VALUED)
+    argv = [executable(NAME, config), "exec", *extra, "--json", "--skip-git-repo-check", *chosen]
     argv += ["-C", str(request.cwd), *QUIET_ARGS]
     if request.model:
         argv += ["-m", model_argument(request.model)]
@@ -59,15 +64,20 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     return argv
 
 
-def _sandbox(request: AgentRequest, extra: list[str]) -> list[str]:
+def _sandbox(request: AgentRequest, extra: list[str], outer: bool) -> list[str]:
+    """Inside agentry's sandbox codex's own cannot start (no nested namespaces) and is not needed:
+    the outer one mounts the worktree read-only for read-only runs. Without it, codex's sandbox
+    enforces read-only runs whatever AGENTRY_CODEX_ARGS says."""
+    if outer:
+        return ["--dangerously-bypass-approvals-and-sandbox"]
     if request.read_only:
         return ["-s", "read-only"]
-    if has_option(extra, SANDBOX_OPTIONS):
-        return []  # the operator chose the sandbox in AGENTRY_CODEX_ARGS
+    if has_option(extra, (*SANDBOX_FLAGS, *SANDBOX_VALUED)):
+        return []  # the operator chose the sandbox of writing runs in AGENTRY_CODEX_ARGS
     return ["-s", "workspace-write"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
     return {}
 
 
@@ -92,8 +102,9 @@ class CodexParser(JsonLinesParser):
             self._add_usage(as_dict(event.get("usage")))
         elif kind == "turn.failed":
             self.failure = _message(event.get("error")) or "turn failed"
-        elif kind == "error":
+        elif kind == "error":  # codex's notices of a retry or reconnect, and the fatal error's first line
             self.last_error_event = _message(event) or self.last_error_event
+            self.note_retry(self.last_error_event or "error")
 
     def _item(self, item: dict[str, Any]) -> None:
         if item.get("type") == "agent_message" and isinstance(item.get("text"), str):

@@ -19,7 +19,7 @@ from .base import (
 )
 
 NAME = "command"
-INSTALL_HINT = "set AGENTRY_ENGINE_COMMAND to the command line of your agent"
+INSTALL_HINT = "set `AGENTRY_ENGINE_COMMAND` to the command line of your agent"
 CONFIG_NAME = None
 DEFAULT_CONFIG = None
 QUIET_ENV: dict[str, str] = {}
@@ -33,7 +33,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     return [*config.command_line, *extra_args(NAME, config)]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
     env = {"AGENTRY_STEP_KIND": request.kind}
     env["AGENTRY_READ_ONLY"] = "1" if request.read_only else "0"
     if request.model:

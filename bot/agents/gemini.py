@@ -8,6 +8,8 @@ are concatenated); usage comes from ``result.stats``; gemini reports no cost.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +67,38 @@ def _approval(request: AgentRequest, extra: list[str]) -> list[str]:
     return ["--yolo"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
     return {}
+
+
+MAX_ATTEMPTS = 3  # gemini-cli's own retries of a failing request (its default, 10, takes minutes)
+
+
+def complete_config(text: str, env: Mapping[str, str]) -> str:
+    """The settings with a bounded number of attempts and an auth type when they name none: with
+    ``GOOGLE_GEMINI_BASE_URL`` set, gemini-cli guesses a "gateway" type that it then refuses in
+    headless runs."""
+    try:
+        settings = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(settings, dict):
+        return text
+    general = settings.setdefault("general", {})
+    if isinstance(general, dict):
+        general.setdefault("maxAttempts", MAX_ATTEMPTS)
+    security = settings.setdefault("security", {})
+    auth = security.setdefault("auth", {}) if isinstance(security, dict) else None
+    if not isinstance(auth, dict) or auth.get("selectedType"):
+        return json.dumps(settings, indent=2)
+    if env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() == "true":
+        auth["selectedType"] = "vertex-ai"
+    elif env.get("GEMINI_API_KEY"):
+        auth["selectedType"] = "gemini-api-key"
+    return json.dumps(settings, indent=2)
+
+
+RETRY_LINE = re.compile(r"^Attempt \d+ failed\b")
 
 
 class GeminiParser(JsonLinesParser):
@@ -76,6 +108,10 @@ class GeminiParser(JsonLinesParser):
         self.current_text = ""
         self.previous_text = ""
         self.result: dict[str, Any] | None = None
+
+    def stderr_retry(self, line: str) -> str | None:
+        """gemini-cli's "Attempt N failed with status 500. Retrying with backoff..." lines."""
+        return line.strip() if RETRY_LINE.match(line.strip()) else None
 
     def handle(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -7,6 +7,8 @@ text of that last step; usage and cost are summed over every ``step_finish``.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from .base import (
     executable,
     extra_args,
     model_argument,
+    outer_sandbox,
     prompt_argument,
     session_argument,
 )
@@ -40,7 +43,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
 
     Read-only runs use opencode's built-in ``plan`` agent, which denies edits.
     """
-    argv = [executable(NAME, config), "run", *extra_args(NAME, config), "--format", "json"]
+    argv = [executable(NAME, config), "run", *extra_args(NAME, config), "--format", "json", *LOG_ARGS]
     if request.read_only:
         argv += ["--agent", "plan"]
     if request.model:
@@ -51,8 +54,30 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     return argv
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None) -> dict[str, str]:
-    return {"OPENCODE_CONFIG": str(config_file)} if config_file else {}
+# Errors on stderr: the only sign of opencode's silent retries of a failing provider.
+LOG_ARGS = ("--print-logs", "--log-level", "ERROR")
+# Applied after every config file, so a read-only run stays one whatever they allow.
+# Inside agentry's sandbox the worktree is mounted read-only, so commands may run (tests, linters);
+# without it only denying the shell keeps the worktree unchanged.
+READ_ONLY_DENIED = ("edit",)
+
+
+def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
+    """The operator's config; the repository's own opencode.json is not read (it would rank above
+    it). Read-only runs get a per-run config and permission that rank above every file."""
+    env = {"OPENCODE_DISABLE_PROJECT_CONFIG": "1"}
+    if config_file:
+        env["OPENCODE_CONFIG"] = str(config_file)
+    if request.read_only:
+        denied = READ_ONLY_DENIED if outer_sandbox(config) else (*READ_ONLY_DENIED, "bash")
+        env["OPENCODE_CONFIG_CONTENT"] = json.dumps({"permission": dict.fromkeys(denied, "deny"),
+                                                     "agent": {"plan": {"permission": dict.fromkeys(denied, "deny")}}})
+        env["OPENCODE_PERMISSION"] = json.dumps(dict.fromkeys(denied, "deny"))  # merged last of all
+    return env
+
+
+# With --print-logs, each failed provider call that opencode is about to retry is logged on stderr.
+STREAM_ERROR = re.compile(r'message="stream error".*?error\.error="(?P<error>(?:[^"\\]|\\.)*)"')
 
 
 class OpencodeParser(JsonLinesParser):
@@ -68,6 +93,10 @@ class OpencodeParser(JsonLinesParser):
         self.saw_cost = False
         self.last_reason: str | None = None
         self.failure: str | None = None
+
+    def stderr_retry(self, line: str) -> str | None:
+        match = STREAM_ERROR.search(line)
+        return match.group("error") if match else None
 
     def handle(self, event: dict[str, Any]) -> None:
         if isinstance(event.get("sessionID"), str) and not self.session_id:

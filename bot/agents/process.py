@@ -24,7 +24,8 @@ READ_CHUNK_BYTES = 64 * 1024
 DRAIN_SECONDS = 2.0  # how long to wait for the pipes after the process is gone
 REAP_SECONDS = 5.0
 
-LineHandler = Callable[[bytes, int], Awaitable[None]]  # (line without newline, bytes dropped)
+# (line without newline, bytes dropped) -> False when the line shows no progress (a retry notice)
+LineHandler = Callable[[bytes, int], Awaitable[bool | None]]
 StopTarget = Callable[[int], int | None]  # the started pid -> the pid to SIGTERM, or None for the group
 
 
@@ -42,18 +43,21 @@ class ProcessOutcome:
     timed_out: bool
     idle_timed_out: bool
     output_bytes: int
+    stopped: bool = False  # the caller's stop event ended the run
 
 
 class Activity:
-    """When output last arrived, and how much arrived in all."""
+    """When output that shows progress last arrived, and how much output arrived in all."""
 
     def __init__(self, now: float) -> None:
         self.last = now
         self.bytes = 0
 
     def saw(self, count: int) -> None:
-        self.last = asyncio.get_running_loop().time()
         self.bytes += count
+
+    def progressed(self) -> None:
+        self.last = asyncio.get_running_loop().time()
 
 
 class LineSplitter:
@@ -100,9 +104,11 @@ async def run_process(
     on_stderr: LineHandler,
     limits: Limits,
     stop_target: StopTarget | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ProcessOutcome:
-    """Run ``argv`` to the end or to a limit; raises OSError if it cannot start. ``stop_target``
-    names the process that gets the SIGTERM of a stop (a sandbox's init) instead of the group."""
+    """Run ``argv`` to the end, to a limit or until ``stop`` is set; raises OSError if it cannot
+    start. ``stop_target`` names the process that gets the SIGTERM of a stop (a sandbox's init)
+    instead of the group."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -120,11 +126,12 @@ async def run_process(
     feeder = None
     if stdin_data is not None:
         feeder = asyncio.ensure_future(_feed_stdin(proc, stdin_data))
+    stop = stop or asyncio.Event()
     try:
-        timed_out, idle_timed_out = await _wait_for_exit(proc, activity, limits)
+        timed_out, idle_timed_out = await _wait_for_exit(proc, activity, limits, stop)
     finally:
         await _complete_despite_cancellation(_clean_up(proc, pumps, feeder, limits, stop_target))
-    return ProcessOutcome(proc.returncode, timed_out, idle_timed_out, activity.bytes)
+    return ProcessOutcome(proc.returncode, timed_out, idle_timed_out, activity.bytes, stop.is_set())
 
 
 async def _complete_despite_cancellation(cleanup: Awaitable[None]) -> None:
@@ -160,8 +167,12 @@ async def _pump(
     splitter = LineSplitter(limit)
     while data := await reader.read(READ_CHUNK_BYTES):
         activity.saw(len(data))
-        for line, dropped in splitter.push(data):
-            await handle(line, dropped)
+        lines = splitter.push(data)
+        progressed = not lines  # part of a line is progress
+        for line, dropped in lines:
+            progressed |= await handle(line, dropped) is not False
+        if progressed:
+            activity.progressed()
     for line, dropped in splitter.flush():
         await handle(line, dropped)
 
@@ -178,14 +189,15 @@ async def _feed_stdin(proc: asyncio.subprocess.Process, data: bytes) -> None:
 
 
 async def _wait_for_exit(
-    proc: asyncio.subprocess.Process, activity: Activity, limits: Limits
+    proc: asyncio.subprocess.Process, activity: Activity, limits: Limits, stop: asyncio.Event
 ) -> tuple[bool, bool]:
-    """Wait for the exit; returns (timed_out, idle_timed_out)."""
+    """Wait for the exit or the stop event; returns (timed_out, idle_timed_out)."""
     loop = asyncio.get_running_loop()
     deadline = _deadline(loop.time(), limits.timeout_seconds)
     exited = asyncio.ensure_future(proc.wait())
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        while not exited.done():
+        while not exited.done() and not stopped.done():
             now = loop.time()
             idle_deadline = _deadline(activity.last, limits.idle_timeout_seconds)
             if now >= deadline:
@@ -193,10 +205,12 @@ async def _wait_for_exit(
             if now >= idle_deadline:
                 return False, True
             wait = min(deadline, idle_deadline) - now
-            await asyncio.wait({exited}, timeout=None if math.isinf(wait) else wait)
+            await asyncio.wait({exited, stopped}, timeout=None if math.isinf(wait) else wait,
+                               return_when=asyncio.FIRST_COMPLETED)
         return False, False
     finally:
         exited.cancel()
+        stopped.cancel()
 
 
 def _deadline(start: float, seconds: float) -> float:

@@ -69,6 +69,7 @@ class Launch:
     env: dict[str, str]
     cwd: Path
     denied: list[str] = field(default_factory=list)  # destinations the proxy refused
+    unreachable: list[str] = field(default_factory=list)  # allowed destinations it could not reach
     status_file: Path | None = None  # where the bridge notes a death by signal
     stop_target: Callable[[int], int | None] | None = None  # the started pid -> the pid a stop signals
 
@@ -170,6 +171,7 @@ class BwrapSandbox:
             mounts = Mounts(tuple(_existing(read_only)), tuple(_existing(writable)), tuple(files))
             yield Launch(self._argv(command, request.cwd, mounts), env, run_dir,
                          proxy.denied if proxy is not None else [],
+                         proxy.unreachable if proxy is not None else [],
                          run_dir / "exit-status" if request.network is not None else None, sandbox_init)
         finally:
             if proxy is not None:

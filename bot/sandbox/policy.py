@@ -190,13 +190,16 @@ def group_text() -> str:
 
 
 def install_roots(paths: Iterable[Path], protected: Iterable[Path]) -> list[Path]:
-    """What to mount for each executable: its install prefix (``<prefix>/bin/x`` -> ``<prefix>``, else
-    its directory), or the file alone when that prefix would hold a protected path or is ``/``."""
+    """What to mount for each executable: the outermost ``node_modules`` holding it (an npm package
+    finds its platform binary in a sibling package), else its install prefix (``<prefix>/bin/x`` ->
+    ``<prefix>``, else its directory); the file alone when that would hold a protected path or is ``/``."""
     guarded = [Path(path) for path in protected]
     roots: list[Path] = []
     for path in paths:
         parent = path.parent
         root = parent.parent if parent.name in ("bin", "sbin") else parent
+        if "node_modules" in path.parts:
+            root = Path(*path.parts[:path.parts.index("node_modules") + 1])
         unsafe = root == Path("/") or any(guard.is_relative_to(root) for guard in guarded)
         roots.append(path if unsafe else root)
     return list(dict.fromkeys(roots))

@@ -36,6 +36,7 @@ class EgressProxy:
         self.endpoints = tuple(endpoints)
         self.socket_path = socket_path
         self.denied: list[str] = []
+        self.unreachable: list[str] = []  # allowed destinations that could not be reached, and why
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -77,6 +78,7 @@ class EgressProxy:
             await _answer(writer, 403, f"agentry sandbox: {refusal}\n")
             return
         except OSError as exc:
+            self.unreachable.append(f"{host}:{port} ({exc.strerror or exc or type(exc).__name__})")
             await _answer(writer, 502, f"agentry sandbox: cannot reach {host}:{port}: {exc.strerror or exc}\n")
             return
         if tunnel:

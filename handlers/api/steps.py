@@ -23,7 +23,7 @@ from handlers.api.routing import (
     protocol_or_404,
     step_or_404,
 )
-from handlers.api.schemas import CURSOR, INTEGER, POLICY, Field, limit_param, path_int
+from handlers.api.schemas import BOOLEAN, CURSOR, INTEGER, POLICY, Field, limit_param, path_int
 from handlers.api.views import action_out, step_out
 
 STEP_CREATE = (
@@ -38,6 +38,8 @@ STEP_CREATE = (
     Field("policy", POLICY, description="agentry's {loop, trigger} object, or a list of CodeMachine module policies."),
     Field("prompt", max_length=262_144),
     Field("qa_policy", default="full", choices=tuple(policy.value for policy in QaPolicy), nullable=False),
+    Field("changes_files", BOOLEAN, default=True, nullable=False,
+          description="false for a check-only step; otherwise a run that changes no file fails."),
 )
 # the reference's 409 rules for the step actions, checked before the state machine's own
 RUNNABLE = (StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED)
@@ -63,7 +65,7 @@ async def _insert_step(session, protocol: ProtocolRun, values: dict) -> StepRun:
     step = StepRun(protocol_run_id=protocol.id, step_index=values["step_index"], step_name=values["step_name"],
                    step_type=values["step_type"], model=values["model"], summary=values["summary"],
                    engine_id=values["engine_id"], policy=policy_object(values["policy"]), prompt=values["prompt"],
-                   qa_policy=values["qa_policy"])
+                   qa_policy=values["qa_policy"], changes_files=values["changes_files"])
     session.add(step)
     try:
         await session.flush()

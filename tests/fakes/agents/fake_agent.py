@@ -11,7 +11,8 @@ Tests install it under a CLI's name (``codex``, ``claude``, ...) with
 * ``huge_line_bytes``: one line of that many bytes printed first
 * ``exit_code``
 * ``mode``: ``hang`` (start a child and a grandchild, write their pids to
-  ``pid_file``, then sleep) or ``spam`` (print forever)
+  ``pid_file``, then sleep), ``spam`` (print forever) or ``repeat`` (print
+  ``repeat_stdout`` / ``repeat_stderr`` every ``repeat_delay`` seconds, forever)
 * ``ignore_term``: ignore SIGTERM (inherited by the children)
 """
 
@@ -55,6 +56,8 @@ def main(scenario_path):
         hang(scenario["pid_file"])
     elif mode == "spam":
         spam()
+    elif mode == "repeat":
+        repeat(scenario)
     return scenario.get("exit_code", 0)
 
 
@@ -127,6 +130,15 @@ def spam():
     line = "still working " * 8
     while True:
         print(line, flush=False)
+
+
+def repeat(scenario):
+    while True:
+        for line in scenario.get("repeat_stderr", []):
+            print(line, file=sys.stderr, flush=True)
+        for line in scenario.get("repeat_stdout", []):
+            print(line, flush=True)
+        time.sleep(scenario.get("repeat_delay", 0.1))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -30,6 +30,17 @@ def text_field(default: Any = None) -> Any:
     return Field(default=default, sa_type=Text)
 
 
+def forge_id_field(**options: Any) -> Any:
+    """An id a forge hands out (comments, check runs, repositories, installations): already past
+    2^31 on github.com, so 64 bits."""
+    return Field(default=None, sa_type=BigInteger, **options)
+
+
+# The protocols that work on their issue (asks can run beside them) and have not ended.
+ACTIVE_WORK = ("issue_number IS NOT NULL AND kind IN ('run', 'plan', 'ralph') "
+               "AND status NOT IN ('cancelled', 'completed', 'failed')")
+
+
 class Project(SQLModel, table=True):
     __tablename__ = "projects"
     __table_args__ = (UniqueConstraint("forge", "forge_repo", name="uq_projects_forge_repo"),)
@@ -42,8 +53,8 @@ class Project(SQLModel, table=True):
     ci_provider: Optional[str] = None
     forge: Optional[str] = None  # github | gitlab | None for API-only projects
     forge_repo: Optional[str] = None  # owner/name or group/project path
-    forge_repo_id: Optional[int] = None
-    installation_id: Optional[int] = Field(default=None, index=True)
+    forge_repo_id: Optional[int] = forge_id_field()
+    installation_id: Optional[int] = forge_id_field(index=True)
     active: bool = True
     secrets: dict = json_field()
     default_models: dict = json_field()
@@ -58,6 +69,9 @@ class ProtocolRun(SQLModel, table=True):
         Index("ix_protocol_runs_project_issue", "project_id", "issue_number"),
         Index("ix_protocol_runs_project_created", "project_id", "id"),
         Index("ix_protocol_runs_branch", "project_id", "branch"),
+        # At most one protocol working on an issue or pull request at a time, whoever races to start it.
+        Index("uq_protocol_runs_active_issue", "project_id", "issue_number", unique=True,
+              sqlite_where=text(ACTIVE_WORK), postgresql_where=text(ACTIVE_WORK)),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -82,8 +96,8 @@ class ProtocolRun(SQLModel, table=True):
     engine: Optional[str] = None
     model: Optional[str] = None
     created_by: Optional[str] = None
-    status_comment_id: Optional[int] = None
-    check_run_id: Optional[int] = None
+    status_comment_id: Optional[int] = forge_id_field()
+    check_run_id: Optional[int] = forge_id_field()
     check_run_sha: Optional[str] = None
     check_run_completed: bool = False
     tokens_used: int = 0
@@ -217,7 +231,7 @@ class WebhookDelivery(SQLModel, table=True):
     action: Optional[str] = None
     status: str = Field(default="accepted", index=True)  # accepted | ignored | done | failed
     repo: Optional[str] = None
-    installation_id: Optional[int] = None
+    installation_id: Optional[int] = forge_id_field()
     payload: dict = json_field()
     error: Optional[str] = text_field()
     received_at: datetime = created_field()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,6 +64,7 @@ async def create_protocol(
 ) -> ProtocolRun:
     if kind not in KINDS:
         raise ValueError(f"unknown protocol kind {kind!r}")
+    protocol_project = project.id
     protocol = ProtocolRun(
         project_id=project.id,
         protocol_name=slug(title),
@@ -79,13 +81,25 @@ async def create_protocol(
         template_config=template_config,
     )
     session.add(protocol)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()  # expires the caller's objects: use only the ids read before
+        raise await _already_active(session, protocol_project, issue_number) from None
     protocol.protocol_name = f"{protocol.id}-{slug(title)}"
     protocol.branch = branch or f"agent/{protocol.protocol_name}"
     await store.record_event(session, "protocol_created", f"{kind} protocol created by {created_by or 'the API'}",
                              project_id=project.id, protocol_run_id=protocol.id,
                              meta={"kind": kind, "engine": engine, "model": model, "issue_number": issue_number})
     return protocol
+
+
+async def _already_active(session: AsyncSession, project_id: int, issue_number: int | None) -> Conflict:
+    """The answer to one who lost the race to start work on an issue: who won."""
+    winner = await active_protocol_for_issue(session, project_id, issue_number) if issue_number else None
+    if winner is None:
+        return Conflict("another protocol was started on this issue at the same time")
+    return Conflict(f"already running: protocol #{winner.id} is {winner.status} on this issue")
 
 
 async def steps_of(session: AsyncSession, protocol_id: int) -> list[StepRun]:

@@ -45,6 +45,7 @@ from bot.webhooks_gitlab import (
     verify_standard_webhook,
 )
 from handlers.intake import accept
+from handlers.bodies import TooLarge, read_body
 from handlers.keys import DEPS
 
 PATH = "/webhooks/gitlab"
@@ -65,10 +66,14 @@ def error(status: int, message: str) -> web.Response:
 
 async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
     counted = deps.metrics.deliveries
-    body = await request.read()
-    if len(body) > GITLAB_MAX_PAYLOAD_BYTES:
+    if (rejection := token_problem(deps.settings, request.headers)) is not None:  # before the body is read
+        counted.labels(FORGE, "rejected").inc()
+        return error(401, rejection)
+    try:
+        body = await read_body(request, GITLAB_MAX_PAYLOAD_BYTES)
+    except TooLarge as exc:
         counted.labels(FORGE, "invalid").inc()
-        return error(413, f"body is larger than {GITLAB_MAX_PAYLOAD_BYTES} bytes")
+        return error(413, str(exc))
     rejection = authentication_problem(deps.settings, request.headers, body, now=time.time())
     if rejection is not None:
         counted.labels(FORGE, "rejected").inc()
@@ -85,6 +90,13 @@ async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
     delivery_id = gitlab_delivery_id(request.headers, body)
     with log_context(delivery_id=delivery_id, event=event):
         return await _accept(deps, event, delivery_id, payload)
+
+
+def token_problem(settings: Settings, headers: Mapping[str, str]) -> str | None:
+    """What the headers alone show wrong: a configured secret token missing or not matching."""
+    if settings.gitlab_webhook_token and not verify_gitlab_token(settings.gitlab_webhook_token, headers):
+        return "missing or invalid X-Gitlab-Token"
+    return None
 
 
 def authentication_problem(

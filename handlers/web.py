@@ -17,6 +17,7 @@ from bot.models import WebhookDelivery
 from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
 from handlers.api import add_api_routes
 from handlers.github import router as github_router
+from handlers.bodies import TooLarge, add_body_slots, read_body
 from handlers.gitlab import add_routes as add_gitlab_routes
 from handlers.intake import Intake, accept
 from handlers.keys import DEPS
@@ -29,6 +30,7 @@ MAX_BODY_BYTES = GITHUB_MAX_PAYLOAD_BYTES + 1024 * 1024
 def make_app(deps: Deps) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[measure, json_errors])
     app[DEPS] = deps
+    add_body_slots(app)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/webhooks/github", github_webhook)
@@ -113,10 +115,18 @@ async def metrics(request: web.Request) -> web.Response:
 async def github_webhook(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     counted = deps.metrics.deliveries
-    body = await request.read()
-    if not verify_github_signature(deps.settings.webhook_secret, body, request.headers.get("X-Hub-Signature-256")):
+    signature = request.headers.get("X-Hub-Signature-256")
+    if not signature:  # refused before its body is read
         counted.labels("github", "rejected").inc()
-        return error(401, "missing or invalid X-Hub-Signature-256")
+        return error(401, "missing X-Hub-Signature-256")
+    try:
+        body = await read_body(request, GITHUB_MAX_PAYLOAD_BYTES)
+    except TooLarge as exc:
+        counted.labels("github", "invalid").inc()
+        return error(413, f"{exc} (GitHub caps payloads at 25 MB)")
+    if not verify_github_signature(deps.settings.webhook_secret, body, signature):
+        counted.labels("github", "rejected").inc()
+        return error(401, "invalid X-Hub-Signature-256")
     event_name = request.headers.get("X-GitHub-Event")
     delivery_id = request.headers.get("X-GitHub-Delivery")
     if not event_name or not delivery_id:

@@ -178,3 +178,28 @@ async def test_log_stream_of_a_finished_run_and_resume(api):
     log_event, done = await read_sse(stream, 2)
     assert json.loads(log_event["data"])["chunk"] == "b\n" and json.loads(done["data"])["status"] == "failed"
     assert (await api.get("/codex/runs/nope/logs/stream")).status == 404
+
+
+async def test_lists_and_feeds_leave_out_token_protected_projects_without_their_token(api):
+    guarded = await project(api.deps, name="guarded", secrets={"api_token": "g-secret"})
+    open_ = await project(api.deps, name="open")
+    for row in (guarded, open_):
+        await protocol(api.deps, row, protocol_name=f"{row.name}-work")
+        await run(api.deps, project_id=row.id)
+    live = await open_stream(api, "/events/stream")
+    with_token = await open_stream(api, "/events/stream", headers={"X-Project-Token": "g-secret"})
+    await record(api.deps, "secret", project_id=guarded.id)
+    await record(api.deps, "public", project_id=open_.id)
+    assert [json.loads(event["data"])["event_type"] for event in await read_sse(live, 1)] == ["public"]
+    assert [json.loads(event["data"])["event_type"] for event in await read_sse(with_token, 2)] == ["secret", "public"]
+    replay = await open_stream(api, "/events/stream", headers={"Last-Event-ID": "0"})
+    assert [json.loads(event["data"])["event_type"] for event in await read_sse(replay, 1)] == ["public"]
+    for stream in (live, with_token, replay):
+        stream.close()
+    lists = {"/projects": "name", "/protocols": "protocol_name", "/events": "event_type", "/codex/runs": "project_id"}
+    hidden = {"guarded", "guarded-work", "secret", guarded.id}
+    for path, field in lists.items():
+        shown = [item[field] for item in await (await api.get(path)).json()]
+        everything = [item[field] for item in await (await api.get(path, headers={"X-Project-Token": "g-secret"})).json()]
+        assert not hidden & set(shown) and hidden & set(everything), (path, shown, everything)
+        assert set(shown) < set(everything)

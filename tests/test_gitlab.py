@@ -870,3 +870,11 @@ async def test_notes_by_agentrys_own_account_are_ignored_when_named(make_client)
     data["object_attributes"]["note"] = "@root run add a greeting"
     reply = await (await post_hook(client, "Note Hook", data)).json()
     assert reply["status"] == "accepted" and len(reply["jobs"]) == 1
+
+
+async def test_a_delivery_without_the_token_is_refused_before_its_body_is_read(gitlab):
+    from tests.test_intake import raw_post
+
+    client, _ = gitlab
+    answer = await raw_post(client, "/webhooks/gitlab", {"X-Gitlab-Event": "Note Hook", "X-Gitlab-Token": "wrong"})
+    assert answer.startswith(b"HTTP/1.1 401")

@@ -1,5 +1,6 @@
 """The webhook endpoint: verify, record once, enqueue, answer fast."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -88,3 +89,27 @@ async def test_a_form_encoded_delivery_is_accepted(client, deps):
     headers = {**signed_headers(body, "installation", "form-1"), "Content-Type": "application/x-www-form-urlencoded"}
     response = await client.post("/webhooks/github", data=body, headers=headers)
     assert response.status == 202
+
+
+async def raw_post(client, path: str, headers: dict[str, str], length: int = 25 * 1024 * 1024) -> bytes:
+    """POSTs headers that announce a body of `length` bytes, sends none of it, and returns the head
+    of the server's answer (which comes only if the server does not wait for the body)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n{head}\r\n".encode())
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+async def test_an_unsigned_delivery_is_refused_before_its_body_is_read(client):
+    answer = await raw_post(client, "/webhooks/github", {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"})
+    assert answer.startswith(b"HTTP/1.1 401")
+
+
+async def test_a_body_announced_over_the_cap_is_refused_before_it_is_read(client):
+    headers = {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d-2", "X-Hub-Signature-256": "sha256=00"}
+    answer = await raw_post(client, "/webhooks/github", headers, length=30_000_000)
+    assert answer.startswith(b"HTTP/1.1 413")

@@ -6,6 +6,8 @@ import hmac
 import logging
 
 from aiohttp import web
+from sqlalchemy import String, cast, or_
+from sqlmodel import select
 
 from bot.models import Project
 from bot.secretbox import SecretBoxError
@@ -48,6 +50,24 @@ def check_project_access(request: web.Request, project: Project) -> None:
     if not same_secret(request.headers.get(PROJECT_TOKEN_HEADER), expected):
         raise unauthorized(f"project access denied: send the project's token in {PROJECT_TOKEN_HEADER}")
     request[ACTOR] = f"project:{project.id}"
+
+
+async def hidden_projects(request: web.Request, session) -> frozenset[int]:
+    """The projects with a token that this request does not carry: lists and feeds leave them out."""
+    given = request.headers.get(PROJECT_TOKEN_HEADER)
+    with_token = cast(Project.secrets, String).like('%"api_token"%')
+    protected = (await session.exec(select(Project).where(with_token))).all()
+    hidden = set()
+    for project in protected:
+        expected = _project_token(request, project)
+        if expected and not same_secret(given, expected):
+            hidden.add(project.id)
+    return frozenset(hidden)
+
+
+def visible(column, hidden: frozenset[int]) -> list:
+    """A condition keeping rows of visible projects (and rows of no project), for a where clause."""
+    return [or_(column.is_(None), column.not_in(hidden))] if hidden else []
 
 
 def _project_token(request: web.Request, project: Project) -> str | None:

@@ -6,6 +6,7 @@ from aiohttp import web
 from sqlmodel import col, select
 
 from bot.models import Event, Project, ProtocolRun
+from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY
 from handlers.api import answers
 from handlers.api.routing import (
@@ -49,6 +50,7 @@ async def recent_events(request: web.Request) -> web.Response:
             statement = statement.where(col(Event.event_type).startswith("setup_"))
         if before is not None:
             statement = statement.where(col(Event.id) < before)
+        statement = statement.where(*visible(col(Event.project_id), await hidden_projects(request, session)))
         rows = list((await session.exec(statement.order_by(col(Event.id).desc()).limit(query["limit"] + 1))).all())
     return page_response(rows, query["limit"], render_row, lambda row: row[0].id)
 

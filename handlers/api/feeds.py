@@ -24,6 +24,7 @@ from sqlalchemy import func
 from sqlmodel import col, or_, select
 
 from bot.models import CodexRun, Event, Message
+from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers
 from handlers.api.errors import bad_request
@@ -62,12 +63,19 @@ class Scope:
 
     project_id: int | None = None
     protocol_run_id: int | None = None
+    hidden: frozenset[int] = frozenset()  # token-protected projects the subscriber has no token for
 
     def matches(self, data: dict) -> bool:
-        return all(value is None or data.get(key) == value for key, value in self.__dict__.items())
+        wanted = all(data.get(key) == value for key, value in self._filters().items())
+        return wanted and data.get("project_id") not in self.hidden
 
     def conditions(self, model) -> list:
-        return [getattr(model, key) == value for key, value in self.__dict__.items() if value is not None]
+        return [*(getattr(model, key) == value for key, value in self._filters().items()),
+                *visible(col(model.project_id), self.hidden)]
+
+    def _filters(self) -> dict:
+        return {key: value for key, value in (("project_id", self.project_id),
+                                              ("protocol_run_id", self.protocol_run_id)) if value is not None}
 
 
 class Subscriber:
@@ -412,7 +420,7 @@ async def _scope(request: web.Request, project_id: int | None, protocol_run_id: 
             await project_or_404(request, session, project_id)
         if protocol_run_id is not None:
             await protocol_or_404(request, session, protocol_run_id)
-    return Scope(project_id, protocol_run_id)
+        return Scope(project_id, protocol_run_id, await hidden_projects(request, session))
 
 
 async def events_stream(request: web.Request) -> web.StreamResponse:

@@ -11,6 +11,7 @@ from sqlmodel import col, or_, select
 from bot import git, queue, store
 from bot.models import Event, Project
 from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
+from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
 from handlers.api.errors import bad_request, conflict, invalid_fields
@@ -118,8 +119,9 @@ async def _setup_requested(session, project: Project, message: str) -> queue.Job
 async def list_projects(request: web.Request) -> web.Response:
     limit = request[QUERY]["limit"]
     after = decode_cursor(request, is_id) or 0
-    statement = select(Project).where(col(Project.id) > after).order_by(col(Project.id)).limit(limit + 1)
     async with deps_of(request).sessions() as session:
+        shown = visible(col(Project.id), await hidden_projects(request, session))
+        statement = select(Project).where(col(Project.id) > after, *shown).order_by(col(Project.id)).limit(limit + 1)
         projects = list((await session.exec(statement)).all())
     return page_response(projects, limit, project_out, lambda project: project.id)
 

@@ -12,6 +12,7 @@ from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import apply_protocol_action, create_protocol, set_protocol_status, steps_of
 from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
+from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
 from handlers.api.errors import bad_request, invalid_fields, not_found
@@ -95,7 +96,8 @@ async def list_project_protocols(request: web.Request) -> web.Response:
 async def list_protocols(request: web.Request) -> web.Response:
     status = request[QUERY]["status"]
     async with deps_of(request).sessions() as session:
-        return await _protocol_page(request, session, *([ProtocolRun.status == status] if status else []))
+        shown = visible(col(ProtocolRun.project_id), await hidden_projects(request, session))
+        return await _protocol_page(request, session, *([ProtocolRun.status == status] if status else []), *shown)
 
 
 async def _protocol_page(request: web.Request, session, *conditions) -> web.Response:

@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlmodel import and_, col, or_, select
 
 from bot.models import CodexRun, RunArtifact
+from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers
 from handlers.api.errors import ApiError, not_found
@@ -69,6 +70,7 @@ async def list_runs(request: web.Request) -> web.Response:
         await _check_filters(request, session, query)
         conditions = [getattr(CodexRun, name) == query[name] for name in (*RUN_FILTERS, *ID_FILTERS)
                       if query[name] is not None]
+        conditions += visible(col(CodexRun.project_id), await hidden_projects(request, session))
         return await _run_page(request, session, *conditions)
 
 

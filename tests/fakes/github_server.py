@@ -303,6 +303,9 @@ def _message(message: str, status: int, **extra: Any) -> web.Response:
 # -- the fake -----------------------------------------------------------------------------------
 
 
+REAL_SIZE_IDS = 2**33 + 1001  # github.com's comment and check-run ids are past 2^31 already
+
+
 @dataclass
 class FakeGitHub(LoopbackServer):
     """A GitHub REST API on 127.0.0.1 for one test. See the module docstring."""
@@ -326,7 +329,7 @@ class FakeGitHub(LoopbackServer):
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         self._faults: list[Fault] = []
-        self._ids = itertools.count(1001)
+        self._ids = itertools.count(REAL_SIZE_IDS)
         self._pull_numbers: Counter[str] = Counter()
 
     @property

@@ -116,7 +116,7 @@ class FakeGitLab(LoopbackServer):
         self.awards: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.merge_requests: dict[tuple[int, int], dict[str, Any]] = {}
-        self._ids = itertools.count(2001)
+        self._ids = itertools.count(2**33 + 2001)  # real-size ids, past 2^31
         self._user_ids: dict[str, int] = {}
 
     # -- test controls ------------------------------------------------------------------------

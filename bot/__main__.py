@@ -127,16 +127,14 @@ def _run_worker(make_worker):
 
 
 def worker(settings: Settings) -> int:
-    from arq.worker import run_worker
-
-    from jobs.worker import worker_settings
+    from jobs.worker import run_resilient_worker
 
     if not settings.redis_url:
         print("agentry: the worker needs AGENTRY_REDIS_URL; without it `serve` runs the worker in-process", file=sys.stderr)
         return 2
     private_files.private_database(settings)
     warn_about_the_sandbox(settings)
-    run_worker(worker_settings(settings))
+    run_resilient_worker(settings)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from pathlib import Path
 
 from alembic import command
@@ -46,18 +47,27 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations (blocking; alembic runs its own event loop for async drivers)."""
-    if is_sqlite(url):
-        _ensure_sqlite_dir(url)
-    command.upgrade(alembic_config(url), revision)
+    """Apply migrations (blocking; alembic runs its own event loop for async drivers). On SQLite,
+    processes starting together (a web service and its workers) take turns through a lock file."""
+    if not is_sqlite(url) or _sqlite_path(url) in ("", ":memory:"):
+        command.upgrade(alembic_config(url), revision)
+        return
+    _ensure_sqlite_dir(url)
+    with open(f"{_sqlite_path(url)}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(alembic_config(url), revision)
 
 
 async def upgrade_in_thread(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
 
 
+def _sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[-1]
+
+
 def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split(":///", 1)[-1]
+    path = _sqlite_path(url)
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 

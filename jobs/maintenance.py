@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import shutil
 
+from sqlmodel import col, select
+
 from bot import git, store
 from bot.deps import Deps
-from bot.models import ProtocolRun
+from bot.forge.github import GitHubForge
+from bot.models import ProtocolRun, WebhookDelivery, utcnow
+from bot.recovery import RETENTION, missed_deliveries
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES
 from jobs.step import fail_stuck_steps
 
 log = logging.getLogger("agentry.jobs.maintenance")
 
 QUEUED_GRACE_MINUTES = 1.0
+REDELIVERIES_PER_RUN = 50  # a backlog after a long outage is asked for over several runs
 
 
 async def redrive_lost_jobs(deps: Deps) -> int:
@@ -59,3 +64,26 @@ async def maintenance_job(ctx: dict) -> dict:
     deps: Deps = ctx["deps"]
     return {"redriven": await redrive_lost_jobs(deps), "stuck_steps_failed": await fail_stuck_steps(deps),
             "worktrees_pruned": await prune_worktrees(deps)}
+
+
+async def recover_missed_deliveries(deps: Deps) -> int:
+    """Asks GitHub again for the deliveries agentry missed (GitHub itself never retries one)."""
+    forge = deps.forges.get("github")
+    if not isinstance(forge, GitHubForge):
+        return 0
+    now = utcnow()
+    attempts = await forge.app.hook_deliveries(since=now - RETENTION)
+    guids = {str(attempt.get("guid")) for attempt in attempts}
+    async with deps.sessions() as session:
+        statement = select(WebhookDelivery.delivery_id).where(col(WebhookDelivery.delivery_id).in_(guids))
+        recorded = set((await session.exec(statement)).all())
+    missed = missed_deliveries(attempts, recorded, now)[:REDELIVERIES_PER_RUN]
+    for attempt_id in missed:
+        await forge.app.redeliver(attempt_id)
+    if missed:
+        log.warning("asked GitHub to redeliver %d missed webhook deliveries", len(missed))
+    return len(missed)
+
+
+async def recover_deliveries_job(ctx: dict) -> dict:
+    return {"redelivered": await recover_missed_deliveries(ctx["deps"])}

@@ -20,7 +20,7 @@ from bot.workflow import ProtocolAction, ProtocolStatus
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.reporting import report_protocol
-from jobs.runs import add_artifact, engine_config, finish_run, start_run
+from jobs.runs import add_artifact, engine_config, finish_run, start_run, stop_on_cancel
 
 log = logging.getLogger("agentry.jobs.protocol")
 
@@ -75,8 +75,14 @@ async def plan_protocol_job(ctx: dict, protocol_id: int) -> None:
     try:
         plan, raw, result = await _ask_for_plan(deps, project, protocol, run, messages)
     except PlanFailure as failure:
-        await finish_run(deps, run, status="failed", result=failure.result, error=failure.reason)
-        await _plan_failed(deps, protocol.id, failure.reason, failure.result)
+        cancelled = failure.result is not None and failure.result.stopped
+        await finish_run(deps, run, status="cancelled" if cancelled else "failed", result=failure.result,
+                         error=failure.reason)
+        if cancelled:
+            async with transaction(deps) as session:
+                _count_usage(await session.get(ProtocolRun, protocol.id), failure.result)
+        else:
+            await _plan_failed(deps, protocol.id, failure.reason, failure.result)
         return
     await add_artifact(deps, run, "plan.json", json.dumps(raw, indent=2), kind="plan")
     await finish_run(deps, run, status="succeeded", result=result, extra={"steps": len(plan.steps)})
@@ -122,8 +128,8 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
                            model=protocol.model, read_only=True,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
     try:
-        async with deps.agent_slots:
-            result = await run_agent(request, engine_config(deps), log_path=run.log_path)
+        async with deps.agent_slots, stop_on_cancel(deps, protocol.id) as stop:
+            result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
     if not result.ok:

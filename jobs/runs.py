@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.agents import AgentResult, EngineConfig
 from bot.config import Settings
 from bot.deps import Deps
-from bot.models import CodexRun, RunArtifact, utcnow
+from bot.models import CodexRun, ProtocolRun, RunArtifact, utcnow
+from bot.workflow import ProtocolStatus
 
 FINAL_MESSAGE_KEEP = 20_000
+STOP_POLL_SECONDS = 1.0  # how often a running agent's job looks for a cancel, whichever worker took it
 
 
 def engine_config(deps: Deps) -> EngineConfig:
@@ -103,3 +108,28 @@ async def add_artifact(deps: Deps, run: CodexRun, name: str, content: str | byte
         session.add(artifact)
         await session.commit()
     return artifact
+
+
+@contextlib.asynccontextmanager
+async def stop_on_cancel(deps: Deps, protocol_id: int) -> AsyncIterator[asyncio.Event]:
+    """An event for `run_agent(stop=...)`, set within about a second of the protocol's cancel."""
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(_watch_for_cancel(deps, protocol_id, stop))
+    try:
+        yield stop
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _watch_for_cancel(deps: Deps, protocol_id: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(STOP_POLL_SECONDS)
+        try:
+            async with deps.sessions() as session:
+                status = (await session.get(ProtocolRun, protocol_id, populate_existing=True)).status
+        except Exception:  # noqa: BLE001 - a database hiccup must not stop the agent; look again later
+            continue
+        if status == ProtocolStatus.CANCELLED:
+            stop.set()

@@ -26,7 +26,7 @@ from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.protocol import messages_text
 from jobs.reporting import report_protocol
-from jobs.runs import add_artifact, engine_config, finish_run, start_run
+from jobs.runs import add_artifact, engine_config, finish_run, start_run, stop_on_cancel
 
 log = logging.getLogger("agentry.jobs.step")
 
@@ -60,6 +60,8 @@ def from_result(result: AgentResult, **fields) -> Outcome:
 
 def agent_error(result: AgentResult) -> str:
     """What went wrong, with the cause the runner found (the CLI's error or its last lines)."""
+    if result.stopped:
+        return f"{result.engine} was stopped: the protocol was cancelled"
     return f"{result.engine}: {result.error or f'exited with code {result.exit_code}'}"
 
 
@@ -111,9 +113,10 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
     request = AgentRequest(engine=engine, prompt=prompt, cwd=cwd, kind=kind, model=model, read_only=read_only,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
-    async with deps.agent_slots:
-        result = await run_agent(request, engine_config(deps), log_path=run.log_path)
-    await finish_run(deps, run, status="succeeded" if result.ok else "failed", result=result)
+    async with deps.agent_slots, stop_on_cancel(deps, protocol.id) as stop:
+        result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
+    status = "cancelled" if result.stopped else "succeeded" if result.ok else "failed"
+    await finish_run(deps, run, status=status, result=result)
     return result
 
 
@@ -413,6 +416,9 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         feedback = [await run_feedback(deps, command, checkout.path) for command in policy.get("feedback", [])]
         feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
                                        for item in feedback)
+        if result.stopped:
+            total.state["stopped"] = "cancelled"
+            break
         met = result.ok and promise_met(result.final_message, promise)
         iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
                            "feedback": feedback, "feedback_text": feedback_results})

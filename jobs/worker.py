@@ -6,11 +6,15 @@ when arq asks for them (module `__getattr__`), not when this module is imported.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import db
 from bot.config import Settings
@@ -39,6 +43,9 @@ JOB_FUNCTIONS = [
     )
 ]
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
+# Upkeep that calls the forge: only in long-running workers, not in burst runs (tests, one-shot drains).
+FORGE_CRON_JOBS = [cron(maintenance.recover_deliveries_job, minute=set(range(0, 60, 10)), second=30,
+                        run_at_startup=True, unique=True)]
 
 
 # Agent runs are limited by Deps.agent_slots (AGENTRY_MAX_CONCURRENT_JOBS); the quick jobs around
@@ -46,10 +53,10 @@ CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_sta
 QUICK_JOB_SLOTS = 16
 
 
-def worker_options(settings: Settings, *, poll_delay: float = 0.1) -> dict:
+def worker_options(settings: Settings, *, poll_delay: float = 0.1, burst: bool = False) -> dict:
     return {
         "functions": JOB_FUNCTIONS,
-        "cron_jobs": CRON_JOBS,
+        "cron_jobs": CRON_JOBS if burst else [*CRON_JOBS, *FORGE_CRON_JOBS],
         "max_jobs": settings.max_concurrent_jobs + QUICK_JOB_SLOTS,
         "job_timeout": settings.step_timeout_seconds * 2 + 300,
         "keep_result": 0,
@@ -76,7 +83,7 @@ def embedded_worker(deps: Deps, *, burst: bool = False) -> Worker:
         ctx={"deps": deps},
         handle_signals=False,
         burst=burst,
-        **worker_options(deps.settings, poll_delay=0.02),
+        **worker_options(deps.settings, poll_delay=0.02, burst=burst),
     )
 
 
@@ -93,6 +100,50 @@ async def shutdown(ctx: dict) -> None:
     if deps is not None:
         await deps.http.close()
         await deps.engine.dispose()
+
+
+log = logging.getLogger("agentry.worker")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+BACKOFF_SECONDS = (0.5, 10.0)  # first and longest wait between attempts to reach Redis again
+
+
+class ResilientWorker(Worker):
+    """A worker that rides out Redis outages: it waits for Redis at start-up, and a poll that
+    cannot reach it waits (backing off) and tries again, while the jobs already running go on."""
+
+    backoff = BACKOFF_SECONDS[0]
+    outage_since: float | None = None
+
+    async def main(self) -> None:
+        while True:
+            try:
+                return await super().main()
+            except REDIS_DOWN as exc:
+                if self._pool is not None:
+                    raise  # Redis went away outside a poll (the startup's job functions); let it show
+                await self._wait_for_redis(exc)
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except REDIS_DOWN as exc:
+            await self._wait_for_redis(exc)
+            return
+        if self.outage_since is not None:
+            log.warning("Redis is back after %.1f s; polling again", asyncio.get_running_loop().time() - self.outage_since)
+            self.outage_since, self.backoff = None, BACKOFF_SECONDS[0]
+
+    async def _wait_for_redis(self, exc: BaseException) -> None:
+        if self.outage_since is None:
+            self.outage_since = asyncio.get_running_loop().time()
+            log.warning("cannot reach Redis (%s: %s); retrying with backoff", type(exc).__name__, exc)
+        await asyncio.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_SECONDS[1])
+
+
+def run_resilient_worker(settings: Settings) -> None:
+    """`python -m bot worker`: a worker process that keeps going through Redis outages."""
+    ResilientWorker(**worker_settings(settings)).run()
 
 
 def worker_settings(settings: Settings) -> dict:

@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from bot.config import Settings
 from bot.deps import open_deps
 
-from bot.models import Clarification, Event, ProtocolRun, StepRun
+from bot.models import Clarification, CodexRun, Event, ProtocolRun, StepRun
 from tests.conftest import FIXTURES, load_payload, post_webhook, run_jobs
 from tests.fakes.github_server import FakeGitHub
 from tests.flow_support import git
@@ -190,6 +190,10 @@ class Flow:
         while (await self.protocol()).status != status:
             assert asyncio.get_running_loop().time() < deadline, f"the protocol never became {status}"
             await asyncio.sleep(0.02)
+
+    async def runs(self) -> list[CodexRun]:
+        async with self.deps.sessions() as session:
+            return list((await session.exec(select(CodexRun).order_by(col(CodexRun.created_at)))).all())
 
     async def steps(self) -> list[StepRun]:
         async with self.deps.sessions() as session:

@@ -115,23 +115,21 @@ async def test_the_promise_in_the_prompt_or_the_feedback_output_does_not_end_ral
     assert (step.status, step.runtime_state["stopped"]) == ("completed", "max_iterations")
 
 
-async def test_cancel_stops_ralph_after_the_current_iteration_and_keeps_its_work(start, tmp_path):
+async def test_cancel_kills_the_running_agent_within_seconds(start, tmp_path):
     flow = await start(**with_command(ralph_agent(tmp_path, promise_at=None, wait_on=1)))
     await flow.post_comment(ralph_command(COUNT_LINES))
     worker = asyncio.create_task(run_jobs(flow.deps))
-    try:
-        await wait_for_file(tmp_path / "agent-state" / "iteration-started")
-        await flow.post_comment("/agent cancel")  # the worker handles it while iteration 1 runs
-        await flow.wait_for_status("cancelled")
-    finally:
-        signal_agent(tmp_path, "go")
-        await worker
+    await wait_for_file(tmp_path / "agent-state" / "iteration-started")
+    cancelled_at = asyncio.get_running_loop().time()
+    await flow.post_comment("/agent cancel")  # the worker handles it while iteration 1 runs
+    await asyncio.wait_for(worker, 15)  # the agent waits for a "go" that never comes: only a kill ends it
+    assert asyncio.get_running_loop().time() - cancelled_at < 10
     protocol = await flow.protocol()
     [step] = await flow.steps()
-    assert [item["iteration"] for item in step.runtime_state["iterations"]] == [1]
     assert (step.status, step.runtime_state["stopped"]) == ("cancelled", "cancelled")
-    assert len(agent_calls(tmp_path, "ralph")) == 1
-    assert flow.branch_log(protocol.branch) == ["ralph: iteration 1"]
+    assert step.runtime_state.get("iterations", []) == []
+    [run] = [run for run in await flow.runs() if run.run_kind == "ralph"]
+    assert run.status == "cancelled" and run.result["exit_code"] != 0
     assert protocol.status == "cancelled" and flow.pulls() == []
 
 

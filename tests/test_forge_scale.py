@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import time
 import sys
 
 from tests.conftest import post_webhook
@@ -49,3 +50,31 @@ async def test_concurrent_starts_on_one_issue_make_one_protocol_and_tell_the_oth
     assert len(replies) == 11, replies
     assert all(f"protocol #{protocol.id}" in reply for reply in replies), replies
     assert len(flow.pulls()) == 1
+
+
+async def test_deliveries_missed_while_agentry_was_down_are_asked_for_again_and_run(start):
+    from bot.models import Event, WebhookDelivery
+    from jobs.maintenance import recover_missed_deliveries
+    from sqlmodel import select
+    from tests.conftest import WEBHOOK_SECRET, load_payload, post_webhook, run_jobs
+
+    flow = await start()
+    github, payload, now = flow.github, load_payload("installation", "created.payload.json"), time.time()
+    missed = github.add_hook_delivery("missed-1", event="installation", status_code=0, delivered_at=now - 900,
+                                      payload=payload)
+    for number in range(120):  # newer, answered: the missed one is on the second page
+        github.add_hook_delivery(f"answered-{number}", event="ping", status_code=202, delivered_at=now - 600 + number)
+    assert (await post_webhook(flow.client, "ping", {"zen": "z", "hook_id": 1}, "recorded-1")).status == 200
+    github.add_hook_delivery("recorded-1", event="ping", status_code=504, delivered_at=now - 700)  # answered late
+    github.add_hook_delivery("in-flight", event="installation", status_code=0, delivered_at=now - 10, payload=payload)
+    github.add_hook_delivery("too-old", event="installation", status_code=0, delivered_at=now - 4 * 86400,
+                             payload=payload)
+    github.webhook_target = (str(flow.client.make_url("/webhooks/github")), WEBHOOK_SECRET)
+    assert await recover_missed_deliveries(flow.deps) == 1
+    assert github.redelivery_requests == [missed]
+    await run_jobs(flow.deps)
+    async with flow.deps.sessions() as session:
+        assert (await session.exec(select(WebhookDelivery).where(WebhookDelivery.delivery_id == "missed-1"))).first()
+        events = [event.event_type for event in (await session.exec(select(Event))).all()]
+    assert "project_registered" in events
+    assert await recover_missed_deliveries(flow.deps) == 0  # the redelivery got through

@@ -98,8 +98,10 @@ async def run_agent(
     *,
     log_path: Path,
     on_line: OnLine | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AgentResult:
-    """Run one agent to its end or to a limit. Raises EngineNotInstalled, ValueError (bad request)."""
+    """Run one agent to its end, to a limit, or until ``stop`` is set (then it and everything it
+    started are killed). Raises EngineNotInstalled, ValueError (bad request)."""
     engine = engine_module(request.engine)
     argv = engine.build_command(request, config)
     argv[0] = resolve_executable(request.engine, argv[0], search_path(config))
@@ -120,7 +122,7 @@ async def run_agent(
         contained = _sandbox_request(request, config, argv, env, home, config_file)
         try:
             async with (config.sandbox or NoSandbox()).launch(contained) as launch:
-                return await _execute(engine, request, config, launch, log_path, on_line)
+                return await _execute(engine, request, config, launch, log_path, on_line, stop or asyncio.Event())
         except SandboxUnavailable as exc:
             return _failed(request.engine, str(exc))
     finally:
@@ -219,6 +221,7 @@ async def _execute(
     launch: Launch,
     log_path: Path,
     on_line: OnLine | None,
+    stop: asyncio.Event,
 ) -> AgentResult:
     parser: StreamParser = engine.PARSER(config.max_final_message_chars)
     stdin_data = request.prompt.encode("utf-8") if engine.PROMPT_ON_STDIN else None
@@ -226,7 +229,7 @@ async def _execute(
     logger.info("starting %s in %s (sandbox: %s)", request.engine, request.cwd,
                 (config.sandbox or NoSandbox()).name)
     with RunLog(log_path, config.max_log_bytes) as log:
-        lines = LineSink(parser, log, on_line, config.redact, RetryWatch(parser, config.max_retries))
+        lines = LineSink(parser, log, on_line, config.redact, RetryWatch(parser, config.max_retries, stop))
         try:
             outcome = await run_process(
                 launch.argv,
@@ -237,13 +240,16 @@ async def _execute(
                 on_stderr=lines.stderr,
                 limits=_limits(config),
                 stop_target=launch.stop_target,
-                stop=lines.retries.gave_up,
+                stop=stop,
             )
         except OSError as exc:
             return _failed(request.engine, f"cannot start {request.engine}: {exc}")
     outcome = dataclasses.replace(outcome, exit_code=launch.exit_code(outcome.exit_code))
     parsed = parser.finish(outcome.exit_code)
-    return _result(request.engine, config, parsed, outcome, time.monotonic() - started, _network_note(launch), parser)
+    outcome = dataclasses.replace(outcome, stopped=outcome.stopped and not lines.retries.gave_up)
+    gave_up = lines.retries.gave_up
+    return _result(request.engine, config, parsed, outcome, time.monotonic() - started, _network_note(launch), parser,
+                   gave_up)
 
 
 def _limits(config: EngineConfig) -> Limits:
@@ -287,10 +293,11 @@ class RunLog:
 class RetryWatch:
     """Counts the CLI's retry notices since its last progress; past ``limit`` it sets ``gave_up``."""
 
-    def __init__(self, parser: StreamParser, limit: int) -> None:
+    def __init__(self, parser: StreamParser, limit: int, stop: asyncio.Event | None = None) -> None:
         self.parser = parser
         self.limit = limit
-        self.gave_up = asyncio.Event()
+        self.stop = stop or asyncio.Event()  # set to end the run
+        self.gave_up = False
         self.seen = 0  # notices when progress was last seen
         self.progress = 0
 
@@ -300,7 +307,8 @@ class RetryWatch:
             self.progress, self.seen = self.parser.progress, len(self.parser.retries)
         notices = len(self.parser.retries)
         if self.limit > 0 and notices - self.seen > self.limit:
-            self.gave_up.set()
+            self.gave_up = True
+            self.stop.set()
         return notices == retries_before
 
 
@@ -354,11 +362,11 @@ def _display_line(raw: bytes, dropped: int) -> str:
 
 def _result(
     engine: str, config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, duration: float,
-    network_note: str = "", parser: StreamParser | None = None,
+    network_note: str = "", parser: StreamParser | None = None, gave_up: bool = False,
 ) -> AgentResult:
-    stopped = outcome.timed_out or outcome.idle_timed_out or outcome.stopped
+    stopped = outcome.timed_out or outcome.idle_timed_out or outcome.stopped or gave_up
     ok = parsed.ok and not stopped
-    error = None if ok else _error(config, parsed, outcome, parser)
+    error = None if ok else _error(config, parsed, outcome, parser, gave_up)
     if error is not None and network_note:
         error += f" ({network_note})"
     return AgentResult(
@@ -374,16 +382,19 @@ def _result(
         idle_timed_out=outcome.idle_timed_out,
         duration_seconds=round(duration, 3),
         output_bytes=outcome.output_bytes,
-        gave_up_retrying=outcome.stopped,
+        gave_up_retrying=gave_up,
+        stopped=outcome.stopped,
     )
 
 
-def _error(config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, parser: StreamParser | None
-           ) -> str | None:
+def _error(config: EngineConfig, parsed: ParseOutcome, outcome: ProcessOutcome, parser: StreamParser | None,
+           gave_up: bool = False) -> str | None:
     """Why the run failed, with the cause the CLI gave: its retry notice, error or last stderr lines."""
     last_retry = parser.retries[-1] if parser is not None and parser.retries else None
-    if outcome.stopped and last_retry:
+    if gave_up and last_retry:
         return f"{config.max_retries} retries without progress; the CLI's last error: {last_retry}"
+    if outcome.stopped:
+        return "stopped on request"
     cause = last_retry or (parser.tail() if parser is not None else "") or parsed.error
     if outcome.timed_out:
         return _with_cause(f"killed: still running after {config.timeout_seconds:g} s (wall-clock timeout)", cause)

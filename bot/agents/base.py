@@ -104,6 +104,7 @@ class AgentResult:
     duration_seconds: float = 0.0
     output_bytes: int = 0
     gave_up_retrying: bool = False  # stopped: the CLI kept retrying its provider
+    stopped: bool = False  # stopped on request (the caller's stop event)
 
 
 @dataclass

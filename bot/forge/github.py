@@ -59,6 +59,8 @@ PULLS_SEARCH_URL = "/repos/{owner}/{repo}/pulls{?head,state,per_page}"
 PULL_URL = "/repos/{owner}/{repo}/pulls/{pull_number}"
 INSTALLATION_URL = "/repos/{owner}/{repo}/installation"
 ACCESS_TOKENS_URL = "/app/installations/{installation_id}/access_tokens"
+HOOK_DELIVERIES_URL = "/app/hook/deliveries?per_page=100"
+REDELIVER_URL = "/app/hook/deliveries/{delivery_id}/attempts"
 READY_FOR_REVIEW_MUTATION = (
     "mutation($pullRequestId: ID!) {"
     " markPullRequestReadyForReview(input: {pullRequestId: $pullRequestId})"
@@ -235,6 +237,20 @@ class GitHubAppAuth:
         if current is not None and token in (None, current.value):
             del self._tokens[key]
 
+    async def hook_deliveries(self, since: datetime) -> list[dict]:
+        """The app's webhook delivery attempts since ``since``, newest first (GitHub keeps three days)."""
+        found = []
+        async for attempt in self._gh.getiter(HOOK_DELIVERIES_URL, jwt=self.app_jwt()):
+            when = datetime.fromisoformat(str(attempt.get("delivered_at", "")).replace("Z", "+00:00"))
+            if when < since:
+                break
+            found.append(attempt)
+        return found
+
+    async def redeliver(self, attempt_id: int) -> None:
+        """Asks GitHub to send a delivery attempt again."""
+        await self._gh.post(REDELIVER_URL, {"delivery_id": str(attempt_id)}, data=b"", jwt=self.app_jwt())
+
     async def installation_id(self, full_name: str) -> int:
         """The installation id of the app on ``owner/name`` (looked up once, with the JWT)."""
         key = full_name.lower()
@@ -322,6 +338,11 @@ class GitHubForge:
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._gh.base_url!r}, bot={self._bot_login!r})"
+
+    @property
+    def app(self) -> GitHubAppAuth:
+        """The app itself (its JWT calls: installations, webhook deliveries)."""
+        return self._auth
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -257,7 +257,9 @@ def _action(name: str, handler, summary: str, schema: str, extra: dict | None = 
 
 ROUTES = [
     Route("POST", "/projects/{project_id}/protocols", create_protocol_run, "Create a protocol run (pending)",
-          "protocols", answers.ok("ProtocolRun"), PROJECT, body=PROTOCOL_CREATE, write=True),
+          "protocols", {**answers.ok("ProtocolRun"),
+                        **answers.conflict("Another protocol is already working on that issue")},
+          PROJECT, body=PROTOCOL_CREATE, write=True),
     Route("GET", "/projects/{project_id}/protocols", list_project_protocols, "A project's protocol runs, newest first",
           "protocols", answers.ok_list("ProtocolRun"), PROJECT, query=LIST_QUERY, paginated=True),
     Route("GET", "/protocols", list_protocols, "All protocol runs, newest first", "protocols",

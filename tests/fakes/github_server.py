@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import aiohttp
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
@@ -328,6 +330,9 @@ class FakeGitHub(LoopbackServer):
         self.reactions: list[dict[str, Any]] = []
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
+        self.hook_deliveries: list[dict[str, Any]] = []  # the app's delivery attempts, seeded by tests
+        self.redelivery_requests: list[int] = []
+        self.webhook_target: tuple[str, str] | None = None  # (url, secret) a redelivery is sent to
         self._faults: list[Fault] = []
         self._ids = itertools.count(REAL_SIZE_IDS)
         self._pull_numbers: Counter[str] = Counter()
@@ -406,6 +411,8 @@ class FakeGitHub(LoopbackServer):
              self._access_token, "jwt",
              _schema("apps-create-installation-access-token.json", "InstallationToken")),
             ("GET", repo + "/installation", self._repo_installation, "jwt", None),
+            ("GET", "/app/hook/deliveries", self._list_hook_deliveries, "jwt", None),
+            ("POST", "/app/hook/deliveries/{delivery_id:\\d+}/attempts", self._redeliver, "jwt", None),
             ("GET", repo + "/collaborators/{username}/permission", self._permission, "token",
              None),
             ("POST", repo + "/issues/comments/{comment_id:\\d+}/reactions", self._react, "token",
@@ -664,6 +671,47 @@ class FakeGitHub(LoopbackServer):
             return _message("Not Found", 404)
         comment.update(body=request.body["body"], updated_at=_iso(time.time()))
         return _json(self._public(comment))
+
+    def add_hook_delivery(self, guid: str, *, event: str, status_code: int, delivered_at: float,
+                          payload: dict[str, Any] | None = None) -> int:
+        """Seed one attempt to deliver a webhook (what GitHub shows under the app's advanced settings)."""
+        attempt = {"id": next(self._ids), "guid": guid, "delivered_at": _iso(delivered_at), "redelivery": False,
+                   "duration": 0.1, "status": "OK" if 200 <= status_code < 300 else "failed",
+                   "status_code": status_code, "event": event, "action": (payload or {}).get("action"),
+                   "installation_id": None, "repository_id": None, "_payload": payload}
+        self.hook_deliveries.append(attempt)
+        return attempt["id"]
+
+    async def _list_hook_deliveries(self, request: Request) -> web.Response:
+        newest_first = sorted(self.hook_deliveries, key=lambda attempt: attempt["delivered_at"], reverse=True)
+        per_page = min(int(request.raw.query.get("per_page", 30)), self.max_per_page)
+        start = int(request.raw.query.get("cursor", 0))
+        chunk = [{k: v for k, v in attempt.items() if not k.startswith("_")} for attempt in
+                 newest_first[start:start + per_page]]
+        more = start + per_page < len(newest_first)
+        url = request.raw.url.with_query({"per_page": per_page, "cursor": start + per_page})
+        return _json(chunk, headers={"Link": f'<{url}>; rel="next"'} if more else None)
+
+    async def _redeliver(self, request: Request) -> web.Response:
+        attempt_id = int(request.vars["delivery_id"])
+        original = next((attempt for attempt in self.hook_deliveries if attempt["id"] == attempt_id), None)
+        if original is None:
+            return _message("Not Found", 404)
+        self.redelivery_requests.append(attempt_id)
+        status = await self._deliver(original) if self.webhook_target and original["_payload"] is not None else 0
+        self.hook_deliveries.append({**original, "id": next(self._ids), "delivered_at": _iso(time.time()),
+                                     "redelivery": True, "status_code": status})
+        return _json({}, 202)
+
+    async def _deliver(self, attempt: dict[str, Any]) -> int:
+        assert self.webhook_target is not None
+        url, secret = self.webhook_target
+        body = json.dumps(attempt["_payload"]).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"X-GitHub-Event": attempt["event"], "X-GitHub-Delivery": attempt["guid"],
+                   "X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as response:
+            return response.status
 
     async def _list_comments(self, request: Request) -> web.Response:
         number = int(request.vars["issue_number"])

@@ -242,7 +242,8 @@ class QueuedJob(SQLModel, table=True):
     """The durable side of the queue: a job is recorded here before it reaches arq, so a lost queue loses nothing."""
 
     __tablename__ = "queued_jobs"
-    __table_args__ = (Index("ix_queued_jobs_status", "status", "enqueued_at"),)
+    __table_args__ = (Index("ix_queued_jobs_status", "status", "enqueued_at"),
+                      Index("ix_queued_jobs_lease", "status", "lease_until"))
 
     job_id: str = Field(primary_key=True, max_length=250)
     function: str
@@ -257,6 +258,9 @@ class QueuedJob(SQLModel, table=True):
     enqueued_at: datetime = created_field()
     started_at: Optional[datetime] = optional_time_field()
     finished_at: Optional[datetime] = optional_time_field()
+    # A running job's lease, renewed by its worker while it works; once it lapses any worker takes over.
+    lease_until: Optional[datetime] = optional_time_field()
+    worker_id: Optional[str] = Field(default=None, max_length=200)
 
 
 class Message(SQLModel, table=True):

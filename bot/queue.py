@@ -139,6 +139,10 @@ class JobQueue:
         """True while arq holds the job (queued, deferred or running)."""
         return bool(await self.redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id))
 
+    async def taken_by_a_worker(self, job_id: str) -> bool:
+        """True while a worker has taken the job off the queue (arq's in-progress mark)."""
+        return bool(await self.redis.exists(in_progress_key_prefix + job_id))
+
     async def depth(self) -> int:
         return await self.redis.zcard(self.queue_name)
 

@@ -15,6 +15,7 @@ within 65,536 code points is also within GitHub's 262,144-byte storage cap.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from itertools import chain
@@ -77,6 +78,11 @@ SETTLED_STEP = frozenset({"completed", "cancelled"})
 
 MARKER_RE = re.compile(r"\s*<!-- agentry:status protocol=(\d+) -->")
 ANY_MARKER_RE = re.compile(r"<!--\s*agentry:.*?-->", re.S)
+
+
+def reply_marker(key: str) -> str:
+    """The hidden mark of one reply of one job, to find it again before answering twice."""
+    return f"<!-- agentry:reply {hashlib.sha256(key.encode()).hexdigest()[:16]} -->"
 
 
 def status_marker(protocol_id: int) -> str:

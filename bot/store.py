@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
-from sqlalchemy import update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -70,33 +70,63 @@ async def get_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelive
     return result.first()
 
 
-async def start_job(session: AsyncSession, job_id: str) -> QueuedJob | None:
-    """Marks a recorded job running; None when it already finished (a duplicate wake-up)."""
-    job = await session.get(QueuedJob, job_id)
-    if job is None or job.status in FINISHED_JOB_STATES:
-        return job if job is None else None
-    job.status = "running"
-    job.attempts += 1
-    job.started_at = utcnow()
-    session.add(job)
+async def start_job(session: AsyncSession, job_id: str, *, worker_id: str, lease: timedelta) -> QueuedJob | None:
+    """Claims a recorded job with a lease (compare-and-set): a queued job, or a running one whose
+    lease lapsed (its worker died). None when it finished, is unknown, or another worker holds it."""
+    now = utcnow()
+    claimable = or_(col(QueuedJob.status) == "queued",
+                    and_(col(QueuedJob.status) == "running",
+                         or_(col(QueuedJob.lease_until).is_(None), col(QueuedJob.lease_until) < now)))
+    result = await session.exec(
+        update(QueuedJob).where(col(QueuedJob.job_id) == job_id, claimable)
+        .values(status="running", attempts=QueuedJob.attempts + 1, started_at=now, lease_until=now + lease,
+                worker_id=worker_id)
+    )
     await session.commit()
-    return job
+    if result.rowcount != 1:
+        return None
+    return await session.get(QueuedJob, job_id, populate_existing=True)
+
+
+async def renew_lease(session: AsyncSession, job_id: str, *, worker_id: str, lease: timedelta) -> bool:
+    """Extends the lease of a job this worker holds; False when it no longer holds it."""
+    result = await session.exec(
+        update(QueuedJob)
+        .where(col(QueuedJob.job_id) == job_id, col(QueuedJob.worker_id) == worker_id,
+               col(QueuedJob.status) == "running")
+        .values(lease_until=utcnow() + lease)
+    )
+    await session.commit()
+    return result.rowcount == 1
 
 
 async def finish_job(session: AsyncSession, job_id: str, *, ok: bool, error: str | None = None) -> None:
     await session.exec(
         update(QueuedJob)
         .where(col(QueuedJob.job_id) == job_id)
-        .values(status="done" if ok else "failed", error=error, finished_at=utcnow())
+        .values(status="done" if ok else "failed", error=error, finished_at=utcnow(), lease_until=None)
     )
     await session.commit()
 
 
-async def unfinished_jobs(session: AsyncSession, *, queued_before: datetime, running_before: datetime) -> list[QueuedJob]:
-    statement = select(QueuedJob).where(
-        ((col(QueuedJob.status) == "queued") & (col(QueuedJob.enqueued_at) < queued_before))
-        | ((col(QueuedJob.status) == "running") & (col(QueuedJob.started_at) < running_before))
-    ).limit(500)
+async def unfinished_jobs(session: AsyncSession, *, queued_before: datetime) -> list[QueuedJob]:
+    """Jobs recorded but never started, for re-driving when their queue was lost."""
+    statement = select(QueuedJob).where(col(QueuedJob.status) == "queued",
+                                        col(QueuedJob.enqueued_at) < queued_before).limit(500)
+    return list((await session.exec(statement)).all())
+
+
+async def unstarted_jobs(session: AsyncSession, *, queued_before: datetime) -> list[QueuedJob]:
+    statement = select(QueuedJob).where(col(QueuedJob.status) == "queued",
+                                        col(QueuedJob.enqueued_at) < queued_before).limit(200)
+    return list((await session.exec(statement)).all())
+
+
+async def lapsed_jobs(session: AsyncSession) -> list[QueuedJob]:
+    """Running jobs whose worker stopped renewing their lease."""
+    statement = select(QueuedJob).where(col(QueuedJob.status) == "running",
+                                        or_(col(QueuedJob.lease_until).is_(None),
+                                            col(QueuedJob.lease_until) < utcnow())).limit(200)
     return list((await session.exec(statement)).all())
 
 

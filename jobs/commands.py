@@ -7,7 +7,7 @@ reply that says why and what to do instead, and lands in the audit log.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import func
@@ -39,6 +39,18 @@ class Refused(Exception):
         self.reply = reply
 
 
+@dataclass(frozen=True)
+class JobOrigin:
+    """The job a request runs in: its id, and whether it was taken over from a worker that died."""
+
+    job_id: str
+    taken_over: bool
+
+    @classmethod
+    def of(cls, ctx: dict) -> JobOrigin:
+        return cls(str(ctx.get("job_id", "")), bool(ctx.get("taken_over")))
+
+
 @dataclass
 class Request:
     """One command in its context: who, where, and through which forge to answer."""
@@ -52,14 +64,24 @@ class Request:
     actor: Actor
     command: Command
     comment_id: int | None = None
+    job: JobOrigin = field(default_factory=lambda: JobOrigin("", False))
+    replies: int = 0
 
     @property
     def prefix(self) -> str:
         return self.deps.settings.command_prefix
 
     async def reply(self, body: str) -> None:
-        await self.forge.create_comment(self.repo, self.issue.number, body,
-                                        is_merge_request=self.issue.is_pull_request)
+        """A comment answering the command, made once however often its job runs: each reply is
+        marked with the job, and a job taken over from a dead worker looks before it posts."""
+        self.replies += 1
+        marker = render.reply_marker(f"{self.job.job_id}/{self.replies}")
+        merge_request = self.issue.is_pull_request
+        if self.job.taken_over and await self.forge.find_comment(self.repo, self.issue.number, marker,
+                                                                 is_merge_request=merge_request):
+            return
+        await self.forge.create_comment(self.repo, self.issue.number, f"{body}\n\n{marker}",
+                                        is_merge_request=merge_request)
 
 
 async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
@@ -75,7 +97,8 @@ async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
         project = await ensure_project(session, event.repo)
         await session.commit()
         request = Request(deps, session, project, forge_of(deps, project), repo_ref(project), event.issue,
-                          event.author, command if isinstance(command, Command) else None, event.comment_id)
+                          event.author, command if isinstance(command, Command) else None, event.comment_id,
+                          JobOrigin.of(ctx))
         if isinstance(command, CommandError):
             await _reply_to_error(request, command)
             return
@@ -439,7 +462,7 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
         project = await ensure_project(session, event.repo)
         await session.commit()
         await run_command(Request(deps, session, project, forge_of(deps, project), repo_ref(project), event.issue,
-                                  event.actor, command))
+                                  event.actor, command, job=JobOrigin.of(ctx)))
 
 
 BUTTON_COMMANDS = {"retry": "retry", "approve": "approve", "cancel": "cancel", "rerun": "retry"}
@@ -460,7 +483,7 @@ async def handle_check_action_job(ctx: dict, delivery_id: str) -> None:
         command = Command(name=BUTTON_COMMANDS[event.action], text="", args=(), options={}, line=0, index=0,
                           raw=f"check run button {event.action}")
         await run_command(Request(deps, session, project, forge_of(deps, project), repo_ref(project), issue,
-                                  event.actor, command))
+                                  event.actor, command, job=JobOrigin.of(ctx)))
 
 
 async def _protocol_of_check_run(session: AsyncSession, event) -> ProtocolRun | None:

@@ -4,30 +4,34 @@ from __future__ import annotations
 
 import logging
 import shutil
+from datetime import timedelta
 
 from sqlmodel import col, select
 
 from bot import git, store
 from bot.deps import Deps
 from bot.forge.github import GitHubForge
-from bot.models import ProtocolRun, WebhookDelivery, utcnow
+from bot.models import ProtocolRun, QueuedJob, WebhookDelivery, utcnow
+from bot.protocols import schedule_next, steps_of
 from bot.recovery import RETENTION, missed_deliveries
-from bot.workflow import TERMINAL_PROTOCOL_STATUSES
+from bot.workflow import TERMINAL_PROTOCOL_STATUSES, ProtocolStatus, StepStatus, next_runnable_steps
+from jobs.common import transaction
 from jobs.step import fail_stuck_steps
+from jobs.tracking import ATTEMPT_SEPARATOR
 
 log = logging.getLogger("agentry.jobs.maintenance")
 
 QUEUED_GRACE_MINUTES = 1.0
+UNCLAIMED_GRACE = timedelta(seconds=10)  # a worker claims a job it takes within milliseconds
+STALL_GRACE = timedelta(seconds=30)
 REDELIVERIES_PER_RUN = 50  # a backlog after a long outage is asked for over several runs
 
 
 async def redrive_lost_jobs(deps: Deps) -> int:
-    """Queues again every recorded job that arq no longer holds (crash of the web process, worker or Redis)."""
-    running_grace = deps.settings.step_timeout_seconds / 60 + 5
+    """Queues again every recorded job that never started and that arq no longer holds (a crash of the
+    web process or Redis); running jobs are the leases' business."""
     async with deps.sessions() as session:
-        stale = await store.unfinished_jobs(
-            session, queued_before=store.minutes_ago(QUEUED_GRACE_MINUTES), running_before=store.minutes_ago(running_grace)
-        )
+        stale = await store.unfinished_jobs(session, queued_before=store.minutes_ago(QUEUED_GRACE_MINUTES))
     redriven = 0
     for job in stale:
         if await deps.queue.is_known(job.job_id):
@@ -36,6 +40,53 @@ async def redrive_lost_jobs(deps: Deps) -> int:
             redriven += 1
             log.warning("re-driving lost job %s (was %s)", job.job_id, job.status)
     return redriven
+
+
+async def take_over_lapsed_jobs(deps: Deps) -> int:
+    """Queues again, as a new attempt, each job a dead worker held: running with a lapsed lease, or
+    taken off the queue but never claimed. The first worker to claim it (compare-and-set) runs it."""
+    now = utcnow()
+    async with deps.sessions() as session:
+        lapsed = await store.lapsed_jobs(session)
+        unclaimed = await store.unstarted_jobs(session, queued_before=now - UNCLAIMED_GRACE)
+    stranded = [job for job in unclaimed if await deps.queue.taken_by_a_worker(job.job_id)]
+    for job in [*lapsed, *stranded]:
+        # a new arq id each window: the old one may still be marked in progress by the dead worker
+        window = int(now.timestamp() // UNCLAIMED_GRACE.total_seconds())
+        await deps.queue.wake_by_id(job.function, job.args, f"{job.job_id}{ATTEMPT_SEPARATOR}{job.attempts + 1}.{window}")
+        log.warning("taking over job %s from %s (%s)", job.job_id, job.worker_id or "a worker",
+                    "its lease lapsed" if job.status == "running" else "taken but never started")
+    return len(lapsed) + len(stranded)
+
+
+async def resume_stalled_protocols(deps: Deps) -> int:
+    """Schedules again the running protocols that wait on nothing: what should follow a state
+    change was lost (a worker died between committing the state and queueing the next job)."""
+    async with transaction(deps) as session:
+        statement = select(ProtocolRun).where(ProtocolRun.status == ProtocolStatus.RUNNING,
+                                              col(ProtocolRun.updated_at) < utcnow() - STALL_GRACE).limit(100)
+        jobs = []
+        for protocol in (await session.exec(statement)).all():
+            if await _waits_on_nothing(session, protocol):
+                log.warning("protocol %s waits on nothing; scheduling its next step", protocol.id)
+                jobs += await schedule_next(session, protocol)
+    await deps.submit(jobs)
+    return len(jobs)
+
+
+async def _waits_on_nothing(session, protocol: ProtocolRun) -> bool:
+    steps = await steps_of(session, protocol.id)
+    if (protocol.runtime_state or {}).get("awaiting_merge") or not next_runnable_steps(steps):
+        return False
+    if any(step.status in (StepStatus.RUNNING, StepStatus.NEEDS_QA) for step in steps):
+        return False
+    busy = select(QueuedJob.job_id).where(col(QueuedJob.step_run_id).in_([step.id for step in steps]),
+                                          col(QueuedJob.status).in_(("queued", "running"))).limit(1)
+    return (await session.exec(busy)).first() is None
+
+
+async def takeover_job(ctx: dict) -> dict:
+    return {"taken_over": await take_over_lapsed_jobs(ctx["deps"])}
 
 
 async def prune_worktrees(deps: Deps) -> int:
@@ -63,7 +114,7 @@ async def prune_worktrees(deps: Deps) -> int:
 async def maintenance_job(ctx: dict) -> dict:
     deps: Deps = ctx["deps"]
     return {"redriven": await redrive_lost_jobs(deps), "stuck_steps_failed": await fail_stuck_steps(deps),
-            "worktrees_pruned": await prune_worktrees(deps)}
+            "stalled_resumed": await resume_stalled_protocols(deps), "worktrees_pruned": await prune_worktrees(deps)}
 
 
 async def recover_missed_deliveries(deps: Deps) -> int:

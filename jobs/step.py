@@ -17,7 +17,7 @@ from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, promise_met, render_prompt
-from bot.protocols import schedule_next, set_step_status, steps_of
+from bot.protocols import retry_step, schedule_next, set_step_status, steps_of
 from bot.sandbox import SandboxUnavailable
 from bot.untrusted import fence
 from bot.queue import run_quality_job as quality_job
@@ -75,6 +75,9 @@ async def execute_step_job(ctx: dict, step_id: int) -> None:
         if step is None:
             return
         protocol, project = await load_protocol(session, step.protocol_run_id)
+        if ctx.get("taken_over") and step.status == StepStatus.RUNNING:
+            await restart_taken_over_step(deps, step_id)
+            return
         if protocol.status != ProtocolStatus.RUNNING or not await store.claim_step(session, step_id):
             return
         await store.record_event(session, "step_started", f"{step.step_name} started (attempt {step.retries + 1})",
@@ -91,6 +94,20 @@ async def execute_step_job(ctx: dict, step_id: int) -> None:
         log.exception("step crashed")
         outcome = failed(f"agentry failed while running the step: {type(exc).__name__}: {exc}")
     await settle(deps, step_id, outcome)
+
+
+async def restart_taken_over_step(deps: Deps, step_id: int) -> None:
+    """The worker running the step died: the step fails visibly and runs again as a new attempt
+    (from the commits it pushed; its worktree is rebuilt from the branch)."""
+    async with transaction(deps) as session:
+        step = await session.get(StepRun, step_id)
+        protocol = await session.get(ProtocolRun, step.protocol_run_id)
+        reason = "the worker running it stopped; it runs again as a new attempt"
+        step.runtime_state = {**step.runtime_state, "error": reason}
+        await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
+                              message=f"{step.step_name}: {reason}")
+        jobs = await retry_step(session, protocol, step, actor=None)
+    await deps.submit(jobs)
 
 
 async def _start_agent_run(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, kind: str,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
+from datetime import timedelta
 from typing import Awaitable, Callable
 
 from bot import store
@@ -15,6 +18,14 @@ log = logging.getLogger("agentry.jobs")
 
 JobFunction = Callable[..., Awaitable[object]]
 
+LEASE = timedelta(seconds=6)  # a job whose worker stops renewing is taken over this long after
+RENEW_SECONDS = 1.5  # four chances to renew before the lease lapses
+ATTEMPT_SEPARATOR = "#"  # a taken-over job is queued again as "<job id>#<attempt>"
+
+
+def base_job_id(queued_id: str) -> str:
+    return queued_id.split(ATTEMPT_SEPARATOR, 1)[0]
+
 
 def tracked(function: JobFunction) -> JobFunction:
     """Runs a recorded job at most to completion once; a duplicate wake-up of a finished job does nothing."""
@@ -22,25 +33,52 @@ def tracked(function: JobFunction) -> JobFunction:
     @functools.wraps(function)
     async def run(ctx: dict, *args):
         deps: Deps = ctx["deps"]
-        job_id = ctx.get("job_id", function.__name__)
+        job_id = base_job_id(ctx.get("job_id", function.__name__))
         async with deps.sessions() as session:
-            job = await store.start_job(session, job_id)
+            job = await store.start_job(session, job_id, worker_id=deps.worker_id, lease=LEASE)
         if job is None:
-            log.info("job %s already finished or unknown; skipped", job_id)
+            log.info("job %s finished, unknown or held by another worker; skipped", job_id)
             return None
+        ctx = {**ctx, "job_id": job_id, "taken_over": job.attempts > 1}
         started = time.perf_counter()
         with log_context(job_id=job_id, job=function.__name__, delivery_id=job.delivery_id,
                          project_id=job.project_id, protocol_id=job.protocol_run_id, step_id=job.step_run_id):
-            try:
-                result = await function(ctx, *args)
-            except Exception as exc:
-                log.exception("job failed")
-                await _finish(deps, job_id, function.__name__, started, ok=False, error=f"{type(exc).__name__}: {exc}")
-                return None
+            async with _holding_lease(deps, job_id):
+                try:
+                    result = await function(ctx, *args)
+                except Exception as exc:
+                    log.exception("job failed")
+                    await _finish(deps, job_id, function.__name__, started, ok=False,
+                                  error=f"{type(exc).__name__}: {exc}")
+                    return None
         await _finish(deps, job_id, function.__name__, started, ok=True)
         return result
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def _holding_lease(deps: Deps, job_id: str):
+    """Renews the job's lease while it runs, so that only a dead worker's jobs are taken over."""
+    renewer = asyncio.create_task(_renew(deps, job_id))
+    try:
+        yield
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+
+
+async def _renew(deps: Deps, job_id: str) -> None:
+    while True:
+        await asyncio.sleep(RENEW_SECONDS)
+        try:
+            async with deps.sessions() as session:
+                if not await store.renew_lease(session, job_id, worker_id=deps.worker_id, lease=LEASE):
+                    log.warning("job %s: its lease was taken over", job_id)
+                    return
+        except Exception:  # noqa: BLE001 - a database hiccup: the next renewal tries again
+            log.warning("job %s: could not renew its lease", job_id, exc_info=True)
 
 
 async def _finish(deps: Deps, job_id: str, name: str, started: float, *, ok: bool, error: str | None = None) -> None:

@@ -43,9 +43,13 @@ JOB_FUNCTIONS = [
     )
 ]
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
-# Upkeep that calls the forge: only in long-running workers, not in burst runs (tests, one-shot drains).
-FORGE_CRON_JOBS = [cron(maintenance.recover_deliveries_job, minute=set(range(0, 60, 10)), second=30,
-                        run_at_startup=True, unique=True)]
+# Only in long-running workers, not in burst runs (tests, one-shot drains): the every-second takeover
+# would keep a burst worker's queue from ever emptying, and the other one calls the forge.
+LONG_RUNNING_CRON_JOBS = [
+    cron(maintenance.takeover_job, second=None, unique=True),  # dead workers' jobs, every second
+    cron(maintenance.recover_deliveries_job, minute=set(range(0, 60, 10)), second=30, run_at_startup=True,
+         unique=True),
+]
 
 
 # Agent runs are limited by Deps.agent_slots (AGENTRY_MAX_CONCURRENT_JOBS); the quick jobs around
@@ -56,7 +60,7 @@ QUICK_JOB_SLOTS = 16
 def worker_options(settings: Settings, *, poll_delay: float = 0.1, burst: bool = False) -> dict:
     return {
         "functions": JOB_FUNCTIONS,
-        "cron_jobs": CRON_JOBS if burst else [*CRON_JOBS, *FORGE_CRON_JOBS],
+        "cron_jobs": CRON_JOBS if burst else [*CRON_JOBS, *LONG_RUNNING_CRON_JOBS],
         "max_jobs": settings.max_concurrent_jobs + QUICK_JOB_SLOTS,
         "job_timeout": settings.step_timeout_seconds * 2 + 300,
         "keep_result": 0,

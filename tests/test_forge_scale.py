@@ -78,3 +78,18 @@ async def test_deliveries_missed_while_agentry_was_down_are_asked_for_again_and_
         events = [event.event_type for event in (await session.exec(select(Event))).all()]
     assert "project_registered" in events
     assert await recover_missed_deliveries(flow.deps) == 0  # the redelivery got through
+
+
+async def test_a_command_job_taken_over_after_it_replied_does_not_reply_again(start, tmp_path):
+    from bot.models import QueuedJob
+    from jobs.commands import handle_command_job
+    from sqlmodel import select
+
+    flow = await start(**with_agent(tmp_path))
+    await flow.comment("/agent help")
+    bot_comments = lambda: [c for c in flow.github.comments.values() if c["user"]["login"] == flow.github.bot_login]
+    [reply] = bot_comments()
+    async with flow.deps.sessions() as session:
+        [job] = (await session.exec(select(QueuedJob).where(QueuedJob.function == "handle_command_job"))).all()
+    await handle_command_job({"deps": flow.deps, "job_id": job.job_id, "taken_over": True}, *job.args)
+    assert bot_comments() == [reply]

@@ -106,3 +106,90 @@ async def _is(status, expected: int) -> bool:
 async def _registered(database: Path) -> bool:
     rows = sqlite3.connect(database).execute("select event_type from events").fetchall()
     return ("project_registered",) in rows
+
+
+TAKEOVER_AGENT = r'''
+import json, os, pathlib, sys, time
+state = pathlib.Path(STATE)
+kind = os.environ["AGENTRY_STEP_KIND"]
+sys.stdin.read()
+if kind == "plan":
+    print(json.dumps({"summary": "One step", "steps": [{"name": "Write", "prompt": "Write hello.txt", "qa": "skip"}]}))
+    sys.exit(0)
+attempt = len(list(state.glob("started-*"))) + 1
+(state / f"started-{attempt}").write_text(str(time.time()))
+if attempt == 1:
+    time.sleep(120)  # the worker running this attempt is killed meanwhile
+pathlib.Path("hello.txt").write_text("hello\n")
+print("wrote hello.txt")
+'''
+
+
+async def test_a_step_on_a_killed_worker_is_taken_over_by_another_within_seconds(tmp_path, remote):
+    state = tmp_path / "agent-state"
+    state.mkdir()
+    agent = tmp_path / "agent.py"
+    agent.write_text(TAKEOVER_AGENT.replace("STATE", repr(str(state))))
+    redis_port, web_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTRY_")}
+    env.update(AGENTRY_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", AGENTRY_PORT=str(web_port),
+               AGENTRY_DATA_DIR=str(tmp_path / "data"), AGENTRY_WEBHOOK_SECRET=SECRET,
+               AGENTRY_DEFAULT_ENGINE="command", AGENTRY_ENGINE_COMMAND=f"{sys.executable} {agent}",
+               AGENTRY_ALLOWED_PATHS=str(tmp_path), AGENTRY_SANDBOX_WRITE_PATHS=str(state),
+               AGENTRY_SANDBOX_READ_PATHS=str(agent))
+    base = f"http://127.0.0.1:{web_port}"
+    database = tmp_path / "data" / "agentry.db"
+    async with aiohttp.ClientSession() as http, process(*redis_argv(redis_port)), \
+            process(sys.executable, "-m", "bot", "serve", env=env):
+        async def healthy() -> bool:
+            async with http.get(f"{base}/health") as response:
+                return response.status == 200
+
+        await until(healthy, 60, "the web service becoming healthy")
+        async with process(sys.executable, "-m", "bot", "worker", env=env) as first, \
+                process(sys.executable, "-m", "bot", "worker", env=env) as second:
+            workers = {first.pid: first, second.pid: second}
+            protocol_id = await _start_a_protocol(http, base, remote)
+            await until(lambda: _exists(state / "started-1"), 90, "the first attempt starting")
+            holder = await until(lambda: _execute_holder(database), 10, "the running job's worker")
+            killed_at = time.monotonic()
+            workers[holder].send_signal(signal.SIGKILL)
+            await until(lambda: _exists(state / "started-2"), 30, "another worker taking the step over")
+            taken_over_after = time.monotonic() - killed_at
+            status = await until(lambda: _protocol_status(http, base, protocol_id, "completed"), 60,
+                                 "the protocol completing")
+            survivor = next(process for pid, process in workers.items() if pid != holder)
+            assert survivor.returncode is None
+    assert status == "completed" and taken_over_after < 15, taken_over_after
+    assert sorted(path.name for path in state.glob("started-*")) == ["started-1", "started-2"]
+    events = [row[0] for row in sqlite3.connect(database).execute("select message from events").fetchall()]
+    assert any("the worker running it stopped; it runs again as a new attempt" in message for message in events)
+
+
+async def _start_a_protocol(http, base: str, remote: Path) -> int:
+    async with http.post(f"{base}/projects", json={"name": "demo", "git_url": str(remote)}) as response:
+        assert response.status == 200, await response.text()
+        project = await response.json()
+    async with http.post(f"{base}/projects/{project['id']}/protocols",
+                         json={"protocol_name": "takeover", "base_branch": "main"}) as response:
+        assert response.status == 200, await response.text()
+        protocol = await response.json()
+    async with http.post(f"{base}/protocols/{protocol['id']}/actions/start") as response:
+        assert response.status == 200, await response.text()
+    return protocol["id"]
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+async def _execute_holder(database: Path) -> int | None:
+    row = sqlite3.connect(database).execute(
+        "select worker_id from queued_jobs where function = 'execute_step_job' and status = 'running'").fetchone()
+    return int(row[0].rsplit(":", 1)[1]) if row and row[0] else None
+
+
+async def _protocol_status(http, base: str, protocol_id: int, wanted: str) -> str | None:
+    async with http.get(f"{base}/protocols/{protocol_id}") as response:
+        status = (await response.json())["status"]
+    return status if status == wanted else None

@@ -123,8 +123,7 @@ class ResilientWorker(Worker):
             try:
                 return await super().main()
             except REDIS_DOWN as exc:
-                if self._pool is not None:
-                    raise  # Redis went away outside a poll (the startup's job functions); let it show
+                # Redis went away while the worker was starting: start again once it is back.
                 await self._wait_for_redis(exc)
 
     async def _poll_iteration(self) -> None:

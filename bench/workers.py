@@ -3,18 +3,20 @@ orchestration per step, and how fast a killed worker's steps run again elsewhere
 
 For each worker count: a Redis on loopback, one `python -m bot serve`, N `python -m bot worker`,
 and P three-step protocols (QA skipped) started through the REST API, each on its own bare git
-remote, with a `command`-engine agent that edits one file and records its own CPU time. Prints:
+remote, with a `command`-engine agent that edits one file and records its own CPU time. The
+projects are created and set up (their mirrors cloned) before the clock starts. Prints:
 
 * wall time from the first start to the last protocol completed, and steps/s;
 * CPU seconds per step outside the agent: the web and worker processes and every git they ran,
-  less what the agents used;
+  less what the agents used (progress is read from the database, so watching costs nothing);
 * agent invocations per step (1 unless a step ran twice);
 * with 2 and 3 workers, a second pass that kills one worker (kill -9) while it runs steps: the
   time from the kill until each of its steps runs again on another worker (the worst is shown).
 
     python bench/workers.py [--protocols 60] [--workers 1,2,3] [--database-url postgresql+asyncpg://…]
 
-Without --database-url the processes share a SQLite file.
+Without --database-url the processes share a SQLite file; with it (a server where the user may create
+databases) each pass gets a new database.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def make_remote(base: Path, name: str) -> Path:
     run("add", ".")
     run("-c", "user.name=b", "-c", "user.email=b@example.com", "commit", "-qm", "seed")
     run("clone", "-q", "--bare", str(seed), str(bare), cwd=base)
+    run("config", "receive.autogc", "false", cwd=bare)  # the forge's own upkeep is not agentry's CPU
     return bare
 
 
@@ -112,6 +115,9 @@ class Cluster:
         redis = shutil.which("redis-server") or sys.exit("redis-server is not installed")
         self._spawn("redis", [redis, "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
                               "--appendonly", "no"])
+        if self.database_url:  # the Procfile's release step
+            subprocess.run([sys.executable, "-m", "bot", "migrate"], cwd=ROOT, env=self.env, check=True,
+                           capture_output=True)
         self._spawn("web", [sys.executable, "-m", "bot", "serve"])
 
     def start_workers(self) -> None:
@@ -148,10 +154,12 @@ class Cluster:
                     await connection.close()
 
             return asyncio.run(fetch())  # called in a thread of its own
-        return sqlite3.connect(self.base / "data" / "agentry.db").execute(sql).fetchall()
+        with contextlib.closing(sqlite3.connect(self.base / "data" / "agentry.db", timeout=30)) as connection:
+            return connection.execute(sql).fetchall()
 
 
-async def start_protocols(http: aiohttp.ClientSession, base: str, remotes: list[Path]) -> list[int]:
+async def create_protocols(http: aiohttp.ClientSession, base: str, remotes: list[Path]) -> list[int]:
+    """A project per remote (its one-time setup clones the mirror) and a protocol in each."""
     ids = []
     for number, remote in enumerate(remotes):
         async with http.post(f"{base}/projects", json={"name": f"bench-{number}", "git_url": str(remote)}) as response:
@@ -160,25 +168,42 @@ async def start_protocols(http: aiohttp.ClientSession, base: str, remotes: list[
                              json={"protocol_name": f"bench-{number}", "base_branch": "main"}) as response:
             protocol = await response.json()
         ids.append(protocol["id"])
-    for protocol_id in ids:
-        async with http.post(f"{base}/protocols/{protocol_id}/actions/start") as response:
-            assert response.status == 200, await response.text()
     return ids
 
 
-async def statuses(http: aiohttp.ClientSession, base: str) -> dict[int, str]:
-    found: dict[int, str] = {}
-    cursor = None
-    while True:
-        url = f"{base}/protocols?limit=200" + (f"&cursor={cursor}" if cursor else "")
-        async with http.get(url) as response:
-            found.update({item["id"]: item["status"] for item in await response.json()})
-            cursor = response.headers.get("X-Next-Cursor")
-        if not cursor:
-            return found
+async def start_protocols(http: aiohttp.ClientSession, base: str, ids: list[int]) -> None:
+    for protocol_id in ids:
+        async with http.post(f"{base}/protocols/{protocol_id}/actions/start") as response:
+            assert response.status == 200, await response.text()
+
+
+async def projects_ready(cluster: Cluster, count: int) -> None:
+    while (await asyncio.to_thread(cluster.query, "select count(*) from projects where status = 'ready'"))[0][0] < count:
+        await asyncio.sleep(0.2)
+
+
+async def statuses(cluster: Cluster) -> dict[int, str]:
+    """Read from the database, so that watching costs the web process nothing."""
+    rows = await asyncio.to_thread(cluster.query, "select id, status from protocol_runs")
+    return {int(protocol_id): str(status).lower().rpartition(".")[2] for protocol_id, status in rows}
+
+
+async def fresh_database(server_url: str) -> str:
+    """A new, empty database on the server of `server_url`, for one pass."""
+    import asyncpg
+
+    name = f"agentry_bench_{os.getpid()}_{time.time_ns()}"
+    connection = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(f'create database "{name}"')
+    finally:
+        await connection.close()
+    return f"{server_url.rsplit('/', 1)[0]}/{name}"
 
 
 async def one_pass(workers: int, protocols: int, database_url: str | None, kill: bool) -> dict:
+    if database_url:
+        database_url = await fresh_database(database_url)
     with tempfile.TemporaryDirectory(prefix="agentry-bench-workers-") as scratch:
         base = Path(scratch)
         cluster = Cluster(base, workers, database_url, pause=2.0 if kill else 0.05)
@@ -189,13 +214,15 @@ async def one_pass(workers: int, protocols: int, database_url: str | None, kill:
             async with aiohttp.ClientSession() as http:
                 await wait_healthy(http, url, 60)
                 cluster.start_workers()
-                await asyncio.sleep(2)
+                ids = await create_protocols(http, url, remotes)
+                await projects_ready(cluster, len(remotes))
+                await asyncio.sleep(1)
                 cpu_before = cluster.agentry_cpu()
                 started = time.monotonic()
-                ids = await start_protocols(http, url, remotes)
+                await start_protocols(http, url, ids)
                 killed = await kill_a_busy_worker(cluster) if kill else None
                 while True:
-                    found = await statuses(http, url)
+                    found = await statuses(cluster)
                     if all(found.get(protocol_id) in ("completed", "blocked", "failed") for protocol_id in ids):
                         break
                     await asyncio.sleep(0.2)

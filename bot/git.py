@@ -12,8 +12,11 @@ credential helper (a fixed string, scoped to the remote's scheme and host) print
 Inherited helpers are reset first. The token is never in argv, a URL, a config value, a log line
 or a `GitError` message.
 
-The remote is the source of truth: every job fetches, and `start_of` says where the protocol branch
-stands on the remote, so any worker can continue any protocol from its own data dir.
+The remote is the source of truth: every job fetches what it needs (`sync`: the protocol's branch
+and its base, in one fetch), so any worker can continue any protocol from its own data dir. The
+mirror's lock is held only while its refs are written (fetches, `update-ref`); pushes, bundle
+imports and reads run beside each other. Automatic gc is off on the hot path; `tidy_mirror` runs it
+from the maintenance job.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import shutil
 import signal
 import time
 import unicodedata
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +58,10 @@ _SAFE_CONFIG = (
     ("core.askPass", ""),
     ("core.fsmonitor", "false"),
     ("commit.gpgSign", "false"),
+    ("gc.auto", "0"),  # no gc after each fetch: `tidy_mirror` runs it from the maintenance job
+    ("maintenance.auto", "false"),
 )
+GC_AUTO_THRESHOLD = "6700"  # git's default, for `tidy_mirror`
 _DROPPED_ENV = frozenset(
     {
         "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -114,6 +121,28 @@ def _slug(title: str, limit: int = 40) -> str:
     return slug[:limit].rstrip("-") or "work"
 
 
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def ref_problem(ref: str) -> str | None:
+    """Why `ref` (a full name, `refs/...`) is not one git accepts (`git check-ref-format`), or None."""
+    if not ref.startswith("refs/") or _REF_FORBIDDEN.search(ref) or ref.endswith(("/", ".")) or ref == "@":
+        return f"not a valid ref name: {ref[:80]!r}"
+    if any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/")):
+        return f"not a valid ref name: {ref[:80]!r}"
+    return None
+
+
+def check_branch(branch: str) -> None:
+    if branch.startswith("-") or ref_problem(f"refs/heads/{branch}"):
+        raise GitError(f"invalid branch name {branch!r}")
+
+
+def _check_ref(ref: str) -> None:
+    if (problem := ref_problem(ref)) is not None:
+        raise GitError(problem)
+
+
 def mirror_path(data_dir: Path, project_id: int) -> Path:
     return Path(data_dir) / "repos" / f"{int(project_id)}.git"
 
@@ -154,7 +183,7 @@ async def fetch_ref(mirror: Path, ref: str, *, token: str | None = None) -> str:
     if not ref.startswith("refs/") or ref.startswith("-"):
         raise GitError(f"not a full ref name: {ref[:80]!r}")
     local = "refs/agentry/" + ref.removeprefix("refs/")
-    await _git(mirror, "check-ref-format", local)
+    _check_ref(local)
     async with _mirror_lock(mirror):
         url = await _origin_url(mirror)
         await _git(mirror, "fetch", "--quiet", "origin", f"+{ref}:{local}", token=token, url=url,
@@ -235,20 +264,30 @@ def _clean_remote(url_or_path: str) -> str:
 
 @contextlib.asynccontextmanager
 async def _mirror_lock(mirror: Path) -> AsyncIterator[None]:
-    """An exclusive flock on `<mirror>.lock`, between processes and between tasks of one process."""
+    """An exclusive flock on `<mirror>.lock` between processes; the tasks of one process queue for
+    it in order (an asyncio lock), so only one of them polls the flock at a time."""
     resolved = mirror.resolve()
     lock_path = resolved.with_name(resolved.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        await _acquire(fd, lock_path)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    async with _task_lock(lock_path):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            await _acquire(fd, lock_path)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+_TASK_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def _task_lock(lock_path: Path) -> asyncio.Lock:
+    locks = _TASK_LOCKS.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(lock_path, asyncio.Lock())
 
 
 async def _acquire(fd: int, lock_path: Path) -> None:
-    deadline, delay = time.monotonic() + LOCK_TIMEOUT, 0.01
+    deadline, delay = time.monotonic() + LOCK_TIMEOUT, 0.002
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -257,77 +296,123 @@ async def _acquire(fd: int, lock_path: Path) -> None:
             if time.monotonic() > deadline:
                 raise GitError(f"timed out waiting for {lock_path.name}") from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, 0.02)
 
 
 # ---------------------------------------------------------------------------------------------
 # What a job starts from, and what it brings back
 
 
-async def start_of(mirror: Path, *, branch: str, base_branch: str, start_point: str | None = None,
-                   token: str | None = None) -> tuple[str, list[str]]:
-    """Fetch, then where `branch` starts: the remote's head of `branch`, or when the remote has no
-    such branch `start_point` (a ref fetched with `fetch_ref`) or else `origin/<base_branch>`.
-    Returns the sha and the mirror refs a worktree needs (the start and the base branch)."""
-    mirror = Path(mirror)
-    await _check_branch(mirror, branch)
-    await _check_branch(mirror, base_branch)
+async def sync(url_or_path: str, mirror: Path, *, branch: str, base_branch: str, start_point: str | None = None,
+               token: str | None = None) -> tuple[str, dict[str, str]]:
+    """One fetch of what a job needs (the protocol's branch, if the remote has it, and its base;
+    the mirror is made on first use), then where `branch` starts: its head on the remote, or when
+    the remote has no such branch `start_point` (a ref fetched with `fetch_ref`) or else the base.
+    Returns the sha and the mirror refs a worktree needs (the start and the base branch) with theirs."""
+    url, mirror = _clean_remote(url_or_path), Path(mirror)
+    check_branch(branch)
+    check_branch(base_branch)
+    # The branch as a one-`*` pattern, so a branch the remote does not have yet is no error, and
+    # `--prune` drops it when it was deleted there.
+    refspecs = [f"+refs/heads/{branch}*:{_REMOTE}{branch}*"]
+    if base_branch != branch:
+        refspecs.append(f"+refs/heads/{base_branch}:{_REMOTE}{base_branch}")
     async with _mirror_lock(mirror):
-        await _fetch(mirror, token)
-        start = await _start_point(mirror, branch, base_branch, start_point)
-        sha = await _rev(mirror, start)
-    assert sha is not None
+        if not _is_mirror(mirror):
+            await _create_mirror(mirror, url)
+        fetched = await _git(mirror, "fetch", "--prune", "--quiet", "--no-tags", "--no-write-fetch-head", url,
+                             *refspecs, token=token, url=url, timeout=NETWORK_TIMEOUT, check=False)
+    if fetched.returncode != 0:
+        if "couldn't find remote ref" in fetched.stderr:
+            raise GitError(f"base branch {base_branch!r} does not exist on the remote")
+        raise _failure(("fetch", url), fetched.returncode, fetched.stderr, token)
+    heads = await _heads(mirror, branch, base_branch)
+    start = await _start_point(mirror, heads, branch, base_branch, start_point)
     if start.startswith("refs/"):
-        refs = [start]
+        sha, refs = heads[start], {start: heads[start]}
     else:  # a sha fetched with fetch_ref: the refs that hold it
+        sha = start
         listing = await _git(mirror, "for-each-ref", "--format=%(refname)", "--points-at", sha, "refs/agentry/")
-        refs = listing.text.split()
-    if await _rev(mirror, f"{_REMOTE}{base_branch}") is not None:
-        refs.append(f"{_REMOTE}{base_branch}")
-    return sha, list(dict.fromkeys(refs))
+        refs = dict.fromkeys(listing.text.split(), sha)
+    base = f"{_REMOTE}{base_branch}"
+    if base in heads:
+        refs[base] = heads[base]
+    return sha, refs
+
+
+async def _heads(mirror: Path, *branches: str) -> dict[str, str]:
+    """The remote-tracking refs of `branches` that exist, with their commits."""
+    wanted = [f"{_REMOTE}{name}" for name in branches]
+    listing = await _git(mirror, "for-each-ref", "--format=%(refname) %(objectname)", *wanted)
+    heads = dict(line.split(" ", 1) for line in listing.text.splitlines())
+    return {ref: sha for ref, sha in heads.items() if ref in wanted}
+
+
+async def _start_point(mirror: Path, heads: dict[str, str], branch: str, base_branch: str,
+                       start_point: str | None) -> str:
+    if f"{_REMOTE}{branch}" in heads:
+        return f"{_REMOTE}{branch}"
+    if start_point is not None:
+        if (sha := await _rev(mirror, start_point)) is None:
+            raise GitError(f"start point {start_point[:40]!r} is not in the mirror; fetch it first")
+        return sha
+    if f"{_REMOTE}{base_branch}" in heads:
+        return f"{_REMOTE}{base_branch}"
+    raise GitError(f"base branch {base_branch!r} does not exist on the remote")
 
 
 async def import_bundle(mirror: Path, bundle: Path, ref: str) -> str:
-    """Fetches the bundle's HEAD into `ref` of the mirror, checking every object; returns its sha."""
+    """Fetches the bundle's HEAD into `ref` of the mirror, checking every object; returns its sha.
+    `ref` is the protocol's own, so no lock is needed."""
     mirror = Path(mirror)
-    await _git(mirror, "check-ref-format", ref)
-    async with _mirror_lock(mirror):
-        await _git(mirror, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
-                   "--no-write-fetch-head", str(bundle), f"+HEAD:{ref}", timeout=NETWORK_TIMEOUT)
-        return (await _git(mirror, "rev-parse", "--verify", ref)).text.strip()
+    _check_ref(ref)
+    head = bundle_head(bundle)
+    await _git(mirror, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags",
+               "--no-write-fetch-head", str(bundle), f"+HEAD:{ref}", timeout=NETWORK_TIMEOUT)
+    return head
+
+
+def bundle_head(bundle: Path) -> str:
+    """The commit a bundle's header names as HEAD (v2 or v3 format)."""
+    with open(bundle, "rb") as handle:
+        header = handle.read(64 * 1024).split(b"\n\n", 1)[0].decode("ascii", "replace").splitlines()
+    if not header or header[0] not in ("# v2 git bundle", "# v3 git bundle"):
+        raise GitError("not a git bundle")
+    for line in header[1:]:
+        sha, _, name = line.partition(" ")
+        if name == "HEAD" and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+            return sha
+    raise GitError("the bundle names no HEAD")
 
 
 async def push_commit(mirror: Path, url_or_path: str, sha: str, branch: str, *, token: str | None = None) -> str:
     """Pushes `sha` (a commit in the mirror) to `refs/heads/<branch>` at `url_or_path`, the address
     agentry stored, never one read back from a git config."""
     mirror, url = Path(mirror), _clean_remote(url_or_path)
-    await _check_branch(mirror, branch)
+    check_branch(branch)
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
         raise GitError(f"not a commit id: {sha[:80]!r}")
+    await _git(mirror, "push", "--quiet", "--no-verify", url, f"{sha}:refs/heads/{branch}",
+               token=token, url=url, timeout=NETWORK_TIMEOUT)
     async with _mirror_lock(mirror):
-        await _git(mirror, "push", "--quiet", "--no-verify", url, f"{sha}:refs/heads/{branch}",
-                   token=token, url=url, timeout=NETWORK_TIMEOUT)
         await _git(mirror, "update-ref", f"{_REMOTE}{branch}", sha)
     return sha
 
 
 async def remove_worktree(mirror: Path, worktree: Path) -> None:
-    """Deletes the protocol's worktree (a repository of its own) and forgets what it exported."""
-    mirror, worktree = Path(mirror), _worktree_of(mirror, worktree)
-    _rmtree(worktree)
-    if _is_mirror(mirror):
-        async with _mirror_lock(mirror):
-            await _git(mirror, "worktree", "prune")
-            await _delete_orphan_branches(mirror)
+    """Deletes the protocol's worktree (a repository of its own; the remote keeps the work)."""
+    _rmtree(_worktree_of(mirror, worktree))
 
 
-async def prune_worktrees(mirror: Path) -> None:
-    """Forget linked worktrees of old whose directories are gone, and their local branches."""
+async def tidy_mirror(mirror: Path) -> None:
+    """Forget linked worktrees of old and their local branches, then gc if git finds it due."""
     if not _is_mirror(Path(mirror)):
         return
     async with _mirror_lock(Path(mirror)):
         await _git(Path(mirror), "worktree", "prune")
         await _delete_orphan_branches(Path(mirror))
+        await _git(Path(mirror), "-c", f"gc.auto={GC_AUTO_THRESHOLD}", "gc", "--auto", "--quiet",
+                   timeout=NETWORK_TIMEOUT)
 
 
 def _worktree_of(mirror: Path, worktree: Path) -> Path:
@@ -336,18 +421,6 @@ def _worktree_of(mirror: Path, worktree: Path) -> Path:
     if Path(mirror).resolve().is_relative_to(worktree):
         raise GitError(f"worktree {worktree} would contain the mirror")
     return worktree
-
-
-async def _start_point(mirror: Path, branch: str, base_branch: str, start_point: str | None) -> str:
-    if await _rev(mirror, f"{_REMOTE}{branch}") is not None:
-        return f"{_REMOTE}{branch}"
-    if start_point is not None:
-        if await _rev(mirror, start_point) is None:
-            raise GitError(f"start point {start_point[:40]!r} is not in the mirror; fetch it first")
-        return start_point
-    if await _rev(mirror, f"{_REMOTE}{base_branch}") is not None:
-        return f"{_REMOTE}{base_branch}"
-    raise GitError(f"base branch {base_branch!r} does not exist on the remote")
 
 
 async def _delete_orphan_branches(mirror: Path) -> None:
@@ -366,7 +439,7 @@ async def _delete_orphan_branches(mirror: Path) -> None:
 async def delete_remote_branch(mirror: Path, branch: str, *, token: str | None = None) -> None:
     """Delete the branch on the remote; a branch that is already gone is fine."""
     mirror = Path(mirror)
-    await _check_branch(mirror, branch)
+    check_branch(branch)
     async with _mirror_lock(mirror):
         args = ("push", "--quiet", "origin", f":refs/heads/{branch}")
         url = await _origin_url(mirror)
@@ -394,14 +467,6 @@ async def _rev(repo: Path, rev: str) -> str | None:
         check=False,
     )
     return found.text.strip() if found.returncode == 0 else None
-
-
-async def _check_branch(cwd: Path, branch: str) -> None:
-    valid = not branch.startswith("-") and (
-        await _git(cwd, "check-ref-format", f"refs/heads/{branch}", check=False)
-    ).returncode == 0
-    if not valid:
-        raise GitError(f"invalid branch name {branch!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 import fakeredis
@@ -21,6 +22,9 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
 
 log = logging.getLogger("agentry.queue")
+
+URGENT_HEAD_START = timedelta(hours=1)
+URGENT_EXPIRY = timedelta(days=1)  # arq's default for a job queued now
 
 PROJECT_SETUP = "project_setup_job"
 PLAN_PROTOCOL = "plan_protocol_job"
@@ -64,6 +68,7 @@ class Job:
     protocol_run_id: int | None = None
     step_run_id: int | None = None
     delivery_id: str | None = field(default=None, compare=False)
+    urgent: bool = field(default=False, compare=False)  # goes before every job that is not
 
     @property
     def job_id(self) -> str:
@@ -126,14 +131,18 @@ class JobQueue:
         woken = 0
         for job in jobs:
             try:
-                await self.redis.enqueue_job(job.function, *job.args, _job_id=job.job_id, _queue_name=self.queue_name)
+                await self.wake_by_id(job.function, list(job.args), job.job_id, urgent=job.urgent)
                 woken += 1
             except Exception:  # recorded already; the maintenance job re-drives it
                 log.exception("could not enqueue %s", job.job_id)
         return woken
 
-    async def wake_by_id(self, function: str, args: list, job_id: str) -> bool:
-        return await self.redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=self.queue_name) is not None
+    async def wake_by_id(self, function: str, args: list, job_id: str, *, urgent: bool = False) -> bool:
+        """arq runs a queue in order of score (when a job is due); an urgent job is scored as if
+        queued an hour earlier, so that it comes first."""
+        ahead = {"_defer_until": datetime.now(timezone.utc) - URGENT_HEAD_START, "_expires": URGENT_EXPIRY} if urgent else {}
+        return await self.redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=self.queue_name,
+                                            **ahead) is not None
 
     async def is_known(self, job_id: str) -> bool:
         """True while arq holds the job (queued, deferred or running)."""

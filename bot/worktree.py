@@ -30,15 +30,19 @@ from bot.sandbox.run import Captured, run_captured
 GIT_TIMEOUT = 600.0
 RESULT = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64}) ([01])\n?$")
 
+# A worktree kept from an earlier job on this worker usually has every commit it needs already: then
+# the refs are only moved; otherwise the missing commits are fetched from the mirror.
 PREPARE = r'''
 set -eu
-source=$1 branch=$2 start=$3
-shift 3
-git init -q
-git fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules "$source" "$@"
+source=$1 branch=$2 start=$3 shas=$4 updates=$5
+shift 5
+[ -d .git ] || git init -q
+case $(printf '%s\n' $shas | git cat-file --batch-check) in
+    *missing*) git fetch -q --no-tags --no-write-fetch-head --no-recurse-submodules "$source" "$@" ;;
+    *) printf '%s' "$updates" | git update-ref --stdin ;;
+esac
 git checkout -q -f --no-track -B "$branch" "$start"
 git clean -ffdq
-git rev-parse --verify HEAD
 '''
 
 EXPORT = r'''
@@ -74,10 +78,13 @@ def git_env(identity: git.Identity | None = None) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_OPTIONAL_LOCKS": "0",
-        "GIT_CONFIG_COUNT": "3",
+        "GIT_CONFIG_COUNT": "5",
         "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull,
         "GIT_CONFIG_KEY_1": "commit.gpgSign", "GIT_CONFIG_VALUE_1": "false",
         "GIT_CONFIG_KEY_2": "safe.directory", "GIT_CONFIG_VALUE_2": "*",
+        # A worktree lives for one protocol: gc after each fetch or commit would be wasted work.
+        "GIT_CONFIG_KEY_3": "gc.auto", "GIT_CONFIG_VALUE_3": "0",
+        "GIT_CONFIG_KEY_4": "maintenance.auto", "GIT_CONFIG_VALUE_4": "false",
     }
     if identity is not None:
         env.update(GIT_AUTHOR_NAME=identity.name, GIT_AUTHOR_EMAIL=identity.email,
@@ -86,16 +93,18 @@ def git_env(identity: git.Identity | None = None) -> dict[str, str]:
 
 
 async def prepare(sandbox: Sandbox, mirror: Path, worktree: Path, *, branch: str, start: str,
-                  refs: list[str]) -> str:
-    """Checks `branch` out at `start` (a sha in the mirror) with `refs` of the mirror fetched under
-    the same names; local changes are discarded, ignored files kept. Returns the HEAD sha."""
+                  refs: Mapping[str, str]) -> str:
+    """Checks `branch` out at `start` (a sha in the mirror) with `refs` (name: sha) of the mirror
+    under the same names; local changes are discarded, ignored files kept. Returns the HEAD sha."""
+    shas = " ".join(dict.fromkeys([start, *refs.values()]))
+    updates = "".join(f"update {ref} {sha}\n" for ref, sha in refs.items())
     for attempt in (1, 2):
         _reset_if_foreign(worktree, force=attempt == 2)
         worktree.mkdir(mode=0o700, parents=True, exist_ok=True)
-        argv = ["sh", "-c", PREPARE, "prepare", str(mirror), branch, start, *(f"+{ref}:{ref}" for ref in refs)]
+        argv = ["sh", "-c", PREPARE, "prepare", str(mirror), branch, start, shas, updates,
+                *(f"+{ref}:{ref}" for ref in refs)]
         done = await _git_in_sandbox(sandbox, worktree, argv, read_only=(mirror,))
-        head = done.stdout.decode(errors="replace").strip().splitlines()[-1:] if done.returncode == 0 else []
-        if head and head[0] == start:
+        if done.returncode == 0:
             return start
     raise git.GitError(f"cannot prepare the worktree: {_reason(done)}")
 

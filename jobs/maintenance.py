@@ -53,7 +53,8 @@ async def take_over_lapsed_jobs(deps: Deps) -> int:
     for job in [*lapsed, *stranded]:
         # a new arq id each window: the old one may still be marked in progress by the dead worker
         window = int(now.timestamp() // UNCLAIMED_GRACE.total_seconds())
-        await deps.queue.wake_by_id(job.function, job.args, f"{job.job_id}{ATTEMPT_SEPARATOR}{job.attempts + 1}.{window}")
+        await deps.queue.wake_by_id(job.function, job.args, f"{job.job_id}{ATTEMPT_SEPARATOR}{job.attempts + 1}.{window}",
+                                    urgent=True)
         log.warning("taking over job %s from %s (%s)", job.job_id, job.worker_id or "a worker",
                     "its lease lapsed" if job.status == "running" else "taken but never started")
     return len(lapsed) + len(stranded)
@@ -90,7 +91,7 @@ async def takeover_job(ctx: dict) -> dict:
 
 
 async def prune_worktrees(deps: Deps) -> int:
-    """Removes the worktrees of protocols that ended (or no longer exist), then prunes each mirror."""
+    """Removes the worktrees of protocols that ended (or no longer exist), then tidies each mirror."""
     data_dir = deps.settings.data_dir.resolve()
     root = data_dir / "worktrees"
     if not root.is_dir():
@@ -107,7 +108,7 @@ async def prune_worktrees(deps: Deps) -> int:
                 shutil.rmtree(path, ignore_errors=True)
             removed += 1
     for mirror in sorted((data_dir / "repos").glob("*.git")):
-        await git.prune_worktrees(mirror)
+        await git.tidy_mirror(mirror)
     return removed
 
 

@@ -7,6 +7,7 @@ through the state machine, and whatever follows (QA, the next step, the PR) is q
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shlex
 from dataclasses import dataclass, field
@@ -88,7 +89,8 @@ async def execute_step_job(ctx: dict, step_id: int) -> None:
     try:
         outcome = await runner(deps, project, protocol, step)
     except asyncio.CancelledError:
-        await settle(deps, step_id, failed("the worker stopped while the step was running; retry it"))
+        if not getattr(ctx.get("lease"), "lost", False):  # else the step is another worker's now
+            await settle(deps, step_id, failed("the worker stopped while the step was running; retry it"))
         raise
     except Exception as exc:
         log.exception("step crashed")
@@ -107,7 +109,7 @@ async def restart_taken_over_step(deps: Deps, step_id: int) -> None:
         await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
                               message=f"{step.step_name}: {reason}")
         jobs = await retry_step(session, protocol, step, actor=None)
-    await deps.submit(jobs)
+    await deps.submit([dataclasses.replace(job, urgent=True) for job in jobs])  # before work queued since
 
 
 async def _start_agent_run(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, kind: str,

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Awaitable, Callable
 
@@ -27,8 +28,18 @@ def base_job_id(queued_id: str) -> str:
     return queued_id.split(ATTEMPT_SEPARATOR, 1)[0]
 
 
+@dataclass
+class Lease:
+    """The job's hold on its row in `queued_jobs`; `lost` once another worker took the job over."""
+
+    job_id: str
+    lost: bool = False
+
+
 def tracked(function: JobFunction) -> JobFunction:
-    """Runs a recorded job at most to completion once; a duplicate wake-up of a finished job does nothing."""
+    """Runs a recorded job at most to completion once; a duplicate wake-up of a finished job does nothing.
+    A job whose lease is taken over (its worker was too slow to renew it) is cancelled where it
+    stands and leaves the rest to the new holder: it writes nothing more, not even its end."""
 
     @functools.wraps(function)
     async def run(ctx: dict, *args):
@@ -39,13 +50,19 @@ def tracked(function: JobFunction) -> JobFunction:
         if job is None:
             log.info("job %s finished, unknown or held by another worker; skipped", job_id)
             return None
-        ctx = {**ctx, "job_id": job_id, "taken_over": job.attempts > 1}
+        lease = Lease(job_id)
+        ctx = {**ctx, "job_id": job_id, "taken_over": job.attempts > 1, "lease": lease}
         started = time.perf_counter()
         with log_context(job_id=job_id, job=function.__name__, delivery_id=job.delivery_id,
                          project_id=job.project_id, protocol_id=job.protocol_run_id, step_id=job.step_run_id):
-            async with _holding_lease(deps, job_id):
+            async with _holding_lease(deps, lease):
                 try:
                     result = await function(ctx, *args)
+                except asyncio.CancelledError:
+                    if not lease.lost:
+                        raise
+                    log.warning("job %s was taken over by another worker; stopped here", job_id)
+                    return None
                 except Exception as exc:
                     log.exception("job failed")
                     await _finish(deps, job_id, function.__name__, started, ok=False,
@@ -58,9 +75,10 @@ def tracked(function: JobFunction) -> JobFunction:
 
 
 @contextlib.asynccontextmanager
-async def _holding_lease(deps: Deps, job_id: str):
-    """Renews the job's lease while it runs, so that only a dead worker's jobs are taken over."""
-    renewer = asyncio.create_task(_renew(deps, job_id))
+async def _holding_lease(deps: Deps, lease: Lease):
+    """Renews the job's lease while it runs, so that only a dead worker's jobs are taken over; the
+    job is cancelled when the lease was taken over all the same."""
+    renewer = asyncio.create_task(_renew(deps, lease, asyncio.current_task()))
     try:
         yield
     finally:
@@ -69,16 +87,19 @@ async def _holding_lease(deps: Deps, job_id: str):
             await renewer
 
 
-async def _renew(deps: Deps, job_id: str) -> None:
+async def _renew(deps: Deps, lease: Lease, job: asyncio.Task | None) -> None:
     while True:
         await asyncio.sleep(RENEW_SECONDS)
         try:
             async with deps.sessions() as session:
-                if not await store.renew_lease(session, job_id, worker_id=deps.worker_id, lease=LEASE):
-                    log.warning("job %s: its lease was taken over", job_id)
+                if not await store.renew_lease(session, lease.job_id, worker_id=deps.worker_id, lease=LEASE):
+                    log.warning("job %s: its lease was taken over", lease.job_id)
+                    lease.lost = True
+                    if job is not None:
+                        job.cancel()
                     return
         except Exception:  # noqa: BLE001 - a database hiccup: the next renewal tries again
-            log.warning("job %s: could not renew its lease", job_id, exc_info=True)
+            log.warning("job %s: could not renew its lease", lease.job_id, exc_info=True)
 
 
 async def _finish(deps: Deps, job_id: str, name: str, started: float, *, ok: bool, error: str | None = None) -> None:

@@ -20,7 +20,7 @@ from bot import db
 from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
-from bot.queue import JobQueue
+from bot.queue import EXECUTE_STEP, PLAN_PROTOCOL, RUN_QUALITY, JobQueue
 from jobs import commands, forge_events, installs, maintenance, protocol, reporting, step
 from jobs.tracking import tracked
 
@@ -111,12 +111,29 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 BACKOFF_SECONDS = (0.5, 10.0)  # first and longest wait between attempts to reach Redis again
 
 
+AGENT_JOBS = frozenset({PLAN_PROTOCOL, EXECUTE_STEP, RUN_QUALITY})  # they wait for Deps.agent_slots
+QUEUE_READ_LIMIT = 500  # jobs looked at per poll, so that quick jobs behind held-back agent jobs are seen
+
+
 class ResilientWorker(Worker):
     """A worker that rides out Redis outages: it waits for Redis at start-up, and a poll that
-    cannot reach it waits (backing off) and tries again, while the jobs already running go on."""
+    cannot reach it waits (backing off) and tries again, while the jobs already running go on.
+
+    It takes only the agent jobs it can start now (one per free agent slot) and leaves the others
+    queued for a worker that has a slot, so no job waits behind another on a busy worker."""
 
     backoff = BACKOFF_SECONDS[0]
     outage_since: float | None = None
+    agent_slots = 2
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:  # one by one: arq passes over the ids another worker is running
+            if _is_agent_job(job_id.decode()) and self._agent_jobs_running() >= self.agent_slots:
+                continue
+            await super().start_jobs([job_id])
+
+    def _agent_jobs_running(self) -> int:
+        return sum(1 for job_id, task in self.tasks.items() if not task.done() and _is_agent_job(job_id))
 
     async def main(self) -> None:
         while True:
@@ -144,9 +161,15 @@ class ResilientWorker(Worker):
         self.backoff = min(self.backoff * 2, BACKOFF_SECONDS[1])
 
 
+def _is_agent_job(job_id: str) -> bool:
+    return job_id.split(":", 1)[0] in AGENT_JOBS
+
+
 def run_resilient_worker(settings: Settings) -> None:
     """`python -m bot worker`: a worker process that keeps going through Redis outages."""
-    ResilientWorker(**worker_settings(settings)).run()
+    worker = ResilientWorker(**worker_settings(settings), queue_read_limit=QUEUE_READ_LIMIT)
+    worker.agent_slots = settings.max_concurrent_jobs
+    worker.run()
 
 
 def worker_settings(settings: Settings) -> dict:

@@ -54,13 +54,14 @@ async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checko
     deps.redactor.add(*(deps.secret_box.open(value) for value in (project.secrets or {}).values()
                         if isinstance(value, str)))
     token = await git_token(deps, project)
-    mirror_dir = await mirror(deps, project, token)
+    mirror_dir = git.mirror_path(deps.settings.data_dir.resolve(), project.id)
     fork = protocol.runtime_state.get("fork") or {}
     start_point = fork.get("approved_sha")
     if start_point:
+        await git.ensure_mirror(source_of(deps, project), mirror_dir, token=token)
         await git.fetch_ref(mirror_dir, fork["head_ref"], token=token)
-    start, refs = await git.start_of(mirror_dir, branch=protocol.branch, base_branch=protocol.base_branch,
-                                     start_point=start_point, token=token)
+    start, refs = await git.sync(source_of(deps, project), mirror_dir, branch=protocol.branch,
+                                 base_branch=protocol.base_branch, start_point=start_point, token=token)
     path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
     await worktree.prepare(deps.sandbox, mirror_dir, path, branch=protocol.branch, start=start, refs=refs)
     return Checkout(path, mirror_dir, start)

@@ -110,8 +110,7 @@ class Worker:
         return git.worktree_path(self.data_dir, protocol_id)
 
     async def prepare(self, branch: str, base: str = "main", protocol_id: int = 7) -> str:
-        await git.ensure_mirror(self.url, self.mirror, token=self.token)
-        start, refs = await git.start_of(self.mirror, branch=branch, base_branch=base, token=self.token)
+        start, refs = await git.sync(self.url, self.mirror, branch=branch, base_branch=base, token=self.token)
         self.starts[protocol_id] = start
         return await worktree.prepare(self.sandbox, self.mirror, self.worktree(protocol_id), branch=branch,
                                       start=start, refs=refs)
@@ -193,7 +192,7 @@ async def test_other_default_branch(tmp_path):
     head = await worker.prepare(BRANCH, base="trunk")
     assert head == remote.sha("trunk")
     with pytest.raises(GitError, match="base branch 'main' does not exist"):
-        await git.start_of(worker.mirror, branch="agent/8-x", base_branch="main")
+        await git.sync(worker.url, worker.mirror, branch="agent/8-x", base_branch="main")
 
 
 async def test_concurrent_ensure_mirror_calls_share_one_mirror(worker, remote):
@@ -211,6 +210,36 @@ async def test_concurrent_ensure_mirror_calls_share_one_mirror(worker, remote):
         worker.prepare("agent/2-b", protocol_id=2),
     )
     assert run("rev-parse", "HEAD", cwd=worker.worktree(2)) == remote.sha("main")
+
+
+async def test_a_job_fetches_its_branch_and_base_only_and_forgets_a_deleted_branch(worker, remote):
+    remote.commit({"o.txt": "o\n"}, "other")
+    run("push", "-q", str(remote.path), "HEAD:refs/heads/unrelated", cwd=remote.seed)
+    head = await worker.prepare(BRANCH)  # the mirror is made by the job's own fetch
+    assert head == remote.sha("main")
+    assert await git.list_branches(worker.mirror) == [{"name": "main", "sha": head}]
+    await worker.publish("work", BRANCH)
+    run("push", "-q", str(remote.path), f"HEAD:refs/heads/{BRANCH}-later", cwd=remote.seed)
+    await worker.prepare(BRANCH)
+    names = {branch["name"] for branch in await git.list_branches(worker.mirror)}
+    assert names == {"main", BRANCH, f"{BRANCH}-later"}  # the pattern may take a longer name along
+    run("push", "-q", str(remote.path), f":refs/heads/{BRANCH}", cwd=remote.seed)
+    assert await worker.prepare(BRANCH) == remote.sha("main")  # deleted upstream: starts over from main
+    assert BRANCH not in {branch["name"] for branch in await git.list_branches(worker.mirror)}
+
+
+REF_NAMES = ["refs/heads/main", "refs/heads/agent/12-x", "refs/heads/a.b", "refs/heads/a..b", "refs/heads/.a",
+             "refs/heads/a/.b", "refs/heads/a.lock", "refs/heads/a.lock/b", "refs/heads/a/", "refs/heads/a.",
+             "refs/heads/a b", "refs/heads/a~1", "refs/heads/a^", "refs/heads/a:b", "refs/heads/a?", "refs/heads/a*",
+             "refs/heads/a[b", "refs/heads/a\\b", "refs/heads/a@{1}", "refs/heads/a@b", "refs/heads/@",
+             "refs/heads//a", "refs/heads/a\x01", "refs/heads/a\x7f", "refs/heads/é", "refs/heads/-a",
+             "refs/heads/a-", "refs/agentry/pull/1/head", "refs/heads/a\tb", "refs/heads/a/b.lockx"]
+
+
+@pytest.mark.parametrize("ref", REF_NAMES)
+def test_ref_names_are_judged_as_git_judges_them(ref, tmp_path):
+    verdict = subprocess.run(["git", "check-ref-format", ref], cwd=tmp_path, capture_output=True)
+    assert (git.ref_problem(ref) is None) == (verdict.returncode == 0)
 
 
 async def test_half_made_mirror_is_replaced(worker, remote):
@@ -349,7 +378,7 @@ async def test_prune_forgets_linked_worktrees_of_old(worker, remote):
     old = worker.data_dir / "old-worktree"
     run("worktree", "add", "-q", "-b", "agent/1-old", str(old), "refs/remotes/origin/main", cwd=worker.mirror)
     shutil.rmtree(old)
-    await git.prune_worktrees(worker.mirror)
+    await git.tidy_mirror(worker.mirror)
     assert str(old) not in run("worktree", "list", cwd=worker.mirror)
     assert run("for-each-ref", "refs/heads/", cwd=worker.mirror) == ""
 

@@ -120,3 +120,75 @@ async def test_job_log_lines_carry_the_ids_of_the_work(deps):
         logger.removeHandler(handler)
     line = json.loads(stream.getvalue().splitlines()[0])
     assert (line["msg"], line["job_id"], line["step_id"]) == ("working", job.job_id, 42)
+
+
+async def test_a_job_whose_lease_is_taken_over_stops_and_writes_nothing_more(deps, monkeypatch):
+    import asyncio
+
+    from sqlmodel import update
+
+    from jobs import tracking
+
+    monkeypatch.setattr(tracking, "RENEW_SECONDS", 0.05)
+    reached_the_end = asyncio.Event()
+
+    async def slow_job(ctx, delivery_id):
+        async with deps.sessions() as session:  # another worker claims the job meanwhile
+            await session.exec(update(QueuedJob).where(QueuedJob.job_id == "slow_job:q-7")
+                               .values(worker_id="another-host:1", attempts=QueuedJob.attempts + 1))
+            await session.commit()
+        await asyncio.sleep(5)
+        reached_the_end.set()
+
+    async with deps.sessions() as session:
+        await store.record_jobs(session, [delivery_job("slow_job", "q-7")])
+        await session.commit()
+    await asyncio.wait_for(tracking.tracked(slow_job)({"deps": deps, "job_id": "slow_job:q-7"}, "q-7"), 3)
+    state = await job_state(deps, "slow_job:q-7")
+    assert not reached_the_end.is_set()
+    assert (state.status, state.worker_id, state.finished_at) == ("running", "another-host:1", None)
+
+
+async def test_a_worker_takes_only_the_agent_jobs_it_has_slots_for():
+    import asyncio
+
+    from arq.worker import func
+
+    from bot.queue import embedded_redis
+    from jobs.worker import ResilientWorker
+
+    release = asyncio.Event()
+
+    async def waits(ctx, *args):
+        await release.wait()
+
+    functions = [func(waits, name=name) for name in ("execute_step_job", "report_protocol_job")]
+    redis = embedded_redis()
+    worker = ResilientWorker(functions=functions, redis_pool=redis, handle_signals=False, burst=True)
+    worker.agent_slots = 1
+    ids = ["execute_step_job:9:1", "execute_step_job:1:1", "execute_step_job:2:1", "report_protocol_job:1:x"]
+    for job_id in ids:
+        await redis.enqueue_job(job_id.split(":")[0], _job_id=job_id)
+    await redis.set("arq:in-progress:execute_step_job:9:1", b"1")  # another worker runs it
+    try:
+        await worker.start_jobs([job_id.encode() for job_id in ids])
+        assert sorted(worker.tasks) == ["execute_step_job:1:1", "report_protocol_job:1:x"]
+        assert await redis.zscore(worker.queue_name, "execute_step_job:2:1")  # left for another worker
+    finally:
+        release.set()
+        await asyncio.gather(*worker.tasks.values())
+        await redis.aclose()
+
+
+async def test_an_urgent_job_goes_before_the_jobs_queued_earlier():
+    from bot.queue import Job, JobQueue, embedded_redis
+
+    queue = JobQueue(embedded_redis())
+    try:
+        await queue.wake([Job("execute_step_job", (1,), "1:1"), Job("execute_step_job", (2,), "2:1")])
+        await queue.wake([Job("execute_step_job", (3,), "3:2", urgent=True)])
+        order = [job_id.decode() for job_id in await queue.redis.zrange(queue.queue_name, 0, -1)]
+        assert order == ["execute_step_job:3:2", "execute_step_job:1:1", "execute_step_job:2:1"]
+        assert await queue.is_known("execute_step_job:3:2")
+    finally:
+        await queue.close()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -365,3 +366,21 @@ async def test_the_proxy_notes_an_allowed_endpoint_it_cannot_reach(tmp_path):
         await proxy.close()
     assert answer.startswith(b"HTTP/1.1 502") and f"cannot reach 127.0.0.1:{port}".encode() in answer
     assert [entry.split(" (")[0] for entry in proxy.unreachable] == [f"127.0.0.1:{port}"] and not proxy.denied
+
+
+async def test_a_networked_run_starts_its_command_with_default_signal_handling(tmp_path):
+    """The bridge (pid 1, a Python that ignores SIGPIPE) must not hand its ignored signals on."""
+    from bot.sandbox import SandboxRequest
+    from bot.sandbox.run import run_captured
+
+    sandbox = BwrapSandbox(runs_dir=tmp_path / "runs", protected=[])
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    request = SandboxRequest(command=["sh", "-c", "grep -E '^(SigIgn|PPid)' /proc/$$/status; exit 3"],
+                             cwd=worktree, env={"PATH": "/usr/bin:/bin"}, network=())
+    done = await run_captured(sandbox, request, timeout=30, limit=10_000)
+    lines = dict(line.split(":\t") for line in done.stdout.decode().splitlines())
+    assert done.returncode == 3
+    ignored = int(lines["SigIgn"], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1) | 1 << (signal.SIGTERM - 1))
+    assert lines["PPid"].strip() == "1"

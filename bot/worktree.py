@@ -25,9 +25,11 @@ from bot import git
 from bot.agents import EngineConfig, agent_environment, network
 from bot.agents.environment import prepare_home
 from bot.sandbox import NoSandbox, Sandbox, SandboxRequest, SandboxUnavailable
+from bot.sandbox.policy import GIT_ETC_ENTRIES
 from bot.sandbox.run import Captured, run_captured
 
 GIT_TIMEOUT = 600.0
+EXPORTED_MARKS = ".exported"  # a directory beside the worktrees
 RESULT = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64}) ([01])\n?$")
 
 # A worktree kept from an earlier job on this worker usually has every commit it needs already: then
@@ -96,6 +98,8 @@ async def prepare(sandbox: Sandbox, mirror: Path, worktree: Path, *, branch: str
                   refs: Mapping[str, str]) -> str:
     """Checks `branch` out at `start` (a sha in the mirror) with `refs` (name: sha) of the mirror
     under the same names; local changes are discarded, ignored files kept. Returns the HEAD sha."""
+    if take_exported_mark(worktree) == start and (worktree / ".git").is_dir():
+        return start  # this worker exported `start` from here, and nothing ran in it since
     shas = " ".join(dict.fromkeys([start, *refs.values()]))
     updates = "".join(f"update {ref} {sha}\n" for ref, sha in refs.items())
     for attempt in (1, 2):
@@ -125,6 +129,7 @@ async def export(sandbox: Sandbox, mirror: Path, worktree: Path, scratch: Path, 
             imported = await git.import_bundle(mirror, bundle, import_ref)
             if imported != head:
                 raise git.GitError(f"the exported bundle holds {imported[:12]}, not the worktree's head {head[:12]}")
+        _exported_mark(worktree).write_text(head)
         return Exported(head, committed, head != start)
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -144,6 +149,7 @@ async def run_command(worktree: Path, argv: list[str], config: EngineConfig, *, 
     """A command from the repository's side (a Ralph feedback command) in the worktree, sandboxed
     like an agent: the agents' clean environment, a fresh home, the same network. Output redacted."""
     sandbox = config.sandbox or NoSandbox()
+    take_exported_mark(worktree)  # the command may leave files behind
     with tempfile.TemporaryDirectory(prefix="agentry-command-", dir=config.home_parent) as scratch:
         home = Path(scratch)
         prepare_home(home)
@@ -168,7 +174,7 @@ async def _git_in_sandbox(sandbox: Sandbox, worktree: Path, argv: list[str], *, 
     """git in the worktree (writable unless `cwd_read_only`), seeing only the given other paths."""
     env = {**git_env(identity), "GIT_CEILING_DIRECTORIES": str(worktree.parent)}
     request = SandboxRequest(command=argv, cwd=worktree, env=env, writable=writable, read_only=read_only,
-                             executables=_executables("git", {}), cwd_read_only=cwd_read_only)
+                             executables=_executables("git", {}), cwd_read_only=cwd_read_only, etc=GIT_ETC_ENTRIES)
     try:
         done = await run_captured(sandbox, request, stdin=stdin, timeout=GIT_TIMEOUT, limit=limit)
     except SandboxUnavailable as exc:
@@ -178,6 +184,25 @@ async def _git_in_sandbox(sandbox: Sandbox, worktree: Path, argv: list[str], *, 
     if done.timed_out:
         raise git.GitError(f"git in the sandbox timed out after {GIT_TIMEOUT:g}s")
     return done
+
+
+def _exported_mark(worktree: Path) -> Path:
+    """Beside the worktree, out of every sandbox's sight: the head `export` left it clean at."""
+    marks = worktree.parent / EXPORTED_MARKS
+    marks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return marks / worktree.name
+
+
+def take_exported_mark(worktree: Path) -> str | None:
+    """The head `export` left the worktree clean at, if nothing ran in it since; the mark is removed,
+    since whatever runs next may change it. Called before anything runs in the worktree."""
+    mark = _exported_mark(worktree)
+    try:
+        head = mark.read_text().strip()
+    except FileNotFoundError:
+        return None
+    mark.unlink()
+    return head
 
 
 def _executables(program: str, env: Mapping[str, str]) -> tuple[Path, ...]:

@@ -99,6 +99,8 @@ async def prune_worktrees(deps: Deps) -> int:
     removed = 0
     async with deps.sessions() as session:
         for path in sorted(root.iterdir()):
+            if path.name.startswith("."):  # agentry's own notes on the worktrees
+                continue
             protocol = await session.get(ProtocolRun, int(path.name)) if path.name.isdigit() else None
             if protocol is not None and protocol.status not in TERMINAL_PROTOCOL_STATUSES:
                 continue

@@ -132,6 +132,7 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
     request = AgentRequest(engine=engine, prompt=prompt, cwd=cwd, kind=kind, model=model, read_only=read_only,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
+    worktree.take_exported_mark(cwd)  # a Ralph loop runs its agent again after exporting
     async with deps.agent_slots, stop_on_cancel(deps, protocol.id) as stop:
         result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
     status = "cancelled" if result.stopped else "succeeded" if result.ok else "failed"

@@ -87,6 +87,7 @@ async def diff(deps: Deps, checkout: Checkout, base_branch: str) -> str:
 async def remove(deps: Deps, project: Project, protocol: ProtocolRun) -> None:
     data_dir = deps.settings.data_dir.resolve()
     await git.remove_worktree(git.mirror_path(data_dir, project.id), git.worktree_path(data_dir, protocol.id))
+    worktree.take_exported_mark(git.worktree_path(data_dir, protocol.id))
 
 
 def identity(deps: Deps) -> git.Identity:

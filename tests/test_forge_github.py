@@ -287,6 +287,20 @@ async def test_check_run_create_and_update(gh, session):
     assert run["output"]["summary"] == "3/3 steps completed"
 
 
+async def test_a_check_run_made_by_a_job_that_died_is_taken_over_not_doubled(gh, session):
+    forge = make_forge(gh, session)
+    payload = check_run_payload(external_id="42")
+
+    first = await forge.create_check_run(REPO, payload)  # its id never got stored
+    again = await forge.create_check_run(REPO, payload)
+    assert again == first and len(gh.check_runs) == 1
+
+    await forge.update_check_run(REPO, first, {"status": "completed", "conclusion": "success"})
+    resumed = await forge.create_check_run(REPO, payload)  # a conclusion stays; new work, a new run
+    other = await forge.create_check_run(REPO, check_run_payload(external_id="43"))
+    assert len({first, resumed, other}) == 3 and len(gh.check_runs) == 3
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [

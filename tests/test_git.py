@@ -242,6 +242,28 @@ def test_ref_names_are_judged_as_git_judges_them(ref, tmp_path):
     assert (git.ref_problem(ref) is None) == (verdict.returncode == 0)
 
 
+async def test_a_worktree_this_worker_exported_is_reused_untouched_until_something_runs_in_it(
+        worker, remote, monkeypatch):
+    runs = []
+    real = worktree._git_in_sandbox
+
+    async def counted(sandbox, path, argv, **options):
+        runs.append(argv[3])  # the script's name: prepare, export, diff
+        return await real(sandbox, path, argv, **options)
+
+    monkeypatch.setattr(worktree, "_git_in_sandbox", counted)
+    await worker.prepare(BRANCH)
+    (worker.worktree() / "a.txt").write_text("a\n")
+    await worker.publish("first", BRANCH)
+    assert await worker.prepare(BRANCH) == remote.sha(BRANCH)
+    assert runs == ["prepare", "export"]  # the exported worktree was taken as it was
+
+    (worker.worktree() / "stray.txt").write_text("left by an agent that then died\n")
+    worktree.take_exported_mark(worker.worktree())  # what runs an agent does first
+    assert await worker.prepare(BRANCH) == remote.sha(BRANCH)
+    assert runs[-1] == "prepare" and not (worker.worktree() / "stray.txt").exists()
+
+
 async def test_half_made_mirror_is_replaced(worker, remote):
     worker.mirror.mkdir(parents=True)
     (worker.mirror / "junk").write_text("crash leftovers")

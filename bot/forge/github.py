@@ -54,6 +54,7 @@ REACTIONS_URL = "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions"
 PERMISSION_URL = "/repos/{owner}/{repo}/collaborators/{username}/permission"
 CHECK_RUNS_URL = "/repos/{owner}/{repo}/check-runs"
 CHECK_RUN_URL = "/repos/{owner}/{repo}/check-runs/{check_run_id}"
+COMMIT_CHECK_RUNS_URL = "/repos/{owner}/{repo}/commits/{ref}/check-runs{?check_name,filter,per_page}"
 PULLS_URL = "/repos/{owner}/{repo}/pulls"
 PULLS_SEARCH_URL = "/repos/{owner}/{repo}/pulls{?head,state,per_page}"
 PULL_URL = "/repos/{owner}/{repo}/pulls/{pull_number}"
@@ -332,6 +333,7 @@ class GitHubForge:
         )
         self._graphql_url = graphql_url(api_url)
         self._bot_login = f"{app_slug}[bot]" if app_slug else None
+        self._app_slug = app_slug
         self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
             maxsize=4096, ttl=permission_ttl
         )
@@ -450,8 +452,27 @@ class GitHubForge:
     # -- check runs --------------------------------------------------------------------------
 
     async def create_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int:
+        """Creates the check run, or takes over the unfinished one this app already made for the
+        same protocol (`external_id`) on the same commit: a job that died before it could store the
+        id, then taken over, must not leave a second run spinning."""
+        existing = await self._unfinished_check_run(repo, payload)
+        if existing is not None:
+            await self.update_check_run(repo, existing, payload)
+            return existing
         data = await self._post(repo, CHECK_RUNS_URL, _repo_vars(repo), payload)
         return int(data["id"])
+
+    async def _unfinished_check_run(self, repo: RepoRef, payload: dict[str, Any]) -> int | None:
+        if not payload.get("external_id") or not payload.get("head_sha"):
+            return None
+        url_vars = _repo_vars(repo, ref=payload["head_sha"], check_name=payload["name"], filter="latest",
+                              per_page=100)
+        listing = await self._get(repo, COMMIT_CHECK_RUNS_URL, url_vars)
+        for run in listing.get("check_runs") or []:
+            ours = self._app_slug is None or (run.get("app") or {}).get("slug") == self._app_slug
+            if ours and run.get("external_id") == payload["external_id"] and run.get("status") != "completed":
+                return int(run["id"])
+        return None
 
     async def update_check_run(
         self, repo: RepoRef, check_run_id: int, payload: dict[str, Any]

@@ -61,6 +61,7 @@ class SandboxRequest:
     executables: tuple[Path, ...] = ()  # mounted with their install trees
     cwd_read_only: bool = False
     network: tuple[Endpoint, ...] | None = None  # None: no network at all
+    etc: tuple[str, ...] = ETC_ENTRIES  # the public /etc entries it sees (those the host has)
 
 
 @dataclass
@@ -169,7 +170,7 @@ class BwrapSandbox:
                 writable.append(run_dir / "exit-status")
             (read_only if request.cwd_read_only else writable).append(request.cwd)
             mounts = Mounts(tuple(_existing(read_only)), tuple(_existing(writable)), tuple(files))
-            yield Launch(self._argv(command, request.cwd, mounts), env, run_dir,
+            yield Launch(self._argv(command, request.cwd, mounts, request.etc), env, run_dir,
                          proxy.denied if proxy is not None else [],
                          proxy.unreachable if proxy is not None else [],
                          run_dir / "exit-status" if request.network is not None else None, sandbox_init)
@@ -178,9 +179,9 @@ class BwrapSandbox:
                 await proxy.close()
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    def _argv(self, command: Sequence[str], cwd: Path, mounts: Mounts) -> list[str]:
+    def _argv(self, command: Sequence[str], cwd: Path, mounts: Mounts, etc: Sequence[str] = ETC_ENTRIES) -> list[str]:
         return bwrap_argv(self.bwrap or "bwrap", command, cwd=cwd, mounts=mounts, system=_system_dirs(),
-                          etc=_etc_entries())
+                          etc=_etc_entries(etc))
 
     def _run_dir(self) -> Path:
         self.runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -230,8 +231,8 @@ def _system_dirs() -> list[tuple[str, str]]:
     return found
 
 
-def _etc_entries() -> list[str]:
-    return [entry for entry in ETC_ENTRIES if os.path.lexists(f"/etc/{entry}")]
+def _etc_entries(wanted: Sequence[str]) -> list[str]:
+    return [entry for entry in wanted if os.path.lexists(f"/etc/{entry}")]
 
 
 def _interpreters(script: Path) -> list[Path]:

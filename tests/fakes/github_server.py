@@ -427,6 +427,7 @@ class FakeGitHub(LoopbackServer):
              _schema("checks-create.json", "CheckRun")),
             ("PATCH", repo + "/check-runs/{check_run_id:\\d+}", self._update_check_run, "token",
              _schema("checks-update.json", "CheckRun")),
+            ("GET", repo + "/commits/{ref}/check-runs", self._list_check_runs, "token", None),
             ("GET", repo + "/pulls", self._list_pulls, "token", None),
             ("POST", repo + "/pulls", self._create_pull, "token",
              _schema("pulls-create.json", "PullRequest")),
@@ -769,6 +770,13 @@ class FakeGitHub(LoopbackServer):
         self._apply_check_run(run, request.body)
         self.check_runs[check_run_id] = run
         return _json(self._public(run), 201)
+
+    async def _list_check_runs(self, request: Request) -> web.Response:
+        name = request.raw.query.get("check_name")
+        runs = [self._public(run) for run in self.check_runs.values()
+                if run["_repo"] == request.repo and run.get("head_sha") == request.vars["ref"]
+                and (name is None or run.get("name") == name)]
+        return _json({"total_count": len(runs), "check_runs": runs})
 
     async def _update_check_run(self, request: Request) -> web.Response:
         run = self.check_runs.get(int(request.vars["check_run_id"]))

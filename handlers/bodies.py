@@ -35,7 +35,11 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise TooLarge(limit)
-    return body
+    # `content.read(n)` answers with what has arrived so far, not n bytes: read to the end.
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -75,6 +75,21 @@ async def test_a_body_over_githubs_cap_is_413(client):
     assert "larger than" in (await response.json())["error"]
 
 
+@pytest.mark.parametrize("mib, chunked", [(3, False), (24, False), (3, True)])
+async def test_a_large_signed_delivery_is_read_whole(client, mib, chunked):
+    body = json.dumps({"zen": "x" * (mib * 1024 * 1024), "hook_id": 1}).encode()
+    headers = signed_headers(body, "ping", f"large-{mib}-{chunked}")
+
+    async def pieces():
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start:start + 256 * 1024]
+            await asyncio.sleep(0)
+
+    response = await client.post("/webhooks/github", data=pieces() if chunked else body, headers=headers)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "pong"
+
+
 async def test_ping_answers_200(client):
     response = await post_webhook(client, "ping", {"zen": "Keep it logically awesome.", "hook_id": 1})
     assert response.status == 200

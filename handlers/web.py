@@ -53,6 +53,9 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         if exc.status >= 400 and exc.content_type != "application/json":
             return error(exc.status, exc.reason)
         raise
+    except Exception:  # a bug: logged with its traceback, answered in JSON like every other error
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error(500, "internal error; the service log has the details")
 
 
 @web.middleware

@@ -28,6 +28,7 @@ async def test_create_project_needs_the_bearer_token(api):
         response = await api.post("/projects", {"name": "demo", "git_url": "/x"}, auth=False, headers=headers)
         assert response.status == 401
         assert "error" in await response.json()
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="agentry"'
 
 
 async def test_invalid_bodies_name_the_field_and_why(api):
@@ -66,7 +67,8 @@ async def test_get_and_list_projects(api):
 async def test_project_token_guards_the_project(api):
     row = await project(api.deps, secrets={"api_token": "p-secret"})
     assert (await api.get(f"/projects/{row.id}")).status == 401
-    assert (await api.get(f"/projects/{row.id}", headers={"X-Project-Token": "nope"})).status == 401
+    denied = await api.get(f"/projects/{row.id}", headers={"X-Project-Token": "nope"})
+    assert denied.status == 401 and denied.headers["WWW-Authenticate"].startswith("X-Project-Token realm=")
     assert (await api.get(f"/projects/{row.id}", headers={"X-Project-Token": "p-secret"})).status == 200
     assert (await api.get(f"/events?project_id={row.id}")).status == 401
 

@@ -140,3 +140,20 @@ async def _wait_for_job(http, base: str) -> None:
                 return
         await asyncio.sleep(0.1)
     raise AssertionError("the webhook's job never ran")
+
+
+async def test_an_unhandled_error_is_a_json_500_and_is_logged(aiohttp_client, caplog):
+    from aiohttp import web
+
+    from handlers.web import json_errors
+
+    async def broken(request):
+        raise RuntimeError("a bug")
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/broken", broken)
+    client = await aiohttp_client(app)
+    response = await client.get("/broken")
+    assert response.status == 500 and response.content_type == "application/json"
+    assert "internal error" in (await response.json())["error"]
+    assert any("a bug" in (record.exc_text or str(record.exc_info)) for record in caplog.records)

@@ -38,7 +38,8 @@ def authenticate(request: web.Request) -> str:
     if not expected:
         return "anonymous"
     if not same_secret(bearer_token(request), expected):
-        raise unauthorized("missing or invalid bearer token (Authorization: Bearer <AGENTRY_API_TOKEN>)")
+        raise unauthorized("missing or invalid bearer token (Authorization: Bearer <AGENTRY_API_TOKEN>)",
+                           'Bearer realm="agentry"')
     return "api"
 
 
@@ -48,7 +49,8 @@ def check_project_access(request: web.Request, project: Project) -> None:
     if not expected:
         return
     if not same_secret(request.headers.get(PROJECT_TOKEN_HEADER), expected):
-        raise unauthorized(f"project access denied: send the project's token in {PROJECT_TOKEN_HEADER}")
+        raise unauthorized(f"project access denied: send the project's token in {PROJECT_TOKEN_HEADER}",
+                           f'{PROJECT_TOKEN_HEADER} realm="agentry project {project.id}"')
     request[ACTOR] = f"project:{project.id}"
 
 

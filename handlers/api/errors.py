@@ -8,14 +8,17 @@ from aiohttp import web
 class ApiError(Exception):
     """An answer other than success; raised anywhere in a handler, turned into JSON by the route wrapper."""
 
-    def __init__(self, status: int, message: str, **extra: object) -> None:
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: object) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
     def response(self) -> web.Response:
-        return error_response(self.status, self.message, **self.extra)
+        response = error_response(self.status, self.message, **self.extra)
+        response.headers.update(self.headers)
+        return response
 
 
 def error_response(status: int, message: str, **extra: object) -> web.Response:
@@ -32,8 +35,9 @@ def invalid_fields(problems: dict[str, str], where: str = "body") -> ApiError:
     return ApiError(400, f"invalid {where}: {summary}", fields=problems)
 
 
-def unauthorized(message: str) -> ApiError:
-    return ApiError(401, message)
+def unauthorized(message: str, challenge: str) -> ApiError:
+    """401 with the `WWW-Authenticate` challenge that says what to send (RFC 9110 requires one)."""
+    return ApiError(401, message, headers={"WWW-Authenticate": challenge})
 
 
 def not_found(message: str) -> ApiError:

@@ -41,9 +41,10 @@ def redis_server() -> str:
 
 
 @contextlib.asynccontextmanager
-async def process(*argv: str, env: dict | None = None):
-    started = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
-                                                   stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+async def process(*argv: str, env: dict | None = None, log: Path | None = None):
+    with open(log or os.devnull, "wb") as stderr:  # a log, so that a failure can show why a process died
+        started = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+                                                       stderr=stderr, start_new_session=True)
     try:
         yield started
     finally:
@@ -80,7 +81,7 @@ async def test_a_worker_rides_out_a_redis_outage_and_runs_what_arrives_after_it(
 
         async with process(*redis_argv(redis_port)) as redis, \
                 process(sys.executable, "-m", "bot", "serve", env=env), \
-                process(sys.executable, "-m", "bot", "worker", env=env) as worker:
+                process(sys.executable, "-m", "bot", "worker", env=env, log=tmp_path / "worker.log") as worker:
             await until(lambda: _is(health(), 200), 60, "the web service becoming healthy")
             redis.send_signal(signal.SIGKILL)
             await redis.wait()
@@ -88,7 +89,8 @@ async def test_a_worker_rides_out_a_redis_outage_and_runs_what_arrives_after_it(
             await asyncio.sleep(3)
             async with process(*redis_argv(redis_port)):
                 await until(lambda: _is(health(), 200), 30, "/health recovering")
-                assert worker.returncode is None, "the worker exited during the outage"
+                assert worker.returncode is None, (
+                    f"the worker exited during the outage:\n{(tmp_path / 'worker.log').read_text()[-3000:]}")
                 body = (FIXTURES / "github-webhooks/installation/created.payload.json").read_bytes()
                 headers = {"X-GitHub-Event": "installation", "X-GitHub-Delivery": "after-outage",
                            "X-Hub-Signature-256": "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),

@@ -201,9 +201,28 @@ async def fresh_database(server_url: str) -> str:
     return f"{server_url.rsplit('/', 1)[0]}/{name}"
 
 
+async def drop_database(url: str) -> None:
+    import asyncpg
+
+    server, name = url.rsplit("/", 1)
+    connection = await asyncpg.connect(f"{server}/postgres".replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await connection.close()
+
+
 async def one_pass(workers: int, protocols: int, database_url: str | None, kill: bool) -> dict:
-    if database_url:
-        database_url = await fresh_database(database_url)
+    if not database_url:
+        return await measured_pass(workers, protocols, None, kill)
+    database_url = await fresh_database(database_url)
+    try:
+        return await measured_pass(workers, protocols, database_url, kill)
+    finally:
+        await drop_database(database_url)
+
+
+async def measured_pass(workers: int, protocols: int, database_url: str | None, kill: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="agentry-bench-workers-") as scratch:
         base = Path(scratch)
         cluster = Cluster(base, workers, database_url, pause=2.0 if kill else 0.05)

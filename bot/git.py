@@ -121,6 +121,7 @@ def _slug(title: str, limit: int = 40) -> str:
     return slug[:limit].rstrip("-") or "work"
 
 
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
 
@@ -327,13 +328,7 @@ async def sync(url_or_path: str, mirror: Path, *, branch: str, base_branch: str,
             raise GitError(f"base branch {base_branch!r} does not exist on the remote")
         raise _failure(("fetch", url), fetched.returncode, fetched.stderr, token)
     heads = await _heads(mirror, branch, base_branch)
-    start = await _start_point(mirror, heads, branch, base_branch, start_point)
-    if start.startswith("refs/"):
-        sha, refs = heads[start], {start: heads[start]}
-    else:  # a sha fetched with fetch_ref: the refs that hold it
-        sha = start
-        listing = await _git(mirror, "for-each-ref", "--format=%(refname)", "--points-at", sha, "refs/agentry/")
-        refs = dict.fromkeys(listing.text.split(), sha)
+    sha, refs = await _start(mirror, heads, branch, base_branch, start_point)
     base = f"{_REMOTE}{base_branch}"
     if base in heads:
         refs[base] = heads[base]
@@ -348,17 +343,20 @@ async def _heads(mirror: Path, *branches: str) -> dict[str, str]:
     return {ref: sha for ref, sha in heads.items() if ref in wanted}
 
 
-async def _start_point(mirror: Path, heads: dict[str, str], branch: str, base_branch: str,
-                       start_point: str | None) -> str:
-    if f"{_REMOTE}{branch}" in heads:
-        return f"{_REMOTE}{branch}"
-    if start_point is not None:
+async def _start(mirror: Path, heads: dict[str, str], branch: str, base_branch: str,
+                 start_point: str | None) -> tuple[str, dict[str, str]]:
+    """The start's sha, and the mirror refs that hold it: the branch, else `start_point`, else the base."""
+    ref = f"{_REMOTE}{branch}"
+    if ref not in heads and start_point is not None:
         if (sha := await _rev(mirror, start_point)) is None:
             raise GitError(f"start point {start_point[:40]!r} is not in the mirror; fetch it first")
-        return sha
-    if f"{_REMOTE}{base_branch}" in heads:
-        return f"{_REMOTE}{base_branch}"
-    raise GitError(f"base branch {base_branch!r} does not exist on the remote")
+        listing = await _git(mirror, "for-each-ref", "--format=%(refname)", "--points-at", sha, "refs/agentry/")
+        return sha, dict.fromkeys(listing.text.split(), sha)
+    if ref not in heads:
+        ref = f"{_REMOTE}{base_branch}"
+    if ref not in heads:
+        raise GitError(f"base branch {base_branch!r} does not exist on the remote")
+    return heads[ref], {ref: heads[ref]}
 
 
 async def import_bundle(mirror: Path, bundle: Path, ref: str) -> str:
@@ -380,7 +378,7 @@ def bundle_head(bundle: Path) -> str:
         raise GitError("not a git bundle")
     for line in header[1:]:
         sha, _, name = line.partition(" ")
-        if name == "HEAD" and re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        if name == "HEAD" and _SHA.fullmatch(sha):
             return sha
     raise GitError("the bundle names no HEAD")
 
@@ -390,7 +388,7 @@ async def push_commit(mirror: Path, url_or_path: str, sha: str, branch: str, *, 
     agentry stored, never one read back from a git config."""
     mirror, url = Path(mirror), _clean_remote(url_or_path)
     check_branch(branch)
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+    if not _SHA.fullmatch(sha):
         raise GitError(f"not a commit id: {sha[:80]!r}")
     await _git(mirror, "push", "--quiet", "--no-verify", url, f"{sha}:refs/heads/{branch}",
                token=token, url=url, timeout=NETWORK_TIMEOUT)

@@ -75,6 +75,11 @@ class Job:
         return f"{self.function}:{self.key}" if self.key else self.function
 
 
+def function_of(job_id: str) -> str:
+    """The job function a job id (`Job.job_id`, or a taken-over attempt of one) names."""
+    return job_id.split(":", 1)[0]
+
+
 def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

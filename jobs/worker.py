@@ -20,7 +20,7 @@ from bot import db
 from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
-from bot.queue import EXECUTE_STEP, PLAN_PROTOCOL, RUN_QUALITY, JobQueue
+from bot.queue import EXECUTE_STEP, PLAN_PROTOCOL, RUN_QUALITY, JobQueue, function_of
 from jobs import commands, forge_events, installs, maintenance, protocol, reporting, step
 from jobs.tracking import tracked
 
@@ -124,7 +124,10 @@ class ResilientWorker(Worker):
 
     backoff = BACKOFF_SECONDS[0]
     outage_since: float | None = None
-    agent_slots = 2
+
+    def __init__(self, *args, agent_slots: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent_slots = agent_slots
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:  # one by one: arq passes over the ids another worker is running
@@ -162,14 +165,13 @@ class ResilientWorker(Worker):
 
 
 def _is_agent_job(job_id: str) -> bool:
-    return job_id.split(":", 1)[0] in AGENT_JOBS
+    return function_of(job_id) in AGENT_JOBS
 
 
 def run_resilient_worker(settings: Settings) -> None:
     """`python -m bot worker`: a worker process that keeps going through Redis outages."""
-    worker = ResilientWorker(**worker_settings(settings), queue_read_limit=QUEUE_READ_LIMIT)
-    worker.agent_slots = settings.max_concurrent_jobs
-    worker.run()
+    ResilientWorker(**worker_settings(settings), queue_read_limit=QUEUE_READ_LIMIT,
+                    agent_slots=settings.max_concurrent_jobs).run()
 
 
 def worker_settings(settings: Settings) -> dict:

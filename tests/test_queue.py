@@ -152,6 +152,7 @@ async def test_a_job_whose_lease_is_taken_over_stops_and_writes_nothing_more(dep
 async def test_a_worker_takes_only_the_agent_jobs_it_has_slots_for():
     import asyncio
 
+    from arq.constants import in_progress_key_prefix
     from arq.worker import func
 
     from bot.queue import embedded_redis
@@ -164,12 +165,11 @@ async def test_a_worker_takes_only_the_agent_jobs_it_has_slots_for():
 
     functions = [func(waits, name=name) for name in ("execute_step_job", "report_protocol_job")]
     redis = embedded_redis()
-    worker = ResilientWorker(functions=functions, redis_pool=redis, handle_signals=False, burst=True)
-    worker.agent_slots = 1
+    worker = ResilientWorker(functions=functions, redis_pool=redis, handle_signals=False, burst=True, agent_slots=1)
     ids = ["execute_step_job:9:1", "execute_step_job:1:1", "execute_step_job:2:1", "report_protocol_job:1:x"]
     for job_id in ids:
         await redis.enqueue_job(job_id.split(":")[0], _job_id=job_id)
-    await redis.set("arq:in-progress:execute_step_job:9:1", b"1")  # another worker runs it
+    await redis.set(in_progress_key_prefix + "execute_step_job:9:1", b"1")  # another worker runs it
     try:
         await worker.start_jobs([job_id.encode() for job_id in ids])
         assert sorted(worker.tasks) == ["execute_step_job:1:1", "report_protocol_job:1:x"]

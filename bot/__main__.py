@@ -9,6 +9,7 @@ import os
 import sys
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot import db, private_files
 from bot.config import ConfigError, Settings
@@ -69,7 +70,18 @@ def serve(settings: Settings) -> int:
     except SecretBoxError as exc:
         print(f"agentry: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnreachable as exc:
+        print(f"agentry: cannot use the database of AGENTRY_DATABASE_URL: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the listening socket: address in use, not ours, unknown host
+        print(f"agentry: cannot listen on {settings.host}:{settings.port} (AGENTRY_HOST, AGENTRY_PORT): "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+class DatabaseUnreachable(Exception):
+    """The database could not be reached or migrated at start-up; the message says why."""
 
 
 async def build_service(settings: Settings) -> web.Application:
@@ -77,10 +89,13 @@ async def build_service(settings: Settings) -> web.Application:
     from handlers.web import make_app
     from jobs.worker import embedded_worker, run_inline
 
-    if db.is_sqlite(settings.database_url):
-        await db.upgrade_in_thread(settings.database_url)
-        private_files.private_database(settings)
-    deps = await _open_with_sealed_secrets(settings)
+    try:
+        if db.is_sqlite(settings.database_url):
+            await db.upgrade_in_thread(settings.database_url)
+            private_files.private_database(settings)
+        deps = await _open_with_sealed_secrets(settings)
+    except (OSError, SQLAlchemyError) as exc:
+        raise DatabaseUnreachable(str(exc).splitlines()[0][:300]) from None
     app = make_app(deps)
     app[JOB_RUNNER] = run_inline(deps)
     if settings.embedded_queue:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
+
+import jwt
 
 ENGINES = ("codex", "claude", "opencode", "gemini", "aider", "command")
 BUDGET_MODES = ("strict", "warn", "off")
@@ -90,6 +94,37 @@ class Settings:
         return _Reader(env).settings()
 
 
+HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+WEB = ("https", "http")
+
+
+def _looks_numeric(value: str) -> bool:
+    return bool(re.fullmatch(r"[0-9.]+", value))
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _redacted_url(value: str) -> str:
+    """A URL as an error message may show it: without a password."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", value)[:200]
+
+
+def _check_signing_key(pem: str) -> None:
+    """The GitHub App key reads as a private key and signs an app JWT, or start-up stops here."""
+    try:
+        jwt.encode({"iss": "check", "iat": 0, "exp": 60}, pem, algorithm="RS256")
+    except (ValueError, TypeError, jwt.PyJWTError):
+        raise ConfigError("AGENTRY_GITHUB_PRIVATE_KEY (or _PATH) does not read as the app's RSA private key "
+                          "in PEM form, so no app JWT can be signed with it") from None
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]):
         self.env = env
@@ -98,7 +133,7 @@ class _Reader:
         value = self.env.get(name, "").strip()
         return value or default
 
-    def integer(self, name: str, default: int | None, minimum: int = 0) -> int | None:
+    def integer(self, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
         raw = self.text(name)
         if raw is None:
             return default
@@ -108,6 +143,39 @@ class _Reader:
             raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
         if value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {value}")
+        return value
+
+    def host(self, name: str, default: str) -> str:
+        value = self.text(name, default) or default
+        if _looks_numeric(value):
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}") from None
+        elif not HOST_NAME.fullmatch(value) and not _is_ip(value):
+            raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}")
+        return value
+
+    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+        value = self.text(name, default)
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in schemes or not (parsed.netloc or parsed.path):
+            raise ConfigError(f"{name} must be a URL starting {' or '.join(s + '://' for s in schemes)}, "
+                              f"got {_redacted_url(value)!r}")
+        return value
+
+    def database_url(self, data_dir: Path) -> str:
+        value = self.text("AGENTRY_DATABASE_URL")
+        if value is None:
+            return sqlite_url(data_dir / "agentry.db")
+        scheme = value.partition("://")[0]
+        if scheme not in DATABASE_SCHEMES or "://" not in value:
+            raise ConfigError("AGENTRY_DATABASE_URL must start sqlite+aiosqlite:/// or postgresql+asyncpg://, "
+                              f"got {_redacted_url(value)!r}")
         return value
 
     def seconds(self, name: str, default: float) -> float:
@@ -221,21 +289,23 @@ class _Reader:
         if bool(app_id) != bool(private_key):
             missing = "AGENTRY_GITHUB_PRIVATE_KEY or AGENTRY_GITHUB_PRIVATE_KEY_PATH" if app_id else "AGENTRY_GITHUB_APP_ID"
             raise ConfigError(f"{missing} is required when the other GitHub App credential is set")
+        if private_key:
+            _check_signing_key(private_key)
         return Settings(
-            host=self.text("AGENTRY_HOST", "127.0.0.1"),
-            port=self.integer("AGENTRY_PORT", 8010, minimum=0),
+            host=self.host("AGENTRY_HOST", "127.0.0.1"),
+            port=self.integer("AGENTRY_PORT", 8010, minimum=0, maximum=65535),
             data_dir=data_dir,
-            database_url=self.text("AGENTRY_DATABASE_URL") or sqlite_url(data_dir / "agentry.db"),
-            redis_url=self.text("AGENTRY_REDIS_URL"),
+            database_url=self.database_url(data_dir),
+            redis_url=self.url("AGENTRY_REDIS_URL", None, ("redis", "rediss", "unix")),
             api_token=self.text("AGENTRY_API_TOKEN"),
             webhook_secret=secret,
             webhook_secret_generated=generated,
             dev_mode=dev_mode,
             github_app_id=app_id,
             github_private_key=private_key,
-            github_api_url=self.text("AGENTRY_GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+            github_api_url=(self.url("AGENTRY_GITHUB_API_URL", "https://api.github.com", WEB) or "").rstrip("/"),
             github_app_slug=self.text("AGENTRY_GITHUB_APP_SLUG"),
-            gitlab_url=self.text("AGENTRY_GITLAB_URL", "https://gitlab.com").rstrip("/"),
+            gitlab_url=(self.url("AGENTRY_GITLAB_URL", "https://gitlab.com", WEB) or "").rstrip("/"),
             gitlab_token=self.text("AGENTRY_GITLAB_TOKEN"),
             gitlab_webhook_token=self.text("AGENTRY_GITLAB_WEBHOOK_TOKEN"),
             gitlab_signing_token=self.text("AGENTRY_GITLAB_SIGNING_TOKEN"),

@@ -229,7 +229,7 @@ class WebhookDelivery(SQLModel, table=True):
     forge: str = "github"
     event: str
     action: Optional[str] = None
-    status: str = Field(default="accepted", index=True)  # accepted | ignored | done | failed
+    status: str = Field(default="accepted", index=True)  # accepted | ignored | invalid | done | failed
     repo: Optional[str] = None
     installation_id: Optional[int] = forge_id_field()
     payload: dict = json_field()

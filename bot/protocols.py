@@ -288,6 +288,10 @@ async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: 
     if action in (StepAction.RUN, StepAction.RETRY):
         if step.status == StepStatus.PENDING:
             move(step.status, StepAction.RUN)
+            if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
+                await set_protocol_status(session, protocol, ProtocolAction.RUN_NEXT_STEP, actor=actor)
+            elif protocol.status != ProtocolStatus.RUNNING:
+                raise Conflict(f"cannot run the step: the protocol is {protocol.status}; start or resume it first")
             return [queue.execute_step_job(step.id, step.retries + 1)]
         return await retry_step(session, protocol, step, actor=actor)
     if action is StepAction.RUN_QA:

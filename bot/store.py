@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
 from bot.queue import Job
+
+INVALID = "invalid"  # a delivery's status when it was refused at intake
 
 FINISHED_JOB_STATES = ("done", "failed")
 
@@ -56,10 +58,17 @@ async def record_jobs(session: AsyncSession, jobs: Iterable[Job]) -> list[Job]:
 
 
 async def record_delivery(session: AsyncSession, delivery: WebhookDelivery, jobs: Sequence[Job]) -> list[Job] | None:
-    """Stores the delivery and its jobs in one transaction; None when the delivery id was seen before."""
+    """Stores the delivery and its jobs in one transaction; None when the delivery id was seen before.
+
+    A delivery refused as invalid is replaced when it comes again: a redelivery after an upgrade
+    that reads it is not a duplicate."""
     row = delivery.model_dump(exclude={"id"})
     if not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
-        return None
+        refused = await session.exec(delete(WebhookDelivery).where(
+            col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == INVALID))
+        if refused.rowcount != 1 or not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
+            await session.rollback()
+            return None
     fresh = await record_jobs(session, jobs)
     await session.commit()
     return fresh

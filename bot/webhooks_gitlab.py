@@ -17,10 +17,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 
-from bot.webhooks import InvalidPayload
+from bot.webhooks import read_json
 
 GITLAB_MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -119,12 +118,4 @@ def _sha256(data: bytes) -> str:
 
 def parse_gitlab_body(body: bytes) -> dict:
     """GitLab sends a JSON object; InvalidPayload says why anything else is unreadable."""
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidPayload("body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidPayload(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(payload, dict):
-        raise InvalidPayload("body is JSON but not an object")
-    return payload
+    return read_json(body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -16,18 +17,27 @@ from bot.commands import added_commands, parse_comment
 from bot.config import Settings
 from bot.deps import Deps
 from bot.forge.events import UnsupportedEvent
+from bot.forge.payloads import (
+    GitLabEnvelope,
+    IssueHookPayload,
+    MergeRequestHookPayload,
+    NoteHookPayload,
+    PipelineHookPayload,
+    gitlab_event_kind,
+    gitlab_shape,
+)
 from bot.forge.gitlab_events import (
     FINISHED_PIPELINE_STATUSES,
     gitlab_actor,
     gitlab_added_labels,
     gitlab_comment,
     gitlab_merge_request,
-    gitlab_pipeline,
     is_own_status_pipeline,
     is_system_note,
 )
 from bot.logs import log_context
 from bot.models import WebhookDelivery
+from bot.store import INVALID
 from bot.queue import (
     HANDLE_CI_RESULT,
     HANDLE_LABEL,
@@ -82,14 +92,17 @@ async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
     if not event:
         counted.labels(FORGE, "invalid").inc()
         return error(400, "missing X-Gitlab-Event header")
-    try:
-        payload = parse_gitlab_body(body)
-    except InvalidPayload as exc:
-        counted.labels(FORGE, "invalid").inc()
-        return error(400, str(exc))
     delivery_id = gitlab_delivery_id(request.headers, body)
     with log_context(delivery_id=delivery_id, event=event):
-        return await _accept(deps, event, delivery_id, payload)
+        payload: dict = {}
+        try:
+            payload = parse_gitlab_body(body)
+            shape = gitlab_shape(event, payload)
+        except InvalidPayload as exc:
+            await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=FORGE, event=event, status=INVALID,
+                                               payload=payload, error=str(exc)), [])
+            return error(400, str(exc))
+        return await _accept(deps, event, delivery_id, payload, shape)
 
 
 def token_problem(settings: Settings, headers: Mapping[str, str]) -> str | None:
@@ -117,13 +130,9 @@ def authentication_problem(
     return None
 
 
-async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict) -> web.Response:
-    try:
-        jobs = decide_jobs(deps.settings, event, delivery_id, payload)
-        delivery = delivery_row(event, delivery_id, payload, status="accepted" if jobs else "ignored")
-    except (KeyError, TypeError, AttributeError) as exc:
-        deps.metrics.deliveries.labels(FORGE, "invalid").inc()
-        return error(400, f"payload does not have the shape of a {event}: {exc!r}")
+async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope) -> web.Response:
+    jobs = decide_jobs(deps.settings, event, delivery_id, shape)
+    delivery = delivery_row(event, delivery_id, payload, shape, status="accepted" if jobs else "ignored")
     fresh = await accept(deps, delivery, jobs)
     if fresh is None:
         return web.json_response({"status": "duplicate", "delivery": delivery_id})
@@ -132,28 +141,28 @@ async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict) -> we
     )
 
 
-def delivery_row(event: str, delivery_id: str, payload: dict, *, status: str) -> WebhookDelivery:
-    action = (payload.get("object_attributes") or {}).get("action")
+def delivery_row(event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope, *,
+                 status: str) -> WebhookDelivery:
     return WebhookDelivery(
         delivery_id=delivery_id,
         forge=FORGE,
         event=event,
-        action=action if isinstance(action, str) else None,
+        action=shape.object_attributes.action if shape.object_attributes else None,
         status=status,
-        repo=(payload.get("project") or {}).get("path_with_namespace"),
+        repo=shape.project.path_with_namespace if shape.project else None,
         payload=payload,
     )
 
 
 # -- which jobs a delivery asks for ---------------------------------------------------------------
 
-Decide = Callable[[Settings, str, dict], list[Job]]
+Decide = Callable[[Settings, str, Any], list[Job]]
 
 
-def decide_jobs(settings: Settings, event: str, delivery_id: str, payload: dict) -> list[Job]:
+def decide_jobs(settings: Settings, event: str, delivery_id: str, shape: GitLabEnvelope) -> list[Job]:
     """The jobs for one delivery; an event nobody handles (Push Hook, …) asks for none."""
-    deciders = ROUTES.get(event.removeprefix("Confidential "), ())
-    return [job for decide in deciders for job in decide(settings, delivery_id, payload)]
+    deciders = ROUTES.get(gitlab_event_kind(event), ())
+    return [job for decide in deciders for job in decide(settings, delivery_id, shape)]
 
 
 def is_ours_or_a_bot(settings: Settings, actor) -> bool:
@@ -162,16 +171,16 @@ def is_ours_or_a_bot(settings: Settings, actor) -> bool:
     return actor.is_bot or bool(ours) and actor.login.lower() == ours.lower()
 
 
-def note_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+def note_jobs(settings: Settings, delivery_id: str, shape: NoteHookPayload) -> list[Job]:
     """One job per slash command in a new note, or per command an edit added."""
     try:
-        comment = gitlab_comment(payload)
+        comment = gitlab_comment(shape)
     except UnsupportedEvent:
         return []
-    if is_ours_or_a_bot(settings, comment.author) or is_system_note(payload):
+    if is_ours_or_a_bot(settings, comment.author) or is_system_note(shape):
         return []
     grammar = {"prefix": settings.command_prefix, "app_slug": settings.gitlab_bot_username}
-    if payload["object_attributes"].get("action") == "update":
+    if shape.object_attributes.action == "update":
         if comment.old_body is None:
             return []
         commands = added_commands(comment.old_body, comment.body, **grammar)
@@ -180,32 +189,29 @@ def note_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
     return [command_job(delivery_id, comment.comment_id, command.index, command.raw) for command in commands]
 
 
-def label_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+def label_jobs(settings: Settings, delivery_id: str, shape: IssueHookPayload) -> list[Job]:
     labels = settings.labels
     configured = {labels.run, labels.plan, labels.ralph}
-    if is_ours_or_a_bot(settings, gitlab_actor(payload.get("user"))):
+    if is_ours_or_a_bot(settings, gitlab_actor(shape.user)):
         return []
-    if not configured.intersection(gitlab_added_labels(payload)):
+    if not configured.intersection(gitlab_added_labels(shape)):
         return []
     return [delivery_job(HANDLE_LABEL, delivery_id)]
 
 
-def merge_request_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+def merge_request_jobs(settings: Settings, delivery_id: str, shape: MergeRequestHookPayload) -> list[Job]:
     """Merged, closed, reopened, or new commits pushed: the protocol behind it hears about it."""
     try:
-        gitlab_merge_request(payload)
+        gitlab_merge_request(shape)
     except UnsupportedEvent:
         return []
     return [delivery_job(HANDLE_PULL_REQUEST, delivery_id)]
 
 
-def pipeline_jobs(settings: Settings, delivery_id: str, payload: dict) -> list[Job]:
+def pipeline_jobs(settings: Settings, delivery_id: str, shape: PipelineHookPayload) -> list[Job]:
     """A finished pipeline, except those made of agentry's own commit statuses."""
-    if payload["object_attributes"].get("status") not in FINISHED_PIPELINE_STATUSES:
+    if shape.object_attributes.status not in FINISHED_PIPELINE_STATUSES or is_own_status_pipeline(shape):
         return []
-    if is_own_status_pipeline(payload):
-        return []
-    gitlab_pipeline(payload)
     return [delivery_job(HANDLE_CI_RESULT, delivery_id)]
 
 

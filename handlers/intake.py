@@ -2,36 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import logging
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bot import store
 from bot.config import Settings
 from bot.deps import Deps
+from bot.forge.events import Actor
+from bot.forge.payloads import Shape
 from bot.models import WebhookDelivery
 from bot.queue import Job
 
 log = logging.getLogger("agentry.intake")
+
+S = TypeVar("S", bound=Shape)
 
 
 @dataclass
 class Intake:
     settings: Settings
     delivery_id: str
+    shape: Shape
     jobs: list[Job] = field(default_factory=list)
+
+    def read(self, kind: type[S]) -> S:
+        """The delivery in the shape a handler registered for; the router sends it no other."""
+        if not isinstance(self.shape, kind):
+            raise TypeError(f"a {type(self.shape).__name__} routed to a handler of {kind.__name__}")
+        return self.shape
 
     def enqueue(self, job: Job) -> None:
         self.jobs.append(job)
 
 
-def is_bot(user: dict | None, app_slug: str | None = None) -> bool:
-    if not user:
+def is_ours_or_a_bot(actor: Actor, app_slug: str | None = None) -> bool:
+    """No one, a bot, or agentry's own app (``<slug>[bot]``)."""
+    if actor.is_bot or not actor.login:
         return True
-    login = user.get("login", "")
-    if user.get("type") == "Bot" or login.endswith("[bot]"):
-        return True
-    return bool(app_slug) and login.lower() == f"{app_slug.lower()}[bot]"
+    return bool(app_slug) and actor.login.lower() == f"{app_slug}[bot]".lower()
 
 
 async def accept(deps: Deps, delivery: WebhookDelivery, jobs: list[Job]) -> list[Job] | None:

@@ -10,7 +10,9 @@ from aiohttp import web
 from gidgethub import sansio
 
 from bot import db
+from bot.store import INVALID
 from bot.deps import Deps
+from bot.forge.payloads import Envelope, github_shape
 from bot.logs import log_context
 from bot.metrics import CONTENT_TYPE
 from bot.models import WebhookDelivery
@@ -135,23 +137,22 @@ async def github_webhook(request: web.Request) -> web.Response:
     if not event_name or not delivery_id:
         counted.labels("github", "invalid").inc()
         return error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
-    try:
-        payload = parse_github_body(body, request.content_type)
-    except InvalidPayload as exc:
-        counted.labels("github", "invalid").inc()
-        return error(400, str(exc))
     with log_context(delivery_id=delivery_id, event=event_name):
-        return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id))
+        payload: dict = {}
+        try:
+            payload = parse_github_body(body, request.content_type)
+            shape = github_shape(event_name, payload)
+        except InvalidPayload as exc:
+            await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge="github", event=event_name,
+                                               status=INVALID, payload=payload, error=str(exc)), [])
+            return error(400, str(exc))
+        return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id), shape)
 
 
-async def _accept(deps: Deps, event: sansio.Event) -> web.Response:
-    intake = Intake(deps.settings, event.delivery_id)
-    try:
-        await github_router.dispatch(event, intake)
-    except (KeyError, TypeError, AttributeError) as exc:
-        deps.metrics.deliveries.labels("github", "invalid").inc()
-        return error(400, f"payload does not have the shape of a {event.event} event: {exc!r}")
-    delivery = _delivery_row(event, status="accepted" if intake.jobs else "ignored")
+async def _accept(deps: Deps, event: sansio.Event, shape: Envelope) -> web.Response:
+    intake = Intake(deps.settings, event.delivery_id, shape)
+    await github_router.dispatch(event, intake)
+    delivery = _delivery_row(event, shape, status="accepted" if intake.jobs else "ignored")
     fresh = await accept(deps, delivery, intake.jobs)
     if fresh is None:
         return web.json_response({"status": "duplicate", "delivery": event.delivery_id})
@@ -162,15 +163,14 @@ async def _accept(deps: Deps, event: sansio.Event) -> web.Response:
     )
 
 
-def _delivery_row(event: sansio.Event, status: str) -> WebhookDelivery:
-    data = event.data
+def _delivery_row(event: sansio.Event, shape: Envelope, status: str) -> WebhookDelivery:
     return WebhookDelivery(
         delivery_id=event.delivery_id,
         forge="github",
         event=event.event,
-        action=data.get("action") if isinstance(data.get("action"), str) else None,
+        action=shape.action,
         status=status,
-        repo=(data.get("repository") or {}).get("full_name"),
-        installation_id=(data.get("installation") or {}).get("id"),
-        payload=data,
+        repo=shape.repository.full_name if shape.repository else None,
+        installation_id=shape.installation.id if shape.installation else None,
+        payload=event.data,
     )

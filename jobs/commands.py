@@ -7,6 +7,7 @@ reply that says why and what to do instead, and lands in the audit log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -71,11 +72,12 @@ class Request:
     def prefix(self) -> str:
         return self.deps.settings.command_prefix
 
-    async def reply(self, body: str) -> None:
+    async def reply(self, body: str, *, key: str | None = None) -> None:
         """A comment answering the command, made once however often its job runs: each reply is
-        marked with the job, and a job taken over from a dead worker looks before it posts."""
+        marked with the job (and its number, or `key`), and a job taken over from a dead worker
+        looks before it posts."""
         self.replies += 1
-        marker = render.reply_marker(f"{self.job.job_id}/{self.replies}")
+        marker = render.reply_marker(f"{self.job.job_id}/{key or self.replies}")
         merge_request = self.issue.is_pull_request
         if self.job.taken_over and await self.forge.find_comment(self.repo, self.issue.number, marker,
                                                                  is_merge_request=merge_request):
@@ -100,9 +102,9 @@ async def handle_command_job(ctx: dict, delivery_id: str, index: int) -> None:
                           event.author, command if isinstance(command, Command) else None, event.comment_id,
                           JobOrigin.of(ctx))
         if isinstance(command, CommandError):
-            await _reply_to_error(request, command)
+            await answer(request, lambda request: _reply_to_error(request, command))
             return
-        await run_command(request)
+        await answer(request, run_command)
 
 
 def _command_at(deps: Deps, forge: str, event, index: int) -> Command | CommandError | None:
@@ -149,24 +151,40 @@ async def run_command(request: Request) -> None:
         await request.session.rollback()
         await request.reply(render.reply_conflict(command.name, str(refusal), command_prefix=request.prefix))
         return
-    except Exception as failure:
-        await request.session.rollback()
-        await _report_failure(request, failure)
-        raise
     await request.session.commit()
     await request.deps.submit(jobs)
 
 
-async def _report_failure(request: Request, failure: Exception) -> None:
-    """Nothing fails silently: the person who asked hears that it failed and what to do."""
-    reason = render.inline_text(f"{type(failure).__name__}: {failure}", 300)
-    body = render.reply_error(request.command.name, f"agentry could not carry this out ({reason}). Nothing "
-                              "was changed; try again, and if it keeps failing, the service's log has the details.",
-                              "")
+async def answer(request: Request, work: Callable[[Request], Awaitable[None]]) -> None:
+    """Does `work` for the person who asked; whatever fails in it, they hear so once (and the job
+    fails, for the log and the metrics)."""
     try:
-        await request.reply(body)
+        await work(request)
+    except Exception as failure:
+        await request.session.rollback()
+        await _report_failure(request, failure)
+        raise
+
+
+async def _report_failure(request: Request, failure: Exception) -> None:
+    """What failed and what to do next, in one reply that a rerun of the job does not repeat."""
+    reason = render.inline_text(f"{type(failure).__name__}: {failure}", 300)
+    name = request.command.name if request.command else "the command"
+    body = render.reply_error(name, f"agentry could not carry this out ({reason}). {_again(request)} If it keeps "
+                              "failing, the service's log has the details.", "")
+    try:
+        await request.reply(body, key="failed")
     except Exception:
-        log.exception("could not tell %s that %s failed", request.actor.login, request.command.name)
+        log.exception("could not tell %s that %s failed", request.actor.login, name)
+
+
+def _again(request: Request) -> str:
+    raw = request.command.raw if request.command else ""
+    if raw.startswith("label "):
+        return f"Remove the label `{raw.removeprefix('label ')}` and add it again to retry."
+    if raw.startswith("check run button"):
+        return "Press the button again to retry."
+    return f"Type {render.code_span(raw or request.prefix, 200)} again to retry."
 
 
 async def _deny(request: Request, required: str, actual: str) -> None:
@@ -461,8 +479,8 @@ async def handle_label_job(ctx: dict, delivery_id: str) -> None:
     async with deps.sessions() as session:
         project = await ensure_project(session, event.repo)
         await session.commit()
-        await run_command(Request(deps, session, project, forge_of(deps, project), repo_ref(project), event.issue,
-                                  event.actor, command, job=JobOrigin.of(ctx)))
+        await answer(Request(deps, session, project, forge_of(deps, project), repo_ref(project), event.issue,
+                             event.actor, command, job=JobOrigin.of(ctx)), run_command)
 
 
 BUTTON_COMMANDS = {"retry": "retry", "approve": "approve", "cancel": "cancel", "rerun": "retry"}
@@ -482,12 +500,12 @@ async def handle_check_action_job(ctx: dict, delivery_id: str) -> None:
         issue = Issue(number=protocol.issue_number, title=protocol.issue_title or "", body="", is_pull_request=False)
         command = Command(name=BUTTON_COMMANDS[event.action], text="", args=(), options={}, line=0, index=0,
                           raw=f"check run button {event.action}")
-        await run_command(Request(deps, session, project, forge_of(deps, project), repo_ref(project), issue,
-                                  event.actor, command, job=JobOrigin.of(ctx)))
+        await answer(Request(deps, session, project, forge_of(deps, project), repo_ref(project), issue,
+                             event.actor, command, job=JobOrigin.of(ctx)), run_command)
 
 
 async def _protocol_of_check_run(session: AsyncSession, event) -> ProtocolRun | None:
-    if event.external_id and event.external_id.isdigit():
+    if event.external_id and event.external_id.isdigit() and int(event.external_id) < 2**63:
         protocol = await session.get(ProtocolRun, int(event.external_id))
         if protocol is not None:
             return protocol

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -13,7 +13,7 @@ from bot import store
 from bot.deps import Deps
 from bot.forge import Forge, RepoRef
 from bot.forge import events as github_events
-from bot.forge import gitlab_events
+from bot.forge import gitlab_events, payloads
 from bot.forge.events import Repository
 from bot.models import Project, ProtocolRun, WebhookDelivery
 
@@ -28,24 +28,26 @@ def permits(actual: str, required: str) -> bool:
 
 def read_event(delivery: WebhookDelivery, kind: str, *, labels: Sequence[str] = ()) -> Any:
     """A recorded delivery read back as the normalized event of `kind` (comment, label, pull_request,
-    ci, check_action) that jobs work with; `labels` are the configured ones a label event may name."""
-    payload = delivery.payload
+    ci, check_action) that jobs work with; `labels` are the configured ones a label event may name.
+    It was checked against its shape at intake, so it reads back."""
     if delivery.forge == "gitlab":
-        readers = {
+        shape: Any = payloads.gitlab_shape(delivery.event, delivery.payload)
+        readers: dict[str, Callable[[Any], Any]] = {
             "comment": gitlab_events.gitlab_comment,
             "label": lambda data: gitlab_events.gitlab_label(data, list(labels)),
             "pull_request": gitlab_events.gitlab_merge_request,
             "ci": gitlab_events.gitlab_pipeline,
         }
     else:
+        shape = payloads.github_shape(delivery.event, delivery.payload)
         readers = {
             "comment": github_events.github_comment,
             "label": github_events.github_label,
             "pull_request": github_events.github_pull_request,
             "check_action": github_events.github_check_action,
-            "ci": lambda data: github_events.github_ci(delivery.event, data),
+            "ci": github_events.github_ci,
         }
-    return readers[kind](payload)
+    return readers[kind](shape)
 
 
 async def load_delivery(deps: Deps, delivery_id: str):

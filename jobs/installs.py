@@ -6,6 +6,8 @@ import logging
 
 from bot import store
 from bot.deps import Deps
+from bot.forge import payloads
+from bot.forge.payloads import InstallationPayload, InstallationRepositoriesPayload, InstalledRepo
 
 log = logging.getLogger("agentry.jobs.installs")
 
@@ -20,32 +22,35 @@ async def handle_installation_job(ctx: dict, delivery_id: str) -> None:
         delivery = await store.get_delivery(session, delivery_id)
         if delivery is None:
             return
-        payload = delivery.payload
-        installation_id = payload["installation"]["id"]
+        shape = payloads.github_shape(delivery.event, delivery.payload)
+        assert isinstance(shape, (InstallationPayload, InstallationRepositoriesPayload))
+        installation_id = shape.installation.id
         kind = (delivery.event, delivery.action)
         if kind in ADDING:
-            await _register(session, installation_id, _repositories(payload, "repositories_added"))
+            await _register(session, installation_id, _repositories(shape, added=True))
         elif kind in REMOVING:
-            removed = _repositories(payload, "repositories_removed")
+            removed = [repo.full_name for repo in _repositories(shape, added=False)]
             if delivery.event == "installation":
                 removed = await _installation_repos(session, installation_id, removed)
-            for project in await store.deactivate_repos(session, "github", [repo["full_name"] for repo in removed]):
+            for project in await store.deactivate_repos(session, "github", removed):
                 await store.record_event(session, "project_deactivated", f"{project.forge_repo} removed from the app",
                                          project_id=project.id)
         await session.commit()
 
 
-def _repositories(payload: dict, changed_key: str) -> list[dict]:
-    return payload.get(changed_key) or payload.get("repositories") or []
+def _repositories(shape: InstallationPayload | InstallationRepositoriesPayload, *, added: bool) -> list[InstalledRepo]:
+    if isinstance(shape, InstallationRepositoriesPayload):
+        return shape.repositories_added if added else shape.repositories_removed
+    return shape.repositories or []
 
 
-async def _register(session, installation_id: int, repositories: list[dict]) -> None:
+async def _register(session, installation_id: int, repositories: list[InstalledRepo]) -> None:
     for repo in repositories:
         project, created = await store.register_repo(
             session,
             forge="github",
-            repo=repo["full_name"],
-            repo_id=repo.get("id"),
+            repo=repo.full_name,
+            repo_id=repo.id,
             installation_id=installation_id,
             clone_url=None,
             default_branch=None,
@@ -55,11 +60,10 @@ async def _register(session, installation_id: int, repositories: list[dict]) -> 
                                  f"{installation_id}", project_id=project.id)
 
 
-async def _installation_repos(session, installation_id: int, known: list[dict]) -> list[dict]:
+async def _installation_repos(session, installation_id: int, known: list[str]) -> list[str]:
     from sqlmodel import select
 
     from bot.models import Project
 
     rows = await session.exec(select(Project).where(Project.installation_id == installation_id, Project.forge == "github"))
-    names = {repo["full_name"] for repo in known} | {project.forge_repo for project in rows.all()}
-    return [{"full_name": name} for name in sorted(names)]
+    return sorted(set(known) | {project.forge_repo for project in rows.all() if project.forge_repo})

@@ -1,5 +1,6 @@
 """Pagination through large tables: 10,000 protocol runs, 100,000 events, 10,000 runs."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -68,3 +69,50 @@ async def test_pages_cover_large_tables_exactly_once(api):
     steps = await walk(api, "/protocols/1/steps", 7, "step_index")
     assert steps == list(range(30))
     assert len(await walk(api, "/codex/runs?protocol_run_id=5", 100, "run_id")) == RUNS // PROTOCOLS
+
+
+async def test_a_generic_paginator_walks_every_list_to_its_end(api):
+    """What a dashboard does: every GET that answers a list, followed by its X-Next-Cursor
+    (`?cursor=`) two items at a time, ends, and sees each item once."""
+    from handlers.api import ROUTES
+    from bot.models import Message
+    from tests.api_support import add, project, protocol, run, steps
+
+    owner = await project(api.deps)
+    work = await protocol(api.deps, owner)
+    [step, *_] = await steps(api.deps, work, "completed", "pending", "pending")
+    await add(api.deps, *[Message(project_id=owner.id, protocol_run_id=work.id if n % 2 else None, type="USER",
+                                  body=f"note {n}", meta={}) for n in range(7)])
+    await add(api.deps, *[Event(project_id=owner.id, protocol_run_id=work.id, event_type="note", message=str(n),
+                                meta={}) for n in range(5)])
+    for n in range(5):
+        await run(api.deps, project_id=owner.id, protocol_run_id=work.id, step_run_id=step.id)
+    ids = {"project_id": owner.id, "protocol_id": work.id, "step_id": step.id}
+    walked = []
+    for route in ROUTES:
+        if route.method != "GET" or not set(route.path_params) <= set(ids) or route.path.endswith(("/stream", "/ws")):
+            continue
+        path = route.path.format(**{name: ids[name] for name in route.path_params})
+        first = await api.get(path)
+        if first.status != 200 or not isinstance(await first.json(), list):
+            continue
+        if not route.paginated:  # a short, whole list (the engines, the queues)
+            assert "X-Next-Cursor" not in first.headers, route.path
+            walked.append((route.path, len(await first.json())))
+            continue
+        items, cursor, pages = [], None, 0
+        while pages < 100:
+            response = await api.get(f"{path}?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+            assert response.status == 200, (path, await response.text())
+            items += await response.json()
+            pages += 1
+            cursor = response.headers.get("X-Next-Cursor")
+            if cursor is None:
+                break
+        assert cursor is None, f"{route.path}: still a next page after {pages} pages"
+        assert len({json.dumps(item, sort_keys=True) for item in items}) == len(items), f"{route.path} repeats items"
+        walked.append((route.path, len(items)))
+    counts = dict(walked)
+    assert counts["/projects/{project_id}/messages"] == 7 and counts["/protocols/{protocol_id}/messages"] == 3
+    assert counts["/protocols/{protocol_id}/events"] >= 5 and counts["/protocols/{protocol_id}/runs"] == 5
+    assert len(walked) >= 10, walked

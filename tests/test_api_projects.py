@@ -128,6 +128,16 @@ async def test_branches_list_and_delete(api, tmp_path):
     assert "feature/x" not in listed
 
 
+async def test_deleting_a_branch_that_does_not_exist_is_404_not_deleted(api, tmp_path):
+    remote = make_remote(tmp_path)
+    row = await project(api.deps, git_url=remote, local_path=remote)
+    await git.ensure_mirror(remote, git.mirror_path(api.deps.settings.data_dir.resolve(), row.id))
+    response = await api.post(f"/projects/{row.id}/branches/no/such/branch/delete", {"confirm": True})
+    assert response.status == 404 and "no branch no/such/branch" in (await response.json())["error"]
+    assert (await api.post(f"/projects/{row.id}/branches/feature/x/delete", {"confirm": True})).status == 200
+    assert (await api.post(f"/projects/{row.id}/branches/feature/x/delete", {"confirm": True})).status == 404
+
+
 async def test_clarifications_list_and_answer(api):
     row = await project(api.deps)
     run = await protocol(api.deps, row, status="paused", runtime_state={"awaiting_answers": True})

@@ -76,6 +76,14 @@ async def test_run_next_step_and_retry_latest(api):
     assert (await api.post(f"/protocols/{done.id}/actions/retry_latest")).status == 409
 
 
+async def test_retry_latest_while_a_step_is_still_running_is_409_saying_so(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="running")
+    await steps(api.deps, run, "completed", "running", "pending")
+    response = await api.post(f"/protocols/{run.id}/actions/retry_latest")
+    assert response.status == 409 and "still running (step 2)" in (await response.json())["error"]
+
+
 async def test_open_pr(api):
     row = await project(api.deps)
     run = await protocol(api.deps, row, status="running")
@@ -112,6 +120,15 @@ async def test_step_actions(api):
     assert approved["status"] == "completed"
     assert (await api.post(f"/steps/{pending.id}/actions/approve")).status == 409
     assert (await api.post("/steps/404/actions/run")).status == 404
+
+
+@pytest.mark.parametrize("status", ["pending", "planned", "paused"])
+async def test_running_a_step_of_a_protocol_that_is_not_running_is_409_not_enqueued(api, status):
+    run = await protocol(api.deps, await project(api.deps), status=status)
+    [pending] = await steps(api.deps, run, "pending")
+    response = await api.post(f"/steps/{pending.id}/actions/run")
+    assert response.status == 409 and f"the protocol is {status}" in (await response.json())["error"]
+    assert (await (await api.get(f"/steps/{pending.id}")).json())["status"] == "pending"
 
 
 CODEMACHINE_AGENTS = """

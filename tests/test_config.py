@@ -1,5 +1,8 @@
 import pytest
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from bot.config import ConfigError, Settings
 
 BASE = {"AGENTRY_WEBHOOK_SECRET": "s3cret"}
@@ -36,6 +39,16 @@ def test_defaults_follow_the_specification():
         ({**BASE, "AGENTRY_GITHUB_APP_ID": "1", "AGENTRY_GITHUB_PRIVATE_KEY_PATH": "/nonexistent/key.pem"},
          "AGENTRY_GITHUB_PRIVATE_KEY_PATH"),
         ({**BASE, "AGENTRY_ENGINE_COMMAND": "run 'unclosed"}, "AGENTRY_ENGINE_COMMAND"),
+        ({**BASE, "AGENTRY_PORT": "99999"}, "AGENTRY_PORT"),
+        ({**BASE, "AGENTRY_HOST": "999.1.1.1"}, "AGENTRY_HOST"),
+        ({**BASE, "AGENTRY_HOST": "two words"}, "AGENTRY_HOST"),
+        ({**BASE, "AGENTRY_DATABASE_URL": "garbage"}, "AGENTRY_DATABASE_URL"),
+        ({**BASE, "AGENTRY_DATABASE_URL": "mysql://root:pw@db/agentry"}, "AGENTRY_DATABASE_URL"),
+        ({**BASE, "AGENTRY_REDIS_URL": "localhost:6379"}, "AGENTRY_REDIS_URL"),
+        ({**BASE, "AGENTRY_GITHUB_API_URL": "api.github.com"}, "AGENTRY_GITHUB_API_URL"),
+        ({**BASE, "AGENTRY_GITLAB_URL": "ftp://gitlab.example"}, "AGENTRY_GITLAB_URL"),
+        ({**BASE, "AGENTRY_GITHUB_APP_ID": "1", "AGENTRY_GITHUB_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nnope"},
+         "AGENTRY_GITHUB_PRIVATE_KEY"),
     ],
 )
 def test_a_bad_setting_names_its_variable(env, names):
@@ -51,19 +64,36 @@ def test_dev_mode_generates_a_webhook_secret():
     assert Settings.from_env({"AGENTRY_DEV_MODE": "1"}).webhook_secret != settings.webhook_secret
 
 
+def app_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0", "::", "127.0.0.1", "agentry.internal", "localhost"])
+def test_hosts_that_can_be_listened_on_are_taken(value):
+    assert Settings.from_env({**BASE, "AGENTRY_HOST": value}).host == value
+
+
+def test_a_database_url_with_a_password_is_never_echoed():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "AGENTRY_DATABASE_URL": "mysql://root:hunter2@db/agentry"})
+    assert "hunter2" not in str(raised.value)
+
+
 def test_secrets_never_appear_in_repr():
     settings = Settings.from_env({
         **BASE, "AGENTRY_API_TOKEN": "api-tok-123", "AGENTRY_GITHUB_APP_ID": "7",
-        "AGENTRY_GITHUB_PRIVATE_KEY": "-----BEGIN KEY-----x", "AGENTRY_GITLAB_TOKEN": "glpat-999",
+        "AGENTRY_GITHUB_PRIVATE_KEY": app_key(), "AGENTRY_GITLAB_TOKEN": "glpat-999",
     })
     text = repr(settings)
-    for secret in ("s3cret", "api-tok-123", "BEGIN KEY", "glpat-999"):
+    for secret in ("s3cret", "api-tok-123", "PRIVATE KEY", "glpat-999"):
         assert secret not in text
 
 
 def test_private_key_is_read_from_a_file(tmp_path):
     key = tmp_path / "app.pem"
-    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nabc\n")
+    key.write_text(app_key())
     settings = Settings.from_env({**BASE, "AGENTRY_GITHUB_APP_ID": "7", "AGENTRY_GITHUB_PRIVATE_KEY_PATH": str(key)})
     assert settings.github_app_configured and settings.github_private_key.startswith("-----BEGIN")
 

@@ -65,7 +65,9 @@ async def test_authentic_but_unreadable_deliveries_are_400_with_a_reason(client,
     response = await client.post("/webhooks/github", data=body, headers=headers)
     assert response.status == 400
     assert reason in (await response.json())["error"]
-    assert await count(deps, WebhookDelivery) == 0
+    recorded = await count(deps, WebhookDelivery, WebhookDelivery.status == "invalid")
+    assert recorded == (0 if drop_header else 1) and await count(deps, WebhookDelivery) == recorded
+    assert await count(deps, QueuedJob) == 0
 
 
 async def test_a_body_over_githubs_cap_is_413(client):

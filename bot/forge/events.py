@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.forge import RepoRef
+from bot.forge import RepoRef, payloads
 
 
 class UnsupportedEvent(ValueError):
@@ -106,113 +106,98 @@ def ci_conclusion(value: str | None) -> str:
 # GitHub
 
 
-def github_repository(payload: dict) -> Repository:
-    repo = payload["repository"]
-    installation = payload.get("installation") or {}
+def github_repository(shape: payloads.InRepo) -> Repository:
+    repo, installation = shape.repository, shape.installation
     return Repository(
-        ref=RepoRef(forge="github", full_name=repo["full_name"], installation_id=installation.get("id")),
-        clone_url=repo.get("clone_url"),
-        default_branch=repo.get("default_branch"),
-        repo_id=repo.get("id"),
-        html_url=repo.get("html_url"),
+        ref=RepoRef(forge="github", full_name=repo.full_name, installation_id=installation and installation.id),
+        clone_url=repo.clone_url,
+        default_branch=repo.default_branch,
+        repo_id=repo.id,
+        html_url=repo.html_url,
     )
 
 
-def github_actor(user: dict | None) -> Actor:
-    user = user or {}
-    login = user.get("login", "")
-    return Actor(login=login, is_bot=user.get("type") == "Bot" or login.endswith("[bot]"))
+def github_actor(user: payloads.User | None) -> Actor:
+    login = user.login if user else ""
+    return Actor(login=login, is_bot=bool(user and user.type == "Bot") or login.endswith("[bot]"))
 
 
-def github_issue(issue: dict) -> Issue:
-    return Issue(
-        number=issue["number"],
-        title=issue.get("title") or "",
-        body=issue.get("body") or "",
-        is_pull_request="pull_request" in issue,
-        url=issue.get("html_url"),
-    )
+def github_issue(issue: payloads.Issue | payloads.Pull, *, is_pull_request: bool) -> Issue:
+    return Issue(number=issue.number, title=issue.title or "", body=issue.body or "",
+                 is_pull_request=is_pull_request, url=issue.html_url)
 
 
-def github_comment(payload: dict) -> CommentEvent:
-    comment = payload["comment"]
-    changes = payload.get("changes") or {}
+def github_comment(shape: payloads.IssueCommentPayload) -> CommentEvent:
+    comment, changes = shape.comment, shape.changes
+    edited = shape.action == "edited" and changes is not None and changes.body is not None
     return CommentEvent(
-        repo=github_repository(payload),
-        issue=github_issue(payload["issue"]),
-        comment_id=comment["id"],
-        body=comment.get("body") or "",
-        old_body=(changes.get("body") or {}).get("from") if payload.get("action") == "edited" else None,
-        author=github_actor(comment.get("user")),
-        url=comment.get("html_url"),
+        repo=github_repository(shape),
+        issue=github_issue(shape.issue, is_pull_request=shape.issue.pull_request is not None),
+        comment_id=comment.id,
+        body=comment.body or "",
+        old_body=changes.body.previous if edited and changes and changes.body else None,
+        author=github_actor(comment.user),
+        url=comment.html_url,
     )
 
 
-def github_label(payload: dict) -> LabelEvent:
-    item = payload.get("issue") or payload.get("pull_request")
-    issue = github_issue(item)
-    if "pull_request" in payload:
-        issue = Issue(issue.number, issue.title, issue.body, True, issue.url)
-    return LabelEvent(
-        repo=github_repository(payload),
-        issue=issue,
-        label=payload["label"]["name"],
-        actor=github_actor(payload.get("sender")),
-    )
+def github_label(shape: payloads.IssueLabeled | payloads.PullRequestLabeled) -> LabelEvent:
+    if isinstance(shape, payloads.PullRequestLabeled):
+        issue = github_issue(shape.pull_request, is_pull_request=True)
+    else:
+        issue = github_issue(shape.issue, is_pull_request=shape.issue.pull_request is not None)
+    return LabelEvent(repo=github_repository(shape), issue=issue, label=shape.label.name,
+                      actor=github_actor(shape.sender))
 
 
-def github_pull_request(payload: dict) -> PullRequestEvent:
-    pull = payload["pull_request"]
-    action = payload["action"]
+def github_pull_request(shape: payloads.PullRequestPayload) -> PullRequestEvent:
+    pull = shape.pull_request
+    action = shape.action or ""
     if action == "closed":
-        action = "merged" if pull.get("merged") else "closed"
+        action = "merged" if pull.merged else "closed"
     return PullRequestEvent(
-        repo=github_repository(payload),
-        number=pull["number"],
+        repo=github_repository(shape),
+        number=pull.number,
         action=action,
-        head_branch=pull["head"]["ref"],
-        head_sha=pull["head"]["sha"],
-        head_repo=((pull["head"].get("repo") or {}).get("full_name")),
-        base_branch=pull["base"]["ref"],
-        url=pull.get("html_url"),
+        head_branch=pull.head.ref,
+        head_sha=pull.head.sha,
+        head_repo=pull.head.repo.full_name if pull.head.repo else None,
+        base_branch=pull.base.ref,
+        url=pull.html_url,
     )
 
 
-def github_ci(event: str, payload: dict) -> CiEvent:
-    repo = github_repository(payload)
-    if event == "check_suite":
-        suite = payload["check_suite"]
-        return CiEvent(repo, suite.get("head_branch"), suite["head_sha"], ci_conclusion(suite.get("conclusion")),
-                       f"check suite {(suite.get('app') or {}).get('name', '')}".strip(), suite.get("url"))
-    if event == "workflow_run":
-        run = payload["workflow_run"]
-        return CiEvent(repo, run.get("head_branch"), run["head_sha"], ci_conclusion(run.get("conclusion")),
-                       run.get("name") or "workflow", run.get("html_url"))
-    if event == "status":
-        branches = [branch["name"] for branch in payload.get("branches") or []]
-        return CiEvent(repo, branches[0] if len(branches) == 1 else None, payload["sha"],
-                       ci_conclusion(payload.get("state")), payload.get("context") or "status",
-                       payload.get("target_url"), payload.get("description") or "")
-    raise UnsupportedEvent(event)
+def github_ci(shape: payloads.CheckSuitePayload | payloads.WorkflowRunPayload | payloads.StatusPayload) -> CiEvent:
+    repo = github_repository(shape)
+    if isinstance(shape, payloads.CheckSuitePayload):
+        suite = shape.check_suite
+        name = f"check suite {(suite.app.name if suite.app else None) or ''}".strip()
+        return CiEvent(repo, suite.head_branch, suite.head_sha, ci_conclusion(suite.conclusion), name, suite.url)
+    if isinstance(shape, payloads.WorkflowRunPayload):
+        run = shape.workflow_run
+        return CiEvent(repo, run.head_branch, run.head_sha, ci_conclusion(run.conclusion), run.name or "workflow",
+                       run.html_url)
+    branches = [branch.name for branch in shape.branches]
+    return CiEvent(repo, branches[0] if len(branches) == 1 else None, shape.sha, ci_conclusion(shape.state),
+                   shape.context or "status", shape.target_url, shape.description or "")
 
 
 CHECK_BUTTONS = {"retry": "retry", "approve": "approve", "cancel": "cancel"}
 
 
-def github_check_action(payload: dict) -> CheckActionEvent:
-    check_run = payload["check_run"]
-    if payload["action"] == "rerequested":
+def github_check_action(shape: payloads.CheckRunPayload) -> CheckActionEvent:
+    if shape.action == "rerequested":
         action = "rerun"
     else:
-        identifier = (payload.get("requested_action") or {}).get("identifier", "")
+        identifier = shape.requested_action.identifier if shape.requested_action else ""
         if identifier not in CHECK_BUTTONS:
             raise UnsupportedEvent(f"check run action {identifier!r}")
         action = CHECK_BUTTONS[identifier]
     return CheckActionEvent(
-        repo=github_repository(payload),
-        check_run_id=check_run["id"],
+        repo=github_repository(shape),
+        check_run_id=shape.check_run.id,
         action=action,
-        head_sha=check_run["head_sha"],
-        external_id=check_run.get("external_id"),
-        actor=github_actor(payload.get("sender")),
+        head_sha=shape.check_run.head_sha,
+        external_id=shape.check_run.external_id,
+        actor=github_actor(shape.sender),
     )

@@ -1,7 +1,8 @@
 """The message bus: notes people and agents post on a project or a protocol run.
 
-Messages on a protocol run are part of the next agent prompt for it. Reading takes `after=<id>` as
-its cursor; `…/messages/stream` (see feeds) delivers new ones live.
+Messages on a protocol run are part of the next agent prompt for it. Reading starts after
+`?after=<id>` and pages on with `?cursor=` (the X-Next-Cursor of the previous page);
+`…/messages/stream` (see feeds) delivers new ones live.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from sqlmodel import col, select
 from bot.models import Message
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
-from handlers.api.routing import Route, deps_of, json_response, page_response, project_or_404, protocol_or_404
+from handlers.api.routing import Route, decode_cursor, deps_of, is_id, json_response, page_response, project_or_404, protocol_or_404
 from handlers.api.schemas import OBJECT, Field, id_param, limit_param, path_int, text_param
 from handlers.api.views import message_out
 
@@ -23,7 +24,7 @@ MESSAGE_CREATE = (
     Field("author", max_length=200),
     Field("metadata", OBJECT),
 )
-READ_QUERY = (id_param("after", "Only messages with a larger id (the X-Next-Cursor of the previous page)"),
+READ_QUERY = (id_param("after", "Only messages with a larger id than this one"),
               text_param("type", "Only messages of this type", TYPES), limit_param(100, 500))
 
 
@@ -63,14 +64,12 @@ async def protocol_messages(request: web.Request) -> web.Response:
 
 async def _page(request: web.Request, session, scope) -> web.Response:
     query = request[QUERY]
-    statement = select(Message).where(scope, col(Message.id) > (query["after"] or 0))
+    after = decode_cursor(request, is_id) or query["after"] or 0
+    statement = select(Message).where(scope, col(Message.id) > after)
     if query["type"]:
         statement = statement.where(Message.type == query["type"])
     messages = list((await session.exec(statement.order_by(col(Message.id)).limit(query["limit"] + 1))).all())
-    response = page_response(messages, query["limit"], message_out, lambda message: message.id)
-    if "X-Next-Cursor" in response.headers:
-        response.headers["X-Next-Cursor"] = str(messages[query["limit"] - 1].id)
-    return response
+    return page_response(messages, query["limit"], message_out, lambda message: message.id)
 
 
 PROJECT = {"project_id": "integer"}

@@ -14,7 +14,7 @@ from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
-from handlers.api.errors import bad_request, conflict, invalid_fields
+from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
 from handlers.api.routing import (
     Route,
     decode_cursor,
@@ -241,6 +241,8 @@ async def delete_branch(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
         mirror = _deletable(request, project, branch)
+        if branch not in [known["name"] for known in await _git(git.list_branches(mirror))]:
+            raise not_found(f"the remote has no branch {branch}")
         await _git(git.delete_remote_branch(mirror, branch))
         await store.record_event(session, "branch_deleted", f"Deleted remote branch {branch}.",
                                  project_id=project.id, meta={"branch": branch, "actor": request.get(ACTOR)})
@@ -282,7 +284,7 @@ ROUTES = [
           {**answers.ok("BranchList"), **answers.conflict("The repository is not available locally")}, PROJECT),
     Route("POST", "/projects/{project_id}/branches/{branch}/delete", delete_branch,
           "Delete a remote branch (body {\"confirm\": true})", "projects",
-          {**answers.ok("BranchDeleted"), **answers.conflict("The repository is not available locally, or git "
-                                                             "refused")},
+          {**answers.ok("BranchDeleted"), **answers.error(404, "The remote has no such branch"),
+           **answers.conflict("The repository is not available locally, or git refused")},
           {"project_id": "integer", "branch": "path"}, body=BRANCH_DELETE, body_optional=True, write=True),
 ]

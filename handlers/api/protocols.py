@@ -15,7 +15,7 @@ from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
-from handlers.api.errors import bad_request, invalid_fields, not_found
+from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
 from handlers.api.routing import (
     Route,
     decode_cursor,
@@ -141,6 +141,9 @@ async def _precheck(session, protocol: ProtocolRun, action: ProtocolAction) -> N
         raise not_found("No pending or failed steps to run")
     if action is ProtocolAction.RETRY_LATEST and steps and not any(step.status in RETRY_STEP_STATUSES
                                                                    for step in steps):
+        running = [step for step in steps if step.status == StepStatus.RUNNING]
+        if running:
+            raise conflict(f"a step is still running ({running[0].step_name}); retry it once it has failed")
         raise not_found("No failed or blocked steps to retry")
 
 

@@ -53,7 +53,11 @@ class Route:
     body: tuple[Field, ...] | None = None
     body_optional: bool = False
     write: bool = False
-    paginated: bool = False
+    paginated: bool = False  # answers one page of a list and takes the CURSOR of the next
+
+    def __post_init__(self) -> None:
+        if self.paginated and CURSOR not in self.query:
+            object.__setattr__(self, "query", (*self.query, CURSOR))
 
     @property
     def aiohttp_path(self) -> str:

@@ -3,6 +3,8 @@
 from gidgethub import sansio
 from gidgethub.routing import Router
 
+from bot.forge.events import UnsupportedEvent, github_check_action
+from bot.forge.payloads import CheckRunPayload, StatusPayload
 from bot.queue import HANDLE_CHECK_ACTION, HANDLE_CI_RESULT, delivery_job
 from handlers.intake import Intake
 
@@ -12,6 +14,10 @@ router = Router()
 @router.register("check_run", action="requested_action")
 @router.register("check_run", action="rerequested")
 async def check_run_action(event: sansio.Event, intake: Intake) -> None:
+    try:
+        github_check_action(intake.read(CheckRunPayload))
+    except UnsupportedEvent:  # a button agentry did not make
+        return
     intake.enqueue(delivery_job(HANDLE_CHECK_ACTION, intake.delivery_id))
 
 
@@ -23,5 +29,5 @@ async def suite_completed(event: sansio.Event, intake: Intake) -> None:
 
 @router.register("status")
 async def status_changed(event: sansio.Event, intake: Intake) -> None:
-    if event.data.get("state") in ("success", "failure", "error"):
+    if intake.read(StatusPayload).state in ("success", "failure", "error"):
         intake.enqueue(delivery_job(HANDLE_CI_RESULT, intake.delivery_id))

@@ -22,7 +22,8 @@ It behaves like GitHub where agentry depends on it:
 - Every request is recorded in ``calls`` (method, path, url, json body, auth kind, status);
   the Authorization header is never recorded.
 - Faults: ``rate_limit(path, status=403|429, retry_after=1)``, ``primary_rate_limit(path)``,
-  ``fail(path, status)`` answer the next matching request(s) with an error;
+  ``fail(path, status)`` answer the next matching request(s) with an error, ``fail_call(n)`` the
+  n-th request from now whatever it is;
   ``expire_tokens()`` makes every issued token invalid.
 """
 
@@ -323,6 +324,7 @@ class FakeGitHub(LoopbackServer):
         self.private_key_pem = _pem(_app_key())
         self._public_key = _app_key().public_key()
         self.calls: list[Call] = []
+        self._failing_call: tuple[int, int] | None = None  # (the call's number in `calls`, status)
         self.token_requests: Counter[int] = Counter()
         self.token_request_bodies: list[Any] = []
         self.tokens: dict[str, IssuedToken] = {}
@@ -355,6 +357,10 @@ class FakeGitHub(LoopbackServer):
     ) -> None:
         """Answer the next ``times`` requests to ``path`` (and ``method``) with ``status``."""
         self._faults.append(Fault(path, method, status, headers or {}, message, times))
+
+    def fail_call(self, number: int, status: int = 500) -> None:
+        """Answer the ``number``-th request from now (1 is the next), whatever it is, with ``status``."""
+        self._failing_call = (len(self.calls) + number, status)
 
     def rate_limit(
         self, path: str, *, status: int = 403, retry_after: int = 1, times: int = 1
@@ -464,6 +470,8 @@ class FakeGitHub(LoopbackServer):
             call.json = json.loads(body_text) if body_text else None
         except ValueError:
             return _message("Problems parsing JSON", 400)
+        if self._failing_call is not None and self._failing_call[0] == len(self.calls):
+            return _message("Injected failure of this call", self._failing_call[1])
         fault = self._take_fault(raw.method, raw.path)
         if fault is not None:
             return fault

@@ -99,10 +99,6 @@ DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 WEB = ("https", "http")
 
 
-def _looks_numeric(value: str) -> bool:
-    return bool(re.fullmatch(r"[0-9.]+", value))
-
-
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -149,14 +145,9 @@ class _Reader:
 
     def host(self, name: str, default: str) -> str:
         value = self.text(name, default) or default
-        if _looks_numeric(value):
-            try:
-                ipaddress.ip_address(value)
-            except ValueError:
-                raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}") from None
-        elif not HOST_NAME.fullmatch(value) and not _is_ip(value):
-            raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}")
-        return value
+        if _is_ip(value) or HOST_NAME.fullmatch(value) and not re.fullmatch(r"[0-9.]+", value):
+            return value
+        raise ConfigError(f"{name} must be an IP address or a host name, got {value!r}")
 
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
         value = self.text(name, default)

@@ -37,7 +37,6 @@ from bot.forge.gitlab_events import (
 )
 from bot.logs import log_context
 from bot.models import WebhookDelivery
-from bot.store import INVALID
 from bot.queue import (
     HANDLE_CI_RESULT,
     HANDLE_LABEL,
@@ -54,7 +53,7 @@ from bot.webhooks_gitlab import (
     verify_gitlab_token,
     verify_standard_webhook,
 )
-from handlers.intake import accept
+from handlers.intake import accept, is_ours_or_a_bot, refuse
 from handlers.bodies import TooLarge, read_body
 from handlers.keys import DEPS
 
@@ -99,8 +98,7 @@ async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
             payload = parse_gitlab_body(body)
             shape = gitlab_shape(event, payload)
         except InvalidPayload as exc:
-            await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=FORGE, event=event, status=INVALID,
-                                               payload=payload, error=str(exc)), [])
+            await refuse(deps, forge=FORGE, delivery_id=delivery_id, event=event, payload=payload, reason=str(exc))
             return error(400, str(exc))
         return await _accept(deps, event, delivery_id, payload, shape)
 
@@ -165,19 +163,13 @@ def decide_jobs(settings: Settings, event: str, delivery_id: str, shape: GitLabE
     return [job for decide in deciders for job in decide(settings, delivery_id, shape)]
 
 
-def is_ours_or_a_bot(settings: Settings, actor) -> bool:
-    """Bots are recognised by their look; agentry's own account by AGENTRY_GITLAB_BOT_USERNAME."""
-    ours = settings.gitlab_bot_username
-    return actor.is_bot or bool(ours) and actor.login.lower() == ours.lower()
-
-
 def note_jobs(settings: Settings, delivery_id: str, shape: NoteHookPayload) -> list[Job]:
     """One job per slash command in a new note, or per command an edit added."""
     try:
         comment = gitlab_comment(shape)
     except UnsupportedEvent:
         return []
-    if is_ours_or_a_bot(settings, comment.author) or is_system_note(shape):
+    if is_ours_or_a_bot(comment.author, settings.gitlab_bot_username) or is_system_note(shape):
         return []
     grammar = {"prefix": settings.command_prefix, "app_slug": settings.gitlab_bot_username}
     if shape.object_attributes.action == "update":
@@ -192,7 +184,7 @@ def note_jobs(settings: Settings, delivery_id: str, shape: NoteHookPayload) -> l
 def label_jobs(settings: Settings, delivery_id: str, shape: IssueHookPayload) -> list[Job]:
     labels = settings.labels
     configured = {labels.run, labels.plan, labels.ralph}
-    if is_ours_or_a_bot(settings, gitlab_actor(shape.user)):
+    if is_ours_or_a_bot(gitlab_actor(shape.user), settings.gitlab_bot_username):
         return []
     if not configured.intersection(gitlab_added_labels(shape)):
         return []

@@ -13,6 +13,7 @@ from bot.forge.events import Actor
 from bot.forge.payloads import Shape
 from bot.models import WebhookDelivery
 from bot.queue import Job
+from bot.store import INVALID
 
 log = logging.getLogger("agentry.intake")
 
@@ -26,6 +27,12 @@ class Intake:
     shape: Shape
     jobs: list[Job] = field(default_factory=list)
 
+    @property
+    def app_login(self) -> str | None:
+        """The GitHub App's own login, whose comments are never commands."""
+        slug = self.settings.github_app_slug
+        return f"{slug}[bot]" if slug else None
+
     def read(self, kind: type[S]) -> S:
         """The delivery in the shape a handler registered for; the router sends it no other."""
         if not isinstance(self.shape, kind):
@@ -36,11 +43,17 @@ class Intake:
         self.jobs.append(job)
 
 
-def is_ours_or_a_bot(actor: Actor, app_slug: str | None = None) -> bool:
-    """No one, a bot, or agentry's own app (``<slug>[bot]``)."""
+def is_ours_or_a_bot(actor: Actor, own_login: str | None = None) -> bool:
+    """No one, a bot, or agentry's own account (the GitHub App's ``<slug>[bot]``, the GitLab bot user)."""
     if actor.is_bot or not actor.login:
         return True
-    return bool(app_slug) and actor.login.lower() == f"{app_slug}[bot]".lower()
+    return bool(own_login) and actor.login.lower() == (own_login or "").lower()
+
+
+async def refuse(deps: Deps, *, forge: str, delivery_id: str, event: str, payload: dict, reason: str) -> None:
+    """Records a delivery refused as invalid, with its reason, and queues nothing."""
+    await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=forge, event=event, status=INVALID,
+                                       payload=payload, error=reason), [])
 
 
 async def accept(deps: Deps, delivery: WebhookDelivery, jobs: list[Job]) -> list[Job] | None:

@@ -10,7 +10,6 @@ from aiohttp import web
 from gidgethub import sansio
 
 from bot import db
-from bot.store import INVALID
 from bot.deps import Deps
 from bot.forge.payloads import Envelope, github_shape
 from bot.logs import log_context
@@ -21,7 +20,7 @@ from handlers.api import add_api_routes
 from handlers.github import router as github_router
 from handlers.bodies import TooLarge, add_body_slots, read_body
 from handlers.gitlab import add_routes as add_gitlab_routes
-from handlers.intake import Intake, accept
+from handlers.intake import Intake, accept, refuse
 from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.web")
@@ -143,8 +142,8 @@ async def github_webhook(request: web.Request) -> web.Response:
             payload = parse_github_body(body, request.content_type)
             shape = github_shape(event_name, payload)
         except InvalidPayload as exc:
-            await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge="github", event=event_name,
-                                               status=INVALID, payload=payload, error=str(exc)), [])
+            await refuse(deps, forge="github", delivery_id=delivery_id, event=event_name, payload=payload,
+                         reason=str(exc))
             return error(400, str(exc))
         return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id), shape)
 

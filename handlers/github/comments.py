@@ -26,7 +26,7 @@ async def comment_edited(event: sansio.Event, intake: Intake) -> None:
 
 def _from_a_person(intake: Intake) -> CommentEvent | None:
     comment = github_comment(intake.read(IssueCommentPayload))
-    return None if is_ours_or_a_bot(comment.author, intake.settings.github_app_slug) else comment
+    return None if is_ours_or_a_bot(comment.author, intake.app_login) else comment
 
 
 def _grammar(intake: Intake) -> dict:

@@ -18,13 +18,16 @@ from bot import queue, store
 from bot.models import Clarification, Project, ProtocolRun, StepRun, utcnow
 from bot.queue import Job
 from bot.workflow import (
+    Fact,
     ProtocolAction,
     ProtocolStatus,
     StepAction,
     StepStatus,
     TERMINAL_PROTOCOL_STATUSES,
     TransitionError,
+    is_allowed,
     next_runnable_steps,
+    protocol_facts,
     protocol_outcome,
     transition,
 )
@@ -124,19 +127,29 @@ async def active_protocol_for_issue(session: AsyncSession, project_id: int, issu
     return protocols[0] if protocols else None
 
 
-def move(current: str, action: ProtocolAction | StepAction) -> str:
+async def facts_of(session: AsyncSession, protocol: ProtocolRun) -> frozenset[Fact]:
+    """What the workflow's rules need to know about the protocol besides its status."""
+    questions = await open_clarifications(session, protocol)
+    return protocol_facts(await steps_of(session, protocol.id), open_questions=any(item.blocking for item in questions),
+                          plan_failed=bool(protocol.runtime_state.get("plan_failed")))
+
+
+def move(current: str, action: ProtocolAction | StepAction, facts: frozenset[Fact] = frozenset()) -> str:
     enum = ProtocolStatus if isinstance(action, ProtocolAction) else StepStatus
     try:
-        return transition(enum(current), action).value
+        return transition(enum(current), action, facts).value
     except TransitionError as exc:
         raise Conflict(str(exc)) from None
 
 
 async def set_protocol_status(session: AsyncSession, protocol: ProtocolRun, action: ProtocolAction, *,
-                              actor: str | None, message: str = "", meta: dict | None = None) -> None:
+                              actor: str | None, message: str = "", meta: dict | None = None,
+                              facts: frozenset[Fact] = frozenset()) -> None:
     before = protocol.status
-    protocol.status = move(protocol.status, action)
+    protocol.status = move(protocol.status, action, facts)
     protocol.updated_at = utcnow()
+    if protocol.status in (ProtocolStatus.PLANNING, ProtocolStatus.RUNNING) and protocol.runtime_state.get("plan_failed"):
+        protocol.runtime_state = {**protocol.runtime_state, "plan_failed": False}  # no longer what stops it
     session.add(protocol)
     await store.record_event(
         session, f"protocol_{action.value}", message or f"{before} → {protocol.status}",
@@ -170,21 +183,31 @@ async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, ac
         await store.record_event(session, "open_pr_requested", f"requested by {actor or 'the API'}",
                                  project_id=protocol.project_id, protocol_run_id=protocol.id, meta={"actor": actor})
         return [queue.open_pr_job(protocol.id, nonce=str(utcnow().timestamp()))]
+    facts = await facts_of(session, protocol)
     if action is ProtocolAction.RETRY_LATEST:
-        return await retry_latest(session, protocol, actor=actor)
-    await set_protocol_status(session, protocol, action, actor=actor)
+        return await retry_latest(session, protocol, actor=actor, facts=facts)
+    await set_protocol_status(session, protocol, action, actor=actor, facts=facts)
     if action is ProtocolAction.RESUME and protocol.runtime_state.get("awaiting_answers"):
         protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": False}
+    if action is ProtocolAction.START and protocol.status == ProtocolStatus.PAUSED:
+        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": True}
+        await store.record_event(session, "awaiting_answers", "waiting for answers to the plan's blocking questions",
+                                 project_id=protocol.project_id, protocol_run_id=protocol.id)
     if action is ProtocolAction.CANCEL:
         await cancel_open_steps(session, protocol, actor=actor)
         return [report(protocol, "cancel")]
+    return [*await _follow_up(session, protocol, actor=actor), report(protocol, action.value)]
+
+
+async def _follow_up(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
+    """The job a protocol's new status calls for: its plan, or its next step."""
     if protocol.status == ProtocolStatus.PLANNING:
         attempt = protocol.runtime_state.get("plan_attempts", 0) + 1
         protocol.runtime_state = {**protocol.runtime_state, "plan_attempts": attempt}
-        return [queue.plan_protocol_job(protocol.id, attempt), report(protocol, action.value)]
+        return [queue.plan_protocol_job(protocol.id, attempt)]
     if protocol.status == ProtocolStatus.RUNNING:
-        return [*await schedule_next(session, protocol, actor=actor), report(protocol, action.value)]
-    return [report(protocol, action.value)]
+        return await schedule_next(session, protocol, actor=actor)
+    return []
 
 
 async def cancel_open_steps(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> None:
@@ -193,18 +216,18 @@ async def cancel_open_steps(session: AsyncSession, protocol: ProtocolRun, *, act
             await set_step_status(session, step, StepAction.CANCEL, actor=actor, protocol=protocol)
 
 
-async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
+async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None,
+                       facts: frozenset[Fact]) -> list[Job]:
+    """Plans again when planning is what failed (or there are no steps), else runs the latest
+    failed or blocked step again, else the next step."""
     steps = await steps_of(session, protocol.id)
     failed = [step for step in steps if step.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
-    if not steps:
-        await set_protocol_status(session, protocol, ProtocolAction.PLAN, actor=actor, message="re-planning")
-        attempt = protocol.runtime_state.get("plan_attempts", 0) + 1
-        protocol.runtime_state = {**protocol.runtime_state, "plan_attempts": attempt}
-        return [queue.plan_protocol_job(protocol.id, attempt), report(protocol, "retry")]
-    await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor)
-    if failed:
+    replans = move(protocol.status, ProtocolAction.RETRY_LATEST, facts) == ProtocolStatus.PLANNING
+    await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor, facts=facts,
+                              message="planning again" if replans else "")
+    if failed and not replans:
         return await retry_step(session, protocol, failed[-1], actor=actor)
-    return [*await schedule_next(session, protocol, actor=actor), report(protocol, "retry")]
+    return [*await _follow_up(session, protocol, actor=actor), report(protocol, "retry")]
 
 
 async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun, *, actor: str | None) -> list[Job]:
@@ -214,13 +237,21 @@ async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun
     await set_step_status(session, step, StepAction.RETRY, actor=actor, protocol=protocol)
     step.retries += 1
     if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
-        await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor)
+        await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor,
+                                  facts=frozenset({Fact.HAS_STEPS}))  # a step to retry: no new plan
     return [*await schedule_next(session, protocol, actor=actor), report(protocol, "retry")]
 
 
 async def schedule_next(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None = None) -> list[Job]:
     """What the protocol does next: run its next step (one at a time, they share a worktree),
-    open the PR when every step is done, or block when nothing can run."""
+    open the PR when every step is done, or block when nothing can run. A protocol blocked by its
+    steps runs again once they can go on (a late QA pass, for one)."""
+    if protocol.status == ProtocolStatus.BLOCKED:
+        facts = await facts_of(session, protocol)
+        if not is_allowed(protocol.status, ProtocolAction.UNBLOCK, facts):
+            return []
+        await set_protocol_status(session, protocol, ProtocolAction.UNBLOCK, actor=actor, facts=facts,
+                                  message="its steps can go on")
     if protocol.status != ProtocolStatus.RUNNING:
         return []
     steps = await steps_of(session, protocol.id)

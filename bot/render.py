@@ -527,6 +527,16 @@ def attention_box(protocol: Any, steps: Sequence[Any]) -> str:
     return "\n".join("> " + line if line else ">" for line in "\n".join(lines).split("\n"))
 
 
+def pull_request_problem(protocol: Any, prefix: str = DEFAULT_PREFIX) -> str:
+    """Why the pull request could not be opened, and how to try again (empty when it could)."""
+    reason = state_of(protocol).get("pr_error")
+    if not reason:
+        return ""
+    lines = ["[!CAUTION]", "**The pull request could not be opened**" + labelled("", reason), "",
+             f"Type {code_span(f'{prefix} open-pr', 80)} to try again."]
+    return "\n".join("> " + line if line else ">" for line in "\n".join(lines).split("\n"))
+
+
 def reason_suffix(protocol: Any) -> str:
     state = state_of(protocol)
     reason = state.get("blocked_reason") or state.get("error")
@@ -719,6 +729,7 @@ def status_comment(
             links_line(protocol, links),
             description_quote(protocol, detail),
             attention,
+            pull_request_problem(protocol, command_prefix),
             unmet_promise_note(unmet) if (unmet := unmet_promise(steps)) is not None else None,
             upcoming if attention else None,
             step_table(steps, detail.rows) + "\n\n" + totals_line(protocol, steps),

@@ -13,6 +13,11 @@ Semantics the tables encode:
   ``completed`` protocol, for CI failing on its branch after the last step completed but before
   the PR merged. ``failed`` is not terminal: it can be retried, re-planned or cancelled.
 - ``open_pr`` never changes the protocol's status; the table only says when a PR may be opened.
+- A few moves depend on more than the status: those are :data:`PROTOCOL_RULES`, each naming the
+  :class:`Fact` it needs, and they come before the plain table. Starting a protocol that already
+  has steps runs them (no plan); starting a planned one whose plan asked a blocking question waits
+  for the answer; retrying after a failed plan, or with no steps at all, plans again; a blocked
+  protocol whose steps can go on again (a late QA pass, an approval) runs again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class ProtocolStatus(StrEnum):
@@ -65,6 +70,7 @@ class ProtocolAction(StrEnum):
     BLOCK = "block"
     FAIL = "fail"
     COMPLETE = "complete"
+    UNBLOCK = "unblock"
 
 
 class StepAction(StrEnum):
@@ -90,11 +96,14 @@ TERMINAL_PROTOCOL_STATUSES = frozenset({P.CANCELLED, P.COMPLETED})
 _ACTIVE_PROTOCOL = tuple(status for status in P if status not in TERMINAL_PROTOCOL_STATUSES)
 
 
-def _to(target, sources: Iterable) -> dict:
+_Status = TypeVar("_Status", ProtocolStatus, StepStatus)
+
+
+def _to(target: _Status, sources: Iterable[_Status]) -> dict[_Status, _Status]:
     return {source: target for source in sources}
 
 
-def _unchanged(sources: Iterable) -> dict:
+def _unchanged(sources: Iterable[_Status]) -> dict[_Status, _Status]:
     return {source: source for source in sources}
 
 
@@ -115,7 +124,47 @@ PROTOCOL_TRANSITIONS: Mapping[ProtocolAction, Mapping[ProtocolStatus, ProtocolSt
     ProtocolAction.FAIL: _to(P.FAILED, (s for s in _ACTIVE_PROTOCOL if s is not P.FAILED)),
     # Also the PR-merged event: a merge completes the protocol whatever it was doing.
     ProtocolAction.COMPLETE: _to(P.COMPLETED, _ACTIVE_PROTOCOL),
+    ProtocolAction.UNBLOCK: {},  # only by rule, when the steps can go on
 }
+
+
+class Fact(StrEnum):
+    """What, besides its status, decides where a protocol goes next."""
+
+    HAS_STEPS = "has_steps"
+    OPEN_QUESTIONS = "open_questions"  # a blocking question of its plan is unanswered
+    PLAN_FAILED = "plan_failed"  # its latest plan failed: that, not a step, is what stopped it
+    STEPS_CAN_GO_ON = "steps_can_go_on"  # a step can run or wait for QA, or every step is done
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``action`` from one of ``sources`` goes to ``target`` when every fact in ``when`` holds and
+    none in ``unless`` does."""
+
+    action: ProtocolAction
+    sources: frozenset[ProtocolStatus]
+    target: ProtocolStatus
+    when: frozenset[Fact] = frozenset()
+    unless: frozenset[Fact] = frozenset()
+
+    def applies(self, current: ProtocolStatus, action: ProtocolAction, facts: frozenset[Fact]) -> bool:
+        return (action is self.action and current in self.sources and self.when <= facts
+                and not self.unless & facts)
+
+
+def _rule(action: ProtocolAction, sources: Iterable[ProtocolStatus], target: ProtocolStatus, *,
+          when: Iterable[Fact] = (), unless: Iterable[Fact] = ()) -> Rule:
+    return Rule(action, frozenset(sources), target, frozenset(when), frozenset(unless))
+
+
+PROTOCOL_RULES: Sequence[Rule] = (
+    _rule(ProtocolAction.START, {P.PENDING}, P.RUNNING, when={Fact.HAS_STEPS}),
+    _rule(ProtocolAction.START, {P.PLANNED}, P.PAUSED, when={Fact.OPEN_QUESTIONS}),
+    _rule(ProtocolAction.RETRY_LATEST, {P.BLOCKED, P.FAILED}, P.PLANNING, when={Fact.PLAN_FAILED}),
+    _rule(ProtocolAction.RETRY_LATEST, {P.BLOCKED, P.FAILED}, P.PLANNING, unless={Fact.HAS_STEPS}),
+    _rule(ProtocolAction.UNBLOCK, {P.BLOCKED}, P.RUNNING, when={Fact.STEPS_CAN_GO_ON}, unless={Fact.PLAN_FAILED}),
+)
 
 STEP_TRANSITIONS: Mapping[StepAction, Mapping[StepStatus, StepStatus]] = {
     StepAction.RUN: _to(S.RUNNING, (S.PENDING, S.FAILED, S.BLOCKED, S.CANCELLED)),
@@ -140,6 +189,7 @@ _VERBS: Mapping[StrEnum, str] = {
     ProtocolAction.RUN_NEXT_STEP: "run the next step of",
     ProtocolAction.RETRY_LATEST: "retry",
     ProtocolAction.OPEN_PR: "open a pull request for",
+    ProtocolAction.UNBLOCK: "unblock",
     StepAction.SUCCEED: "finish",
     StepAction.RUN_QA: "run QA on",
     StepAction.QA_PASS: "record a QA pass for",
@@ -171,7 +221,7 @@ class _Machine:
     kind: str
     statuses: type[StrEnum]
     actions: type[StrEnum]
-    table: Mapping
+    table: Mapping[Any, Mapping[Any, Any]]
 
 
 _MACHINES = (
@@ -180,7 +230,7 @@ _MACHINES = (
 )
 
 
-def _machine_for(current, action) -> _Machine:
+def _machine_for(current: object, action: object) -> _Machine:
     """The machine named by the enum types of ``current`` and ``action`` (plain strings follow)."""
     kinds = [m for m in _MACHINES if isinstance(current, m.statuses) or isinstance(action, m.actions)]
     if len(kinds) != 1:
@@ -191,14 +241,22 @@ def _machine_for(current, action) -> _Machine:
     return kinds[0]
 
 
-def transition(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction):
-    """The status after ``action``, or :class:`TransitionError` if ``current`` does not allow it."""
+def transition(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction,
+               facts: Iterable[Fact] = ()) -> ProtocolStatus | StepStatus:
+    """The status after ``action``, or :class:`TransitionError` if ``current`` does not allow it.
+    ``facts`` (protocols only) select the :data:`PROTOCOL_RULES` that apply."""
     machine = _machine_for(current, action)
-    current, action = machine.statuses(current), machine.actions(action)
-    allowed = machine.table[action]
-    if current not in allowed:
-        raise TransitionError(machine.kind, current, action, _refusal(current, allowed.values()))
-    return allowed[current]
+    status, act = machine.statuses(current), machine.actions(action)
+    if isinstance(status, ProtocolStatus) and isinstance(act, ProtocolAction):
+        known = frozenset(facts)
+        for rule in PROTOCOL_RULES:
+            if rule.applies(status, act, known):
+                return rule.target
+    allowed = machine.table[act]
+    if status not in allowed:
+        raise TransitionError(machine.kind, status, act, _refusal(status, allowed.values()))
+    target: ProtocolStatus | StepStatus = allowed[status]
+    return target
 
 
 def _refusal(current: StrEnum, targets: Iterable[StrEnum]) -> str:
@@ -206,15 +264,19 @@ def _refusal(current: StrEnum, targets: Iterable[StrEnum]) -> str:
     return f"it is {already}{_STATUS_WORDS.get(current, current.value)}"
 
 
-def allowed_actions(current: ProtocolStatus | StepStatus) -> list:
+def allowed_actions(current: ProtocolStatus | StepStatus) -> list[StrEnum]:
     """Actions allowed from ``current``, in declaration order."""
     machine = _machine_for(current, None)
     return [action for action in machine.actions if current in machine.table[action]]
 
 
-def is_allowed(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction) -> bool:
-    machine = _machine_for(current, action)
-    return machine.statuses(current) in machine.table[machine.actions(action)]
+def is_allowed(current: ProtocolStatus | StepStatus, action: ProtocolAction | StepAction,
+               facts: Iterable[Fact] = ()) -> bool:
+    try:
+        transition(current, action, facts)
+    except TransitionError:
+        return False
+    return True
 
 
 def after_execution(qa_policy: QaPolicy | str) -> StepStatus:
@@ -263,3 +325,17 @@ def protocol_outcome(steps: Iterable[StepLike]) -> ProtocolStatus | None:
     if S.COMPLETED in statuses and statuses <= {S.COMPLETED, S.CANCELLED}:
         return P.COMPLETED
     return P.BLOCKED
+
+
+def protocol_facts(steps: Iterable[StepLike], *, open_questions: bool = False,
+                   plan_failed: bool = False) -> frozenset[Fact]:
+    """The facts :data:`PROTOCOL_RULES` look at, from the protocol's steps and what its plan left."""
+    steps = list(steps)
+    facts = {Fact.OPEN_QUESTIONS} if open_questions else set()
+    if plan_failed:
+        facts.add(Fact.PLAN_FAILED)
+    if steps:
+        facts.add(Fact.HAS_STEPS)
+        if protocol_outcome(steps) is not P.BLOCKED:
+            facts.add(Fact.STEPS_CAN_GO_ON)
+    return frozenset(facts)

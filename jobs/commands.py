@@ -328,7 +328,7 @@ async def cmd_ralph(request: Request) -> list[Job]:
     policy = {"max_iterations": options.get("max_iterations", 10), "promise": options.get("promise") or "",
               "feedback": list(options.get("feedback", ()))}
     await _add_step(request.session, protocol, "ralph", request.command.text, step_type="ralph", policy=policy)
-    return await _run_without_plan(request, protocol, "Ralph loop: no plan needed")
+    return await _run_without_plan(request, protocol)
 
 
 async def cmd_ask(request: Request) -> list[Job]:
@@ -342,19 +342,17 @@ async def cmd_ask(request: Request) -> list[Job]:
                            model=request.command.options.get("model") or protocol.model,
                            runtime_state={"asked_by": request.actor.login})
     if protocol.status == ProtocolStatus.PENDING:
-        return await _run_without_plan(request, protocol, "questions need no plan")
+        return await _run_without_plan(request, protocol)
     if protocol.status != ProtocolStatus.RUNNING:
         await protocols.set_protocol_status(request.session, protocol, ProtocolAction.RUN_NEXT_STEP,
                                             actor=request.actor.login)
     return await protocols.schedule_next(request.session, protocol)
 
 
-async def _run_without_plan(request: Request, protocol: ProtocolRun, why: str) -> list[Job]:
-    actor = request.actor.login
-    await protocols.set_protocol_status(request.session, protocol, ProtocolAction.START, actor=actor)
-    await protocols.set_protocol_status(request.session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=actor,
-                                        message=why)
-    return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START, actor=actor)
+async def _run_without_plan(request: Request, protocol: ProtocolRun) -> list[Job]:
+    """A protocol whose steps the command gave: starting it runs them, with no plan."""
+    return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
+                                                 actor=request.actor.login)
 
 
 async def _add_step(session: AsyncSession, protocol: ProtocolRun, name: str, prompt: str, **fields) -> StepRun:

@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from bot import git, store
 from bot.deps import Deps
 from bot.forge.github import GitHubForge
-from bot.models import ProtocolRun, QueuedJob, WebhookDelivery, utcnow
+from bot.models import ProtocolRun, QueuedJob, StepRun, WebhookDelivery, utcnow
 from bot.protocols import schedule_next, steps_of
 from bot.recovery import RETENTION, missed_deliveries
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, ProtocolStatus, StepStatus, next_runnable_steps
@@ -102,8 +102,9 @@ async def prune_worktrees(deps: Deps) -> int:
             if path.name.startswith("."):  # agentry's own notes on the worktrees
                 continue
             protocol = await session.get(ProtocolRun, int(path.name)) if path.name.isdigit() else None
-            if protocol is not None and protocol.status not in TERMINAL_PROTOCOL_STATUSES:
-                continue
+            if protocol is not None and (protocol.status not in TERMINAL_PROTOCOL_STATUSES
+                                         or await _step_still_running(session, protocol.id)):
+                continue  # a step of a cancelled protocol finishes (and commits) before its worktree goes
             if protocol is not None:
                 await git.remove_worktree(git.mirror_path(data_dir, protocol.project_id), path)
             else:
@@ -112,6 +113,11 @@ async def prune_worktrees(deps: Deps) -> int:
     for mirror in sorted((data_dir / "repos").glob("*.git")):
         await git.tidy_mirror(mirror)
     return removed
+
+
+async def _step_still_running(session, protocol_id: int) -> bool:
+    statement = select(StepRun.id).where(StepRun.protocol_run_id == protocol_id, StepRun.status == StepStatus.RUNNING)
+    return (await session.exec(statement.limit(1))).first() is not None
 
 
 async def maintenance_job(ctx: dict) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import codemachine, git, render, store
+from bot import codemachine, git, queue, render, store
 from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
@@ -20,7 +20,7 @@ from bot.workflow import ProtocolAction, ProtocolStatus
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.reporting import report_protocol
-from jobs.runs import add_artifact, engine_config, finish_run, start_run, stop_on_cancel
+from jobs.runs import add_artifact, agent_slot, engine_config, finish_run, start_run, stop_on_cancel
 
 log = logging.getLogger("agentry.jobs.protocol")
 
@@ -32,7 +32,8 @@ async def project_setup_job(ctx: dict, project_id: int) -> dict:
     deps: Deps = ctx["deps"]
     async with deps.sessions() as session:
         project = await session.get(Project, project_id)
-    run = await start_run(deps, job_type="project_setup_job", run_kind="setup", project_id=project_id)
+    run = await start_run(deps, job_type="project_setup_job", run_kind="setup", project_id=project_id,
+                          runs_an_agent=False)
     try:
         mirror = await workspace.mirror(deps, project, await workspace.git_token(deps, project))
         branches = await git.list_branches(mirror)
@@ -128,7 +129,7 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
                            model=protocol.model, read_only=True,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
     try:
-        async with deps.agent_slots, stop_on_cancel(deps, protocol.id) as stop:
+        async with agent_slot(deps, run), stop_on_cancel(deps, protocol.id) as stop:
             result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
@@ -147,7 +148,7 @@ async def _plan_failed(deps: Deps, protocol_id: int, reason: str, result: AgentR
     async with transaction(deps) as session:
         protocol = await session.get(ProtocolRun, protocol_id)
         _count_usage(protocol, result)
-        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason,
+        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason, "plan_failed": True,
                                   "plan_feedback": f"A previous plan was rejected:\n{reason}"}
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
     await report_protocol(deps, protocol_id)
@@ -157,34 +158,30 @@ async def _store_plan(deps: Deps, protocol_id: int, plan: Plan, result: AgentRes
     async with deps.sessions() as session:
         protocol = await session.get(ProtocolRun, protocol_id)
         _count_usage(protocol, result)
-        for index, planned in enumerate(plan.steps):
+        given = await steps_of(session, protocol.id)  # steps given before the plan keep their places
+        first = max((step.step_index for step in given), default=-1) + 1
+        for index, planned in enumerate(plan.steps, start=first):
             session.add(StepRun(
                 protocol_run_id=protocol.id, step_index=index, step_name=planned.name, step_type=planned.type,
                 prompt=planned.prompt, qa_policy=str(planned.qa), changes_files=planned.changes_files,
                 depends_on=list(planned.depends_on),
                 policy=dict(planned.policy), engine_id=planned.engine, model=planned.model,
             ))
-        blocking = False
         for question in plan.clarifications:
-            blocking |= question.blocking
             session.add(Clarification(project_id=protocol.project_id, protocol_run_id=protocol.id, key=question.key,
                                       question=question.question, options=list(question.options) or None,
                                       recommended=question.recommended, blocking=question.blocking))
         protocol.runtime_state = {**protocol.runtime_state, "plan_summary": plan.summary, "blocked_reason": None}
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,
                                   message=f"planned {len(plan.steps)} steps", meta={"steps": len(plan.steps)})
-        jobs = await _after_plan(session, protocol, blocking)
+        jobs = await _after_plan(session, protocol)
         await session.commit()
     await deps.submit(jobs)
 
 
-async def _after_plan(session: AsyncSession, protocol: ProtocolRun, blocking: bool) -> list:
+async def _after_plan(session: AsyncSession, protocol: ProtocolRun) -> list:
+    """A run starts on its plan (or waits for answers to the plan's blocking questions)."""
     if protocol.kind != "run" or protocol.status != ProtocolStatus.PLANNED:
-        return []
-    if blocking:
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": True}
-        await set_protocol_status(session, protocol, ProtocolAction.PAUSE, actor=None,
-                                  message="waiting for answers to the plan's questions")
         return []
     return [job for job in await apply_protocol_action(session, protocol, ProtocolAction.START, actor=None)
             if job.function != "report_protocol_job"]
@@ -230,12 +227,14 @@ async def open_pr_job(ctx: dict, protocol_id: int) -> None:
     async with transaction(deps) as session:
         stored = await session.get(ProtocolRun, protocol_id)
         stored.pr_number, stored.pr_url = pull["number"], pull.get("url")
+        stored.runtime_state = {**stored.runtime_state, "pr_error": None}
         session.add(stored)
         await store.record_event(session, "pull_request_opened" if existing is None else "pull_request_updated",
                                  f"#{pull['number']} {'ready for review' if ready else 'draft'}",
                                  project_id=project.id, protocol_run_id=protocol_id,
                                  meta={"number": pull["number"], "url": pull.get("url"), "draft": not ready})
-    await report_protocol(deps, protocol_id)
+    # Reported by a job of its own: a failure of this one is then always the pull request's.
+    await deps.submit([queue.report_protocol_job(protocol_id, "pull_request")])
 
 
 def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:

@@ -43,6 +43,14 @@ async def report_protocol(deps: Deps, protocol_id: int) -> None:
             await session.commit()
 
 
+async def report_progress(deps: Deps, protocol_id: int) -> None:
+    """A report on the way (a step started): if the forge fails it, the next report catches up."""
+    try:
+        await report_protocol(deps, protocol_id)
+    except Exception:  # noqa: BLE001 - the work goes on; its end is reported (and a failure answered)
+        log.warning("could not report protocol %s's progress", protocol_id, exc_info=True)
+
+
 async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> dict:
     """Updates the protocol's check run in place while its head is the same and it has not completed;
     a new head, or work resumed after a conclusion, gets a new check run (GitHub keeps conclusions)."""

@@ -49,10 +49,13 @@ def runs_dir(settings: Settings) -> Path:
 
 async def start_run(deps: Deps, *, job_type: str, run_kind: str, project_id: int | None,
                     protocol_run_id: int | None = None, step_run_id: int | None = None, attempt: int = 1,
-                    engine: str | None = None, model: str | None = None, params: dict | None = None) -> CodexRun:
-    run = CodexRun(job_type=job_type, run_kind=run_kind, status="running", project_id=project_id,
-                   protocol_run_id=protocol_run_id, step_run_id=step_run_id, attempt=attempt,
-                   worker_id=deps.worker_id, engine=engine, model=model, params=params or {}, started_at=utcnow())
+                    engine: str | None = None, model: str | None = None, params: dict | None = None,
+                    runs_an_agent: bool = True) -> CodexRun:
+    """A run; one that runs an agent is `queued` until the agent holds a slot (:func:`agent_slot`)."""
+    run = CodexRun(job_type=job_type, run_kind=run_kind, status="queued" if runs_an_agent else "running",
+                   project_id=project_id, protocol_run_id=protocol_run_id, step_run_id=step_run_id, attempt=attempt,
+                   worker_id=deps.worker_id, engine=engine, model=model, params=params or {},
+                   started_at=None if runs_an_agent else utcnow())
     directory = runs_dir(deps.settings)
     directory.mkdir(parents=True, exist_ok=True)
     run.log_path = str(directory / f"{run.run_id}.log")
@@ -61,6 +64,18 @@ async def start_run(deps: Deps, *, job_type: str, run_kind: str, project_id: int
         session.add(run)
         await session.commit()
     return run
+
+
+@contextlib.asynccontextmanager
+async def agent_slot(deps: Deps, run: CodexRun) -> AsyncIterator[None]:
+    """Holds one of the process's agent slots; the run is `running` from the moment it has one."""
+    async with deps.agent_slots:
+        async with deps.sessions() as session:
+            stored = await session.get(CodexRun, run.run_id)
+            stored.status, stored.started_at = "running", utcnow()
+            session.add(stored)
+            await session.commit()
+        yield
 
 
 async def finish_run(deps: Deps, run: CodexRun, *, status: str, result: AgentResult | None = None,

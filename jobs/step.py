@@ -26,8 +26,8 @@ from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.protocol import messages_text
-from jobs.reporting import report_protocol
-from jobs.runs import add_artifact, engine_config, finish_run, start_run, stop_on_cancel
+from jobs.reporting import report_progress, report_protocol
+from jobs.runs import add_artifact, agent_slot, engine_config, finish_run, start_run, stop_on_cancel
 
 log = logging.getLogger("agentry.jobs.step")
 
@@ -84,7 +84,7 @@ async def execute_step_job(ctx: dict, step_id: int) -> None:
         await store.record_event(session, "step_started", f"{step.step_name} started (attempt {step.retries + 1})",
                                  project_id=project.id, protocol_run_id=protocol.id, step_run_id=step.id)
         await session.commit()
-    await report_protocol(deps, protocol.id)
+    await report_progress(deps, protocol.id)
     runner = {"ralph": run_ralph, "ask": run_ask}.get(step.step_type, run_execute)
     try:
         outcome = await runner(deps, project, protocol, step)
@@ -133,7 +133,7 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
     worktree.take_exported_mark(cwd)  # a Ralph loop runs its agent again after exporting
-    async with deps.agent_slots, stop_on_cancel(deps, protocol.id) as stop:
+    async with agent_slot(deps, run), stop_on_cancel(deps, protocol.id) as stop:
         result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
     status = "cancelled" if result.stopped else "succeeded" if result.ok else "failed"
     await finish_run(deps, run, status=status, result=result)

@@ -18,6 +18,7 @@ from bot.logs import log_context
 log = logging.getLogger("agentry.jobs")
 
 JobFunction = Callable[..., Awaitable[object]]
+FailureHandler = Callable[..., Awaitable[None]]
 
 LEASE = timedelta(seconds=6)  # a job whose worker stops renewing is taken over this long after
 RENEW_SECONDS = 1.5  # four chances to renew before the lease lapses
@@ -36,10 +37,11 @@ class Lease:
     lost: bool = False
 
 
-def tracked(function: JobFunction) -> JobFunction:
+def tracked(function: JobFunction, on_failure: FailureHandler | None = None) -> JobFunction:
     """Runs a recorded job at most to completion once; a duplicate wake-up of a finished job does nothing.
     A job whose lease is taken over (its worker was too slow to renew it) is cancelled where it
-    stands and leaves the rest to the new holder: it writes nothing more, not even its end."""
+    stands and leaves the rest to the new holder: it writes nothing more, not even its end.
+    A job that fails is recorded failed after `on_failure(deps, *args, error=...)` had its say."""
 
     @functools.wraps(function)
     async def run(ctx: dict, *args):
@@ -65,13 +67,23 @@ def tracked(function: JobFunction) -> JobFunction:
                     return None
                 except Exception as exc:
                     log.exception("job failed")
-                    await _finish(deps, job_id, function.__name__, started, ok=False,
-                                  error=f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    await _answer_failure(on_failure, deps, args, error)
+                    await _finish(deps, job_id, function.__name__, started, ok=False, error=error)
                     return None
         await _finish(deps, job_id, function.__name__, started, ok=True)
         return result
 
     return run
+
+
+async def _answer_failure(on_failure: FailureHandler | None, deps: Deps, args: tuple, error: str) -> None:
+    if on_failure is None:
+        return
+    try:
+        await on_failure(deps, *args, error=error)
+    except Exception:  # noqa: BLE001 - the job is recorded failed all the same
+        log.exception("could not record or report the failure")
 
 
 @contextlib.asynccontextmanager

@@ -21,25 +21,25 @@ from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
 from bot.queue import EXECUTE_STEP, PLAN_PROTOCOL, RUN_QUALITY, JobQueue, function_of
-from jobs import commands, forge_events, installs, maintenance, protocol, reporting, step
+from jobs import commands, failures, forge_events, installs, maintenance, protocol, reporting, step
 from jobs.tracking import tracked
 
 JOB_FUNCTIONS = [
-    tracked(function)
-    for function in (
-        protocol.project_setup_job,
-        protocol.plan_protocol_job,
-        step.execute_step_job,
-        step.run_quality_job,
-        protocol.open_pr_job,
-        protocol.codemachine_import_job,
-        commands.handle_command_job,
-        commands.handle_label_job,
-        commands.handle_check_action_job,
-        installs.handle_installation_job,
-        forge_events.handle_ci_result_job,
-        forge_events.handle_pull_request_job,
-        reporting.report_protocol_job,
+    tracked(function, on_failure)
+    for function, on_failure in (
+        (protocol.project_setup_job, None),
+        (protocol.plan_protocol_job, failures.plan_crashed),
+        (step.execute_step_job, failures.step_crashed),
+        (step.run_quality_job, failures.quality_crashed),
+        (protocol.open_pr_job, failures.pull_request_crashed),
+        (protocol.codemachine_import_job, failures.plan_crashed),
+        (commands.handle_command_job, None),  # these answer their own failures (jobs.commands.answer)
+        (commands.handle_label_job, None),
+        (commands.handle_check_action_job, None),
+        (installs.handle_installation_job, None),
+        (forge_events.handle_ci_result_job, None),
+        (forge_events.handle_pull_request_job, None),
+        (reporting.report_protocol_job, failures.report_crashed),
     )
 ]
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 
 from bot.config import Settings
 from bot.deps import open_deps
+from bot.models import QueuedJob
 from tests.conftest import load_payload
 from tests.fakes.github_server import FakeGitHub
 
@@ -21,7 +23,10 @@ from pathlib import Path
 prompt = sys.stdin.read()
 kind = os.environ["AGENTRY_STEP_KIND"]
 state = Path(STATE_DIR)
-if kind == "plan":
+if kind == "plan" and "FAIL THE FIRST PLAN" in prompt and not (state / "plan-failed-once").exists():
+    (state / "plan-failed-once").write_text("x")
+    print("I could not make a plan.")
+elif kind == "plan":
     print("Here is the plan:")
     print("```json")
     print(json.dumps({"summary": "Add a greeting to the project", "steps": [
@@ -115,6 +120,26 @@ async def flow(aiohttp_client, settings_env, github, remote, tmp_path, request):
     client = await aiohttp_client(make_app(deps))
     yield deps, client
     await deps.close()
+
+
+async def queued_jobs(deps, functions) -> list[QueuedJob]:
+    async with deps.sessions() as session:
+        return list((await session.exec(select(QueuedJob).where(
+            QueuedJob.status == "queued", col(QueuedJob.function).in_(functions)).order_by(
+                col(QueuedJob.enqueued_at)))).all())
+
+
+async def run_queued(deps, functions, *, first_only: bool = False) -> list[QueuedJob]:
+    """Runs the queued jobs of `functions` (or the oldest of them) and returns them as they ended."""
+    from jobs.worker import JOB_FUNCTIONS
+
+    functions_by_name = {function.__name__: function for function in JOB_FUNCTIONS}
+    queued = await queued_jobs(deps, functions)
+    queued = queued[:1] if first_only else queued
+    for job in queued:
+        await functions_by_name[job.function]({"deps": deps, "job_id": job.job_id}, *job.args)
+    async with deps.sessions() as session:
+        return [await session.get(QueuedJob, job.job_id, populate_existing=True) for job in queued]
 
 
 def api_calls(github: FakeGitHub) -> list[str]:

@@ -16,7 +16,7 @@ from bot.deps import open_deps
 from bot.models import ProtocolRun, StepRun
 from tests.conftest import FIXTURES, run_jobs
 from tests.fakes.gitlab_server import FakeGitLab
-from tests.flow_support import agent_script, git
+from tests.flow_support import agent_script, git, run_queued
 
 PROJECT = "gitlab-org/gitlab-test"
 PROJECT_ID = 5
@@ -101,3 +101,42 @@ async def test_a_mention_of_agentrys_account_works_like_the_prefix(flow, gitlab,
     async with deps.sessions() as session:
         protocol = (await session.exec(select(ProtocolRun))).one()
     assert (protocol.kind, protocol.status) == ("plan", "planned")
+
+
+@pytest.mark.timeout(300)
+async def test_a_failure_at_any_gitlab_call_of_a_command_is_answered_once(flow, gitlab, remote):
+    """GitLab's side of test_failure_replies: whichever call the command job makes fails (the
+    member lookup included), the person gets one note saying so and what to type."""
+    deps, client = flow
+
+    async def ask(iid: int):
+        user = f"person{iid}"  # a user of their own for each try: no permission known in advance
+        gitlab.members[user] = 30
+        payload = copy.deepcopy(json.loads((FIXTURES / "gitlab-webhooks/note_issue.json").read_text()))
+        payload["project"].update(git_http_url=str(remote), default_branch="main")
+        payload["issue"]["iid"] = iid
+        payload["object_attributes"]["note"] = "/agent plan"
+        payload["object_attributes"]["id"] = gitlab.add_note(PROJECT, iid, "/agent plan", user=user)
+        payload["user"]["username"] = user
+        assert (await post_note(client, payload)).status == 202
+
+    def failure_notes(iid: int) -> list[str]:
+        return [note["body"] for note in gitlab.notes.values()
+                if note["noteable_iid"] == iid and "could not carry this out" in note["body"]]
+
+    await ask(300)
+    before = len(gitlab.calls)
+    [job] = await run_queued(deps, ["handle_command_job"])
+    calls = len(gitlab.calls) - before
+    assert job.status == "done" and calls >= 2 and not failure_notes(300), (job.error, gitlab.lines()[-5:])
+    for failing in range(1, calls + 1):
+        iid = 300 + failing
+        await ask(iid)
+        gitlab.fail_call(failing)
+        [job] = await run_queued(deps, ["handle_command_job"])
+        where = f"call {failing} of {calls} failed; job {job.status} ({job.error})"
+        if job.status == "failed":
+            [note] = failure_notes(iid)
+            assert "`/agent plan` again to retry" in note, where
+        else:
+            assert job.status == "done" and not failure_notes(iid), where

@@ -8,16 +8,19 @@ from bot.workflow import (
     QaPolicy,
     StepAction,
     StepStatus,
+    Fact,
     TransitionError,
     after_execution,
     allowed_actions,
     is_allowed,
     next_runnable_steps,
+    protocol_facts,
     protocol_outcome,
     transition,
 )
 
 # One row per action, one column per status (in the order of the header); "-" = refused (409).
+# The protocol matrix is for one with no facts (no steps, no questions): RULE_CASES has the rest.
 PROTOCOL_COLUMNS = "pending planning planned running paused blocked failed cancelled completed"
 PROTOCOL_MATRIX = {
     "start":          "planning  -         running   -         -         -         -         -         -",
@@ -28,11 +31,12 @@ PROTOCOL_MATRIX = {
     "pause":          "-         paused    paused    paused    -         -         -         -         -",
     "resume":         "-         -         -         -         running   -         -         -         -",
     "cancel":         "cancelled cancelled cancelled cancelled cancelled cancelled cancelled -         -",
-    "retry_latest":   "-         -         -         -         -         running   running   -         -",
+    "retry_latest":   "-         -         -         -         -         planning  planning  -         -",
     "open_pr":        "-         -         -         running   paused    blocked   failed    -         completed",
     "block":          "-         -         -         blocked   -         -         -         -         blocked",
     "fail":           "failed    failed    failed    failed    failed    failed    -         -         -",
     "complete":       "completed completed completed completed completed completed completed -         -",
+    "unblock":        "-         -         -         -         -         -         -         -         -",
 }  # fmt: skip
 
 STEP_COLUMNS = "pending running needs_qa completed failed cancelled blocked"
@@ -138,6 +142,52 @@ def test_plain_strings_follow_the_enum_beside_them(current, action, expected):
 def test_ambiguous_or_mixed_kinds_are_rejected(current, action):
     with pytest.raises(TypeError):
         transition(current, action)
+
+
+PS, PA = ProtocolStatus, ProtocolAction
+
+
+# (status, action, facts, expected): the moves that depend on more than the status.
+RULE_CASES = [
+    (PS.PENDING, PA.START, {Fact.HAS_STEPS}, PS.RUNNING),
+    (PS.PENDING, PA.START, set(), PS.PLANNING),
+    (PS.PLANNED, PA.START, {Fact.HAS_STEPS, Fact.OPEN_QUESTIONS}, PS.PAUSED),
+    (PS.PLANNED, PA.START, {Fact.HAS_STEPS}, PS.RUNNING),
+    (PS.BLOCKED, PA.RETRY_LATEST, {Fact.HAS_STEPS, Fact.PLAN_FAILED}, PS.PLANNING),
+    (PS.FAILED, PA.RETRY_LATEST, set(), PS.PLANNING),
+    (PS.BLOCKED, PA.RETRY_LATEST, {Fact.HAS_STEPS}, PS.RUNNING),
+    (PS.BLOCKED, PA.UNBLOCK, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON}, PS.RUNNING),
+    (PS.BLOCKED, PA.UNBLOCK, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON, Fact.PLAN_FAILED}, None),
+    (PS.BLOCKED, PA.UNBLOCK, {Fact.HAS_STEPS}, None),
+    (PS.PAUSED, PA.UNBLOCK, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON}, None),
+    (PS.RUNNING, PA.START, {Fact.HAS_STEPS}, None),
+]
+
+
+@pytest.mark.parametrize(("current", "action", "facts", "expected"), RULE_CASES)
+def test_rules_decide_the_moves_that_depend_on_facts(current, action, facts, expected):
+    assert is_allowed(current, action, facts) is (expected is not None)
+    if expected is None:
+        with pytest.raises(TransitionError):
+            transition(current, action, facts)
+    else:
+        assert transition(current, action, facts) is expected
+
+
+@pytest.mark.parametrize(
+    ("specs", "kwargs", "expected"),
+    [
+        ([], {}, set()),
+        ([], {"plan_failed": True, "open_questions": True}, {Fact.PLAN_FAILED, Fact.OPEN_QUESTIONS}),
+        ([("a", "pending", [])], {}, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON}),
+        ([("a", "completed", [])], {}, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON}),
+        ([("a", "needs_qa", [])], {}, {Fact.HAS_STEPS, Fact.STEPS_CAN_GO_ON}),
+        ([("a", "failed", [])], {}, {Fact.HAS_STEPS}),
+        ([("a", "completed", []), ("b", "blocked", ["a"])], {}, {Fact.HAS_STEPS}),
+    ],
+)
+def test_protocol_facts(specs, kwargs, expected):
+    assert protocol_facts(steps(*specs), **kwargs) == frozenset(expected)
 
 
 @pytest.mark.parametrize(

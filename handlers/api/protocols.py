@@ -10,8 +10,8 @@ from sqlmodel import col, select
 from bot import codemachine, queue, store
 from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
-from bot.protocols import apply_protocol_action, create_protocol, set_protocol_status, steps_of
-from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
+from bot.protocols import apply_protocol_action, create_protocol, facts_of, set_protocol_status, steps_of
+from bot.workflow import Fact, ProtocolAction, ProtocolStatus, StepStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
@@ -139,8 +139,9 @@ async def _precheck(session, protocol: ProtocolRun, action: ProtocolAction) -> N
     steps = await steps_of(session, protocol.id)
     if action is ProtocolAction.RUN_NEXT_STEP and not any(step.status in NEXT_STEP_STATUSES for step in steps):
         raise not_found("No pending or failed steps to run")
-    if action is ProtocolAction.RETRY_LATEST and steps and not any(step.status in RETRY_STEP_STATUSES
-                                                                   for step in steps):
+    replans = Fact.PLAN_FAILED in await facts_of(session, protocol)
+    if action is ProtocolAction.RETRY_LATEST and steps and not replans and not any(
+            step.status in RETRY_STEP_STATUSES for step in steps):
         running = [step for step in steps if step.status == StepStatus.RUNNING]
         if running:
             raise conflict(f"a step is still running ({running[0].step_name}); retry it once it has failed")

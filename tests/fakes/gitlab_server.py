@@ -118,6 +118,7 @@ class FakeGitLab(LoopbackServer):
         self.merge_requests: dict[tuple[int, int], dict[str, Any]] = {}
         self._ids = itertools.count(2**33 + 2001)  # real-size ids, past 2^31
         self._user_ids: dict[str, int] = {}
+        self._failing_call: tuple[int, int] | None = None  # (the call's number in `calls`, status)
 
     # -- test controls ------------------------------------------------------------------------
 
@@ -131,6 +132,10 @@ class FakeGitLab(LoopbackServer):
 
     def lines(self) -> list[str]:
         return [call.line for call in self.calls]
+
+    def fail_call(self, number: int, status: int = 500) -> None:
+        """Answer the ``number``-th request from now (1 is the next), whatever it is, with ``status``."""
+        self._failing_call = (len(self.calls) + number, status)
 
     def user_id(self, username: str) -> int:
         return self._user_ids.setdefault(username, 100 + len(self._user_ids))
@@ -177,6 +182,8 @@ class FakeGitLab(LoopbackServer):
         return endpoint
 
     async def _serve(self, raw: web.Request, call: Call, handler: Handler) -> web.Response:
+        if self._failing_call is not None and self._failing_call[0] == len(self.calls):
+            return _message("500 Injected failure of this call", self._failing_call[1])
         text = await raw.text()
         try:
             call.json = json.loads(text) if text else None

@@ -409,7 +409,8 @@ def _add_option(
         raise _Invalid(f"`{shown}` needs a value")
     converted = _convert(key, value)
     if OPTION_KINDS[key] == "repeatable":
-        options[key] = (*options.get(key, ()), converted)
+        given = options.get(key, ())
+        options[key] = (*(given if isinstance(given, tuple) else ()), str(converted))
     elif key in options:
         raise _Invalid(f"`{shown}` is given more than once")
     else:

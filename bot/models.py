@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Optional
+from enum import StrEnum
+from typing import Annotated, Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
+from pydantic import PlainSerializer
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Dialect, Index, Text, UniqueConstraint, text
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
+
+from bot.statuses import ClarificationStatus, DeliveryStatus, JobStatus, ProjectStatus, RunStatus
+from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolStatus, StepStatus
 
 
 def utcnow() -> datetime:
@@ -30,6 +37,33 @@ def text_field(default: Any = None) -> Any:
     return Field(default=default, sa_type=Text)
 
 
+class StatusText(TypeDecorator[StrEnum]):
+    """A status column: text in the database, its enum in Python; a value outside the enum is
+    refused on write, so every status written is one the enum declares."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
+# A row built with a status as plain text (tests, the API's filters) holds the text until it is
+# read back from the database: both serialize to the same string.
+AS_TEXT = PlainSerializer(str, return_type=str)
+
+
+def status_field(default: StrEnum, **options: Any) -> Any:
+    return Field(default=default, sa_type=StatusText(type(default)), **options)
+
+
 def forge_id_field(**options: Any) -> Any:
     """An id a forge hands out (comments, check runs, repositories, installations): already past
     2^31 on github.com, so 64 bits."""
@@ -37,8 +71,8 @@ def forge_id_field(**options: Any) -> Any:
 
 
 # The protocols that work on their issue (asks can run beside them) and have not ended.
-ACTIVE_WORK = ("issue_number IS NOT NULL AND kind IN ('run', 'plan', 'ralph') "
-               "AND status NOT IN ('cancelled', 'completed', 'failed')")
+ACTIVE_WORK = ("issue_number IS NOT NULL AND kind IN ('run', 'plan', 'ralph') AND status NOT IN ("
+               + ", ".join(f"'{status}'" for status in sorted(ENDED_PROTOCOL_STATUSES)) + ")")
 
 
 class Project(SQLModel, table=True):
@@ -58,7 +92,7 @@ class Project(SQLModel, table=True):
     active: bool = True
     secrets: dict = json_field()
     default_models: dict = json_field()
-    status: str = "registered"
+    status: Annotated[ProjectStatus, AS_TEXT] = status_field(ProjectStatus.REGISTERED)
     created_at: datetime = created_field()
     updated_at: datetime = created_field()
 
@@ -77,7 +111,7 @@ class ProtocolRun(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="projects.id")
     protocol_name: str
-    status: str = Field(default="pending", index=True)
+    status: Annotated[ProtocolStatus, AS_TEXT] = status_field(ProtocolStatus.PENDING, index=True)
     kind: str = "run"  # run | plan | ralph | ask
     base_branch: str = "main"
     branch: Optional[str] = None
@@ -115,7 +149,7 @@ class StepRun(SQLModel, table=True):
     step_index: int
     step_name: str
     step_type: str = "code"
-    status: str = "pending"
+    status: Annotated[StepStatus, AS_TEXT] = status_field(StepStatus.PENDING)
     retries: int = 0
     model: Optional[str] = None
     engine_id: Optional[str] = None
@@ -164,7 +198,7 @@ class CodexRun(SQLModel, table=True):
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True)
     job_type: str
     run_kind: str = "exec"  # plan | exec | qa | ralph | ask | setup | pr | import
-    status: str = "queued"  # queued | running | succeeded | failed | cancelled
+    status: Annotated[RunStatus, AS_TEXT] = status_field(RunStatus.QUEUED)
     project_id: Optional[int] = None
     protocol_run_id: Optional[int] = None
     step_run_id: Optional[int] = None
@@ -214,7 +248,7 @@ class Clarification(SQLModel, table=True):
     applies_to: Optional[str] = None
     blocking: bool = False
     answer: Optional[Any] = json_field(lambda: None)
-    status: str = "open"  # open | answered
+    status: Annotated[ClarificationStatus, AS_TEXT] = status_field(ClarificationStatus.OPEN)
     answered_at: Optional[datetime] = optional_time_field()
     answered_by: Optional[str] = None
     created_at: datetime = created_field()
@@ -229,7 +263,7 @@ class WebhookDelivery(SQLModel, table=True):
     forge: str = "github"
     event: str
     action: Optional[str] = None
-    status: str = Field(default="accepted", index=True)  # accepted | ignored | invalid | done | failed
+    status: Annotated[DeliveryStatus, AS_TEXT] = status_field(DeliveryStatus.ACCEPTED, index=True)
     repo: Optional[str] = None
     installation_id: Optional[int] = forge_id_field()
     payload: dict = json_field()
@@ -248,7 +282,7 @@ class QueuedJob(SQLModel, table=True):
     job_id: str = Field(primary_key=True, max_length=250)
     function: str
     args: list = json_field(list)
-    status: str = "queued"  # queued | running | done | failed
+    status: Annotated[JobStatus, AS_TEXT] = status_field(JobStatus.QUEUED)
     attempts: int = 0
     delivery_id: Optional[str] = Field(default=None, index=True)
     project_id: Optional[int] = None

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 from bot.workflow import QaPolicy
+
+JsonObject = dict[str, Any]
 
 MAX_STEPS = 50
 MAX_REASONS_CHARS = 4000
@@ -102,7 +104,7 @@ def _fenced_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def _as_object(text: str) -> dict | None:
+def _as_object(text: str) -> JsonObject | None:
     try:
         value = json.loads(text)
     except ValueError:
@@ -110,7 +112,7 @@ def _as_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def extract_json_object(text: str) -> dict:
+def extract_json_object(text: str) -> JsonObject:
     """The JSON object an agent answered: the whole text, else the last fenced JSON block, else an
     object that ends the text on lines of its own.
 
@@ -137,7 +139,7 @@ def extract_json_object(text: str) -> dict:
     raise PlanError([f"plan: no JSON object found: the message is not JSON{hint} and has no ```json block"])
 
 
-def _trailing_object(text: str) -> dict | None:
+def _trailing_object(text: str) -> JsonObject | None:
     """A JSON object that ends the message after some prose, starting on a line of its own."""
     lines = text.splitlines()
     for start in range(len(lines) - 1, 0, -1):
@@ -151,7 +153,7 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _parse_json_block(content: str) -> dict:
+def _parse_json_block(content: str) -> JsonObject:
     try:
         value = json.loads(content)
     except ValueError as error:
@@ -164,12 +166,12 @@ def _parse_json_block(content: str) -> dict:
 # --- validating the plan ------------------------------------------------------------------------
 
 
-def parse_plan(text: str, schema: Mapping) -> Plan:
+def parse_plan(text: str, schema: Mapping[str, Any]) -> Plan:
     """The plan in an agent's final message, validated against ``schema`` and cross-checked."""
     return validate_plan(extract_json_object(text), schema)
 
 
-def validate_plan(data: Any, schema: Mapping) -> Plan:
+def validate_plan(data: Any, schema: Mapping[str, Any]) -> Plan:
     """Validate a decoded plan and build a :class:`Plan`, or raise :class:`PlanError` with all errors.
 
     When no step declares ``depends_on``, steps run in order: each depends on the one before.
@@ -187,12 +189,12 @@ def validate_plan(data: Any, schema: Mapping) -> Plan:
     )
 
 
-def _path(parts: Iterable) -> str:
+def _path(parts: Iterable[str | int]) -> str:
     text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
     return text.lstrip(".") or "plan"
 
 
-def _schema_message(error) -> str:
+def _schema_message(error: ValidationError) -> str:
     message = error.message
     if len(message) > _MAX_ERROR_CHARS:
         message = message[: _MAX_ERROR_CHARS - 1] + "…"
@@ -208,15 +210,16 @@ def _field(container: Any, key: str, kind: type) -> Any:
     return value if isinstance(value, kind) else kind()
 
 
-def _step_objects(data: Any) -> list[dict]:
+def _step_objects(data: Any) -> list[JsonObject]:
     return [step if isinstance(step, dict) else {} for step in _field(data, "steps", list)]
 
 
-def _name(step: dict) -> str:
-    return _field(step, "name", str).strip()
+def _name(step: JsonObject) -> str:
+    name: str = _field(step, "name", str)
+    return name.strip()
 
 
-def _step_errors(steps: list[dict]) -> list[str]:
+def _step_errors(steps: list[JsonObject]) -> list[str]:
     errors = [f"steps: {len(steps)} steps, at most {MAX_STEPS} allowed"] if len(steps) > MAX_STEPS else []
     errors += _duplicates("steps", "name", [_name(step) for step in steps], same=str.casefold)
     index_of = {_name(step): index for index, step in enumerate(steps) if _name(step)}
@@ -228,7 +231,7 @@ def _step_errors(steps: list[dict]) -> list[str]:
     return errors
 
 
-def _duplicates(array: str, key: str, values: list[str], same=lambda value: value) -> list[str]:
+def _duplicates(array: str, key: str, values: list[str], same: Callable[[str], str] = str) -> list[str]:
     """An error for each value that was seen before in the array; empty values are not compared."""
     first_index: dict[str, int] = {}
     errors = []
@@ -241,7 +244,7 @@ def _duplicates(array: str, key: str, values: list[str], same=lambda value: valu
     return errors
 
 
-def _text_errors(index: int, step: dict) -> list[str]:
+def _text_errors(index: int, step: JsonObject) -> list[str]:
     """Blank prompts, and names that are not one trimmed line (the schema checks types and length)."""
     errors = []
     name, prompt = _field(step, "name", str), _field(step, "prompt", str)
@@ -252,7 +255,7 @@ def _text_errors(index: int, step: dict) -> list[str]:
     return errors
 
 
-def _dependency_errors(index: int, step: dict, index_of: dict[str, int]) -> list[str]:
+def _dependency_errors(index: int, step: JsonObject, index_of: dict[str, int]) -> list[str]:
     return [
         f"steps[{index}].depends_on[{position}]: no step is named {name!r}"
         for position, name in enumerate(_field(step, "depends_on", list))
@@ -260,7 +263,7 @@ def _dependency_errors(index: int, step: dict, index_of: dict[str, int]) -> list
     ]
 
 
-def _policy_errors(index: int, policy: dict, index_of: dict[str, int]) -> list[str]:
+def _policy_errors(index: int, policy: JsonObject, index_of: dict[str, int]) -> list[str]:
     where = f"steps[{index}].policy"
     errors = []
     back_to = _field(_field(policy, "loop", dict), "back_to", str)
@@ -276,11 +279,11 @@ def _policy_errors(index: int, policy: dict, index_of: dict[str, int]) -> list[s
     return errors
 
 
-def _declares_dependencies(steps: list[dict]) -> bool:
+def _declares_dependencies(steps: list[JsonObject]) -> bool:
     return any("depends_on" in step for step in steps)
 
 
-def _dependencies(steps: list[dict], index: int) -> tuple[str, ...]:
+def _dependencies(steps: list[JsonObject], index: int) -> tuple[str, ...]:
     """Explicit dependencies, or the previous step when the plan declares none at all."""
     if _declares_dependencies(steps):
         names = [name for name in _field(steps[index], "depends_on", list) if isinstance(name, str)]
@@ -289,7 +292,7 @@ def _dependencies(steps: list[dict], index: int) -> tuple[str, ...]:
     return (previous,) if previous else ()
 
 
-def _dependency_graph(steps: list[dict], index_of: dict[str, int]) -> dict[str, list[str]]:
+def _dependency_graph(steps: list[JsonObject], index_of: dict[str, int]) -> dict[str, list[str]]:
     return {
         name: [dep for dep in _dependencies(steps, index) if dep in index_of]
         for name, index in index_of.items()
@@ -327,7 +330,7 @@ def _clarification_errors(data: Any) -> list[str]:
     return _duplicates("clarifications", "key", keys)
 
 
-def _planned_steps(steps: list[dict]) -> tuple[PlannedStep, ...]:
+def _planned_steps(steps: list[JsonObject]) -> tuple[PlannedStep, ...]:
     return tuple(
         PlannedStep(
             name=step["name"],
@@ -344,7 +347,7 @@ def _planned_steps(steps: list[dict]) -> tuple[PlannedStep, ...]:
     )
 
 
-def _policy_with_defaults(policy: dict) -> dict:
+def _policy_with_defaults(policy: JsonObject) -> JsonObject:
     filled = dict(policy)
     if "loop" in policy:
         filled["loop"] = LOOP_DEFAULTS | policy["loop"]
@@ -353,7 +356,7 @@ def _policy_with_defaults(policy: dict) -> dict:
     return filled
 
 
-def _clarification(item: dict) -> Clarification:
+def _clarification(item: JsonObject) -> Clarification:
     return Clarification(
         key=item["key"],
         question=item["question"].strip(),

@@ -8,7 +8,7 @@ current state does not allow raises `Conflict` and changes nothing.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Sequence, overload
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -17,7 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import queue, store
 from bot.models import Clarification, Project, ProtocolRun, StepRun, utcnow
 from bot.queue import Job
+from bot.statuses import ClarificationStatus
 from bot.workflow import (
+    DEFAULT_STEP_STATUSES,
     Fact,
     ProtocolAction,
     ProtocolStatus,
@@ -29,6 +31,7 @@ from bot.workflow import (
     next_runnable_steps,
     protocol_facts,
     protocol_outcome,
+    step_for,
     transition,
 )
 
@@ -134,10 +137,16 @@ async def facts_of(session: AsyncSession, protocol: ProtocolRun) -> frozenset[Fa
                           plan_failed=bool(protocol.runtime_state.get("plan_failed")))
 
 
-def move(current: str, action: ProtocolAction | StepAction, facts: frozenset[Fact] = frozenset()) -> str:
+@overload
+def move(current: str, action: ProtocolAction, facts: frozenset[Fact] = ...) -> ProtocolStatus: ...
+@overload
+def move(current: str, action: StepAction, facts: frozenset[Fact] = ...) -> StepStatus: ...
+def move(current: str, action: ProtocolAction | StepAction,
+         facts: frozenset[Fact] = frozenset()) -> ProtocolStatus | StepStatus:
+    """The status `action` leads to; Conflict (with the reason) when `current` does not allow it."""
     enum = ProtocolStatus if isinstance(action, ProtocolAction) else StepStatus
     try:
-        return transition(enum(current), action, facts).value
+        return transition(enum(current), action, facts)
     except TransitionError as exc:
         raise Conflict(str(exc)) from None
 
@@ -221,12 +230,12 @@ async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: s
     """Plans again when planning is what failed (or there are no steps), else runs the latest
     failed or blocked step again, else the next step."""
     steps = await steps_of(session, protocol.id)
-    failed = [step for step in steps if step.status in (StepStatus.FAILED, StepStatus.BLOCKED)]
+    failed = step_for(StepAction.RETRY, steps)
     replans = move(protocol.status, ProtocolAction.RETRY_LATEST, facts) == ProtocolStatus.PLANNING
     await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor, facts=facts,
                               message="planning again" if replans else "")
-    if failed and not replans:
-        return await retry_step(session, protocol, failed[-1], actor=actor)
+    if failed is not None and not replans:
+        return await retry_step(session, protocol, failed, actor=actor)
     return [*await _follow_up(session, protocol, actor=actor), report(protocol, "retry")]
 
 
@@ -292,8 +301,9 @@ async def steps_finished(session: AsyncSession, protocol: ProtocolRun, *, actor:
     return []
 
 
-def find_step(steps: Sequence[StepRun], reference: str | None, *, statuses: Sequence[str] = ()) -> StepRun:
-    """A step by 1-based number or name (case-insensitive); without one, the latest in `statuses`."""
+def find_step(steps: Sequence[StepRun], reference: str | None, action: StepAction) -> StepRun:
+    """A step by 1-based number or name (case-insensitive); without one, the step `action` picks
+    (workflow.step_for)."""
     if reference:
         if reference.isdigit():
             index = int(reference) - 1
@@ -305,10 +315,10 @@ def find_step(steps: Sequence[StepRun], reference: str | None, *, statuses: Sequ
                 return step
         raise NotFound(f"no step {reference!r}; steps are " + ", ".join(
             f"{step.step_index + 1} `{step.step_name}`" for step in steps) if steps else "the protocol has no steps yet")
-    candidates = [step for step in steps if step.status in statuses]
-    if not candidates:
-        raise Conflict("no step is " + " or ".join(status.replace("_", " ") for status in statuses))
-    return candidates[-1]
+    picked = step_for(action, steps)
+    if picked is None:
+        raise Conflict("no step is " + " or ".join(status.replace("_", " ") for status in DEFAULT_STEP_STATUSES[action]))
+    return picked
 
 
 async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: StepRun, action: StepAction, *,
@@ -346,14 +356,14 @@ async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: 
 
 async def open_clarifications(session: AsyncSession, protocol: ProtocolRun) -> list[Clarification]:
     statement = select(Clarification).where(Clarification.protocol_run_id == protocol.id,
-                                            Clarification.status == "open")
+                                            Clarification.status == ClarificationStatus.OPEN)
     return list((await session.exec(statement)).all())
 
 
 async def answer_clarification(session: AsyncSession, protocol: ProtocolRun | None, clarification: Clarification,
                                answer: object, *, actor: str | None) -> list[Job]:
     clarification.answer = answer
-    clarification.status = "answered"
+    clarification.status = ClarificationStatus.ANSWERED
     clarification.answered_at = utcnow()
     clarification.answered_by = actor
     clarification.updated_at = utcnow()

@@ -25,6 +25,16 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
+from bot.workflow import (
+    DEFAULT_STEP_STATUSES,
+    ENDED_PROTOCOL_STATUSES,
+    TERMINAL_PROTOCOL_STATUSES,
+    ProtocolStatus as P,
+    StepAction,
+    StepStatus as S,
+    step_for,
+)
+
 # --- GitHub limits ------------------------------------------------------------------------------
 
 COMMENT_BODY_MAX = 65536  # issue / PR comment body, characters
@@ -43,36 +53,35 @@ TRUNCATION_MARKER = "\n…(truncated)…\n"
 
 # --- statuses -----------------------------------------------------------------------------------
 
-PROTOCOL_EMOJI = MappingProxyType({
-    "pending": "⏳", "planning": "🧠", "planned": "📋", "running": "🔄", "paused": "⏸️",
-    "blocked": "🚧", "failed": "❌", "cancelled": "🚫", "completed": "✅",
+PROTOCOL_EMOJI: Mapping[str, str] = MappingProxyType({
+    P.PENDING: "⏳", P.PLANNING: "🧠", P.PLANNED: "📋", P.RUNNING: "🔄", P.PAUSED: "⏸️",
+    P.BLOCKED: "🚧", P.FAILED: "❌", P.CANCELLED: "🚫", P.COMPLETED: "✅",
 })
-STEP_EMOJI = MappingProxyType({
-    "pending": "⏳", "running": "🔄", "needs_qa": "🔍", "completed": "✅",
-    "failed": "❌", "cancelled": "🚫", "blocked": "🚧",
+STEP_EMOJI: Mapping[str, str] = MappingProxyType({
+    S.PENDING: "⏳", S.RUNNING: "🔄", S.NEEDS_QA: "🔍", S.COMPLETED: "✅",
+    S.FAILED: "❌", S.CANCELLED: "🚫", S.BLOCKED: "🚧",
 })
 UNKNOWN_EMOJI = "❔"
-STATUS_LABEL = MappingProxyType({"needs_qa": "needs QA"})
+STATUS_LABEL: Mapping[str, str] = MappingProxyType({S.NEEDS_QA: "needs QA"})
 
 # Protocol status -> (check run status, conclusion). "paused" stays in_progress: a paused run
 # resumes, and a completed check would read as final. "blocked" is completed/action_required:
 # the run waits for a person (retry, approve, cancel), which is what that conclusion means.
-CHECK_STATE = MappingProxyType({
-    "pending": ("in_progress", None),
-    "planning": ("in_progress", None),
-    "planned": ("in_progress", None),
-    "running": ("in_progress", None),
-    "paused": ("in_progress", None),
-    "blocked": ("completed", "action_required"),
-    "failed": ("completed", "failure"),
-    "cancelled": ("completed", "cancelled"),
-    "completed": ("completed", "success"),
+CHECK_STATE: Mapping[str, tuple[str, str | None]] = MappingProxyType({
+    P.PENDING: ("in_progress", None),
+    P.PLANNING: ("in_progress", None),
+    P.PLANNED: ("in_progress", None),
+    P.RUNNING: ("in_progress", None),
+    P.PAUSED: ("in_progress", None),
+    P.BLOCKED: ("completed", "action_required"),
+    P.FAILED: ("completed", "failure"),
+    P.CANCELLED: ("completed", "cancelled"),
+    P.COMPLETED: ("completed", "success"),
 })
 PLAN_ONLY_DONE = ("completed", "success")  # a `plan` protocol ends in "planned"
-TERMINAL_PROTOCOL = frozenset({"completed", "failed", "cancelled"})
-ATTENTION_PROTOCOL = frozenset({"blocked", "failed"})
-RETRYABLE_STEP = frozenset({"failed", "blocked"})
-SETTLED_STEP = frozenset({"completed", "cancelled"})
+ATTENTION_PROTOCOL = frozenset({P.BLOCKED, P.FAILED})
+RETRYABLE_STEP = frozenset(DEFAULT_STEP_STATUSES[StepAction.RETRY])
+SETTLED_STEP = frozenset({S.COMPLETED, S.CANCELLED})
 
 # --- markers ------------------------------------------------------------------------------------
 
@@ -324,17 +333,17 @@ def failed_qa(step: Any) -> bool:
 
 def qa_error(step: Any) -> bool:
     """The step is blocked because its QA run failed before giving a verdict."""
-    return status_of(step) == "blocked" and bool(state_of(step).get("qa_error"))
+    return status_of(step) == S.BLOCKED and bool(state_of(step).get("qa_error"))
 
 
 def step_to_retry(steps: Iterable[Any]) -> Any | None:
-    """The step a Retry button or a bare `retry` acts on: the first failed or blocked one."""
-    return next((s for s in ordered(steps) if status_of(s) in RETRYABLE_STEP), None)
+    """The step a Retry button or a bare `retry` acts on (workflow.step_for)."""
+    return step_for(StepAction.RETRY, steps)
 
 
 def step_to_approve(steps: Iterable[Any]) -> Any | None:
     """The step an Approve button acts on: the first waiting for QA or failed by QA."""
-    return next((s for s in ordered(steps) if status_of(s) == "needs_qa" or failed_qa(s)), None)
+    return next((s for s in ordered(steps) if status_of(s) == S.NEEDS_QA or failed_qa(s)), None)
 
 
 def total_tokens(protocol: Any, steps: Sequence[Any]) -> int:
@@ -343,7 +352,7 @@ def total_tokens(protocol: Any, steps: Sequence[Any]) -> int:
 
 def total_cost(protocol: Any, steps: Sequence[Any]) -> float | None:
     if getattr(protocol, "cost_usd", None) is not None:
-        return protocol.cost_usd
+        return float(protocol.cost_usd)
     costs = [s.cost_usd for s in steps if getattr(s, "cost_usd", None) is not None]
     return sum(costs) if costs else None
 
@@ -480,9 +489,7 @@ def step_cells(step: Any) -> list[str]:
 
 
 def step_name_cell(step: Any) -> str:
-    name = inline_text(step.step_name, 80) or "_(unnamed)_"
-    log_url = state_of(step).get("log_url")
-    return f"{name} · {link('log', log_url)}" if log_url else name
+    return inline_text(step.step_name, 80) or "_(unnamed)_"
 
 
 def step_status_cell(step: Any) -> str:
@@ -500,7 +507,7 @@ def qa_cell(step: Any) -> str:
         return "❌ FAIL"
     if verdict:
         return inline_text(verdict, 20)
-    if status_of(step) == "needs_qa":
+    if status_of(step) == S.NEEDS_QA:
         return "🔍 waiting"
     if value_of(getattr(step, "qa_policy", "")).lower() == "skip":
         return "⏭️ skipped"
@@ -508,7 +515,7 @@ def qa_cell(step: Any) -> str:
 
 
 def totals_line(protocol: Any, steps: Sequence[Any]) -> str:
-    done = sum(1 for s in steps if status_of(s) == "completed")
+    done = sum(1 for s in steps if status_of(s) == S.COMPLETED)
     tokens = format_tokens(total_tokens(protocol, steps))
     return f"**Total:** {done}/{len(steps)} steps completed · {tokens} tokens · {format_cost(total_cost(protocol, steps))}"
 
@@ -518,7 +525,7 @@ def attention_box(protocol: Any, steps: Sequence[Any]) -> str:
     status = status_of(protocol)
     if status not in ATTENTION_PROTOCOL:
         return ""
-    kind = "WARNING" if status == "blocked" else "CAUTION"
+    kind = "WARNING" if status == P.BLOCKED else "CAUTION"
     lines = [f"[!{kind}]", f"**{status_label(status).capitalize()}**" + reason_suffix(protocol)]
     step = step_to_retry(steps)
     step = step if step is not None else step_to_approve(steps)
@@ -584,12 +591,12 @@ def next_commands(protocol: Any, steps: Sequence[Any]) -> list[tuple[str, str]]:
             commands.append((f"retry {step_number(retry)}", f"run step {step_number(retry)} again"))
         else:
             commands.append(("retry", "run the latest job again"))
-    if status not in {"completed", "cancelled"}:
+    if status not in TERMINAL_PROTOCOL_STATUSES:
         commands += approve_command(steps)
     commands += STATE_COMMANDS.get(status, ())
-    if status == "planned" and kind_of(protocol) == "plan":
+    if status == P.PLANNED and kind_of(protocol) == "plan":
         commands.insert(0, ("run", "start working on the issue"))
-    if status == "completed" and not getattr(protocol, "pr_url", None) and kind_of(protocol) in {"run", "ralph"}:
+    if status == P.COMPLETED and not getattr(protocol, "pr_url", None) and kind_of(protocol) in {"run", "ralph"}:
         commands.append(("open-pr", "open the pull request"))
     return commands
 
@@ -603,13 +610,13 @@ def approve_command(steps: Sequence[Any]) -> list[tuple[str, str]]:
 
 
 STATE_COMMANDS: Mapping[str, tuple[tuple[str, str], ...]] = MappingProxyType({
-    "pending": (("cancel", "stop this run"),),
-    "planning": (("cancel", "stop this run"),),
-    "planned": (("cancel", "stop this run"),),
-    "running": (("pause", "pause the run"), ("cancel", "stop the run and its agents")),
-    "paused": (("resume", "continue where it stopped"), ("cancel", "stop this run")),
-    "blocked": (("cancel", "give up on this run"),),
-    "cancelled": (("run", "start a new run"),),
+    P.PENDING: (("cancel", "stop this run"),),
+    P.PLANNING: (("cancel", "stop this run"),),
+    P.PLANNED: (("cancel", "stop this run"),),
+    P.RUNNING: (("pause", "pause the run"), ("cancel", "stop the run and its agents")),
+    P.PAUSED: (("resume", "continue where it stopped"), ("cancel", "stop this run")),
+    P.BLOCKED: (("cancel", "give up on this run"),),
+    P.CANCELLED: (("run", "start a new run"),),
 })
 
 
@@ -629,9 +636,8 @@ def ralph_section(protocol: Any, detail: Detail) -> str:
     rows = [table_row(["Iteration", "Agent", "Feedback", "Promise"]), "|--:|---|---|---|"]
     if len(shown) < len(iterations):
         rows.append(table_row(["…", f"_{len(iterations) - len(shown)} earlier iterations_", "", ""]))
-    rows = chain(rows, (table_row(iteration_cells(i)) for i in shown))
     tails = feedback_tails(iterations[-1]) if detail.tails else ""
-    return sections(title, join_within(rows), tails)
+    return sections(title, join_within(chain(rows, (table_row(iteration_cells(i)) for i in shown))), tails)
 
 
 def iteration_cells(iteration: Mapping[str, Any]) -> list[str]:
@@ -672,7 +678,7 @@ def step_details(steps: Sequence[Any], detail: Detail) -> str:
 
 
 def needs_attention(step: Any) -> bool:
-    return status_of(step) in RETRYABLE_STEP or status_of(step) == "needs_qa" or failed_qa(step)
+    return status_of(step) in RETRYABLE_STEP or status_of(step) == S.NEEDS_QA or failed_qa(step)
 
 
 def step_detail(step: Any, chars: int | None) -> str:
@@ -749,10 +755,10 @@ def check_run_state(protocol: Any, steps: Iterable[Any] = ()) -> tuple[str, str 
     Work that ended without doing what it had to (a Ralph loop out of iterations before its
     promise) concludes neutral, not success."""
     status = status_of(protocol)
-    if status == "planned" and kind_of(protocol) == "plan":
+    if status == P.PLANNED and kind_of(protocol) == "plan":
         return PLAN_ONLY_DONE
-    if status == "running" and (getattr(protocol, "runtime_state", None) or {}).get("awaiting_merge"):
-        status = "completed"
+    if status == P.RUNNING and (getattr(protocol, "runtime_state", None) or {}).get("awaiting_merge"):
+        status = P.COMPLETED
     state = CHECK_STATE.get(status, ("in_progress", None))
     if state == ("completed", "success") and unmet_promise(steps) is not None:
         return ("completed", "neutral")
@@ -780,7 +786,7 @@ def check_run_name(protocol: Any) -> str:
 
 def check_title(protocol: Any, steps: Sequence[Any]) -> str:
     status = status_of(protocol)
-    done = sum(1 for s in steps if status_of(s) == "completed")
+    done = sum(1 for s in steps if status_of(s) == S.COMPLETED)
     title = (f"{PROTOCOL_EMOJI.get(status, UNKNOWN_EMOJI)} {status_label(status).capitalize()} · "
              f"{done}/{len(steps)} steps · {format_tokens(total_tokens(protocol, steps))} tokens · "
              f"{format_cost(total_cost(protocol, steps))}")
@@ -827,7 +833,7 @@ def check_run_actions(protocol: Any, steps: Iterable[Any]) -> list[dict[str, str
     steps = ordered(steps)
     status = status_of(protocol)
     actions = []
-    if status not in {"completed", "cancelled"}:
+    if status not in TERMINAL_PROTOCOL_STATUSES:
         retry = step_to_retry(steps)
         if retry is not None:
             what = "QA on step" if qa_error(retry) else "step"
@@ -837,7 +843,7 @@ def check_run_actions(protocol: Any, steps: Iterable[Any]) -> list[dict[str, str
         approve = step_to_approve(steps)
         if approve is not None:
             actions.append(action("approve", f"Accept step {step_number(approve)} as it is"))
-    if status not in TERMINAL_PROTOCOL:
+    if status not in ENDED_PROTOCOL_STATUSES:
         actions.append(action("cancel", "Stop this run and its agents"))
     return actions[:ACTIONS_MAX]
 

@@ -12,10 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
 from bot.queue import Job
+from bot.statuses import DeliveryStatus, JobStatus
+from bot.workflow import StepStatus
 
-INVALID = "invalid"  # a delivery's status when it was refused at intake
 
-FINISHED_JOB_STATES = ("done", "failed")
 
 
 async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str | list[str]) -> int:
@@ -38,7 +38,7 @@ def job_row(job: Job) -> dict:
         "job_id": job.job_id,
         "function": job.function,
         "args": list(job.args),
-        "status": "queued",
+        "status": JobStatus.QUEUED,
         "attempts": 0,
         "delivery_id": job.delivery_id,
         "project_id": job.project_id,
@@ -65,7 +65,7 @@ async def record_delivery(session: AsyncSession, delivery: WebhookDelivery, jobs
     row = delivery.model_dump(exclude={"id"})
     if not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
         refused = await session.exec(delete(WebhookDelivery).where(
-            col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == INVALID))
+            col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == DeliveryStatus.INVALID))
         if refused.rowcount != 1 or not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
             await session.rollback()
             return None
@@ -83,12 +83,12 @@ async def start_job(session: AsyncSession, job_id: str, *, worker_id: str, lease
     """Claims a recorded job with a lease (compare-and-set): a queued job, or a running one whose
     lease lapsed (its worker died). None when it finished, is unknown, or another worker holds it."""
     now = utcnow()
-    claimable = or_(col(QueuedJob.status) == "queued",
-                    and_(col(QueuedJob.status) == "running",
+    claimable = or_(col(QueuedJob.status) == JobStatus.QUEUED,
+                    and_(col(QueuedJob.status) == JobStatus.RUNNING,
                          or_(col(QueuedJob.lease_until).is_(None), col(QueuedJob.lease_until) < now)))
     result = await session.exec(
         update(QueuedJob).where(col(QueuedJob.job_id) == job_id, claimable)
-        .values(status="running", attempts=QueuedJob.attempts + 1, started_at=now, lease_until=now + lease,
+        .values(status=JobStatus.RUNNING, attempts=QueuedJob.attempts + 1, started_at=now, lease_until=now + lease,
                 worker_id=worker_id)
     )
     await session.commit()
@@ -102,7 +102,7 @@ async def renew_lease(session: AsyncSession, job_id: str, *, worker_id: str, lea
     result = await session.exec(
         update(QueuedJob)
         .where(col(QueuedJob.job_id) == job_id, col(QueuedJob.worker_id) == worker_id,
-               col(QueuedJob.status) == "running")
+               col(QueuedJob.status) == JobStatus.RUNNING)
         .values(lease_until=utcnow() + lease)
     )
     await session.commit()
@@ -113,27 +113,21 @@ async def finish_job(session: AsyncSession, job_id: str, *, ok: bool, error: str
     await session.exec(
         update(QueuedJob)
         .where(col(QueuedJob.job_id) == job_id)
-        .values(status="done" if ok else "failed", error=error, finished_at=utcnow(), lease_until=None)
+        .values(status=JobStatus.DONE if ok else JobStatus.FAILED, error=error, finished_at=utcnow(), lease_until=None)
     )
     await session.commit()
 
 
-async def unfinished_jobs(session: AsyncSession, *, queued_before: datetime) -> list[QueuedJob]:
-    """Jobs recorded but never started, for re-driving when their queue was lost."""
-    statement = select(QueuedJob).where(col(QueuedJob.status) == "queued",
-                                        col(QueuedJob.enqueued_at) < queued_before).limit(500)
-    return list((await session.exec(statement)).all())
-
-
-async def unstarted_jobs(session: AsyncSession, *, queued_before: datetime) -> list[QueuedJob]:
-    statement = select(QueuedJob).where(col(QueuedJob.status) == "queued",
-                                        col(QueuedJob.enqueued_at) < queued_before).limit(200)
+async def unstarted_jobs(session: AsyncSession, *, queued_before: datetime, limit: int) -> list[QueuedJob]:
+    """Jobs recorded before `queued_before` and never started."""
+    statement = select(QueuedJob).where(col(QueuedJob.status) == JobStatus.QUEUED,
+                                        col(QueuedJob.enqueued_at) < queued_before).limit(limit)
     return list((await session.exec(statement)).all())
 
 
 async def lapsed_jobs(session: AsyncSession) -> list[QueuedJob]:
     """Running jobs whose worker stopped renewing their lease."""
-    statement = select(QueuedJob).where(col(QueuedJob.status) == "running",
+    statement = select(QueuedJob).where(col(QueuedJob.status) == JobStatus.RUNNING,
                                         or_(col(QueuedJob.lease_until).is_(None),
                                             col(QueuedJob.lease_until) < utcnow())).limit(200)
     return list((await session.exec(statement)).all())
@@ -227,8 +221,8 @@ async def claim_step(session: AsyncSession, step_id: int) -> bool:
 
     result = await session.exec(
         update(StepRun)
-        .where(col(StepRun.id) == step_id, col(StepRun.status) == "pending")
-        .values(status="running", updated_at=utcnow())
+        .where(col(StepRun.id) == step_id, col(StepRun.status) == StepStatus.PENDING)
+        .values(status=StepStatus.RUNNING, updated_at=utcnow())
     )
     await session.commit()
     return result.rowcount == 1
@@ -237,5 +231,5 @@ async def claim_step(session: AsyncSession, step_id: int) -> bool:
 async def stuck_steps(session: AsyncSession, *, updated_before: datetime) -> list:
     from bot.models import StepRun
 
-    statement = select(StepRun).where(col(StepRun.status) == "running", col(StepRun.updated_at) < updated_before)
+    statement = select(StepRun).where(col(StepRun.status) == StepStatus.RUNNING, col(StepRun.updated_at) < updated_before)
     return list((await session.exec(statement.limit(100))).all())

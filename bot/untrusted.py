@@ -103,7 +103,7 @@ def clean(text: str) -> str:
 
 
 def _neutralise_markers(text: str) -> str:
-    def rewrite(match: re.Match) -> str:
+    def rewrite(match: re.Match[str]) -> str:
         slash = "/" if "/" in match[1] else ""
         return f"[{slash}{BLOCK_TAG}{match[2].rstrip()}]"
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import math
 import re
+from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic_core import from_json
@@ -27,7 +28,7 @@ def verify_github_signature(secret: str, body: bytes, header: str | None) -> boo
     return hmac.compare_digest(github_signature(secret, body), header.strip())
 
 
-def parse_github_body(body: bytes, content_type: str) -> dict:
+def parse_github_body(body: bytes, content_type: str) -> dict[str, Any]:
     """GitHub sends JSON, or a form with the JSON in its `payload` field."""
     if not content_type.startswith("application/x-www-form-urlencoded"):
         return read_json(body)
@@ -42,7 +43,7 @@ INT64 = range(-(2**63), 2**63)
 _MAYBE_UNSAFE = re.compile(rb"\\u0000|\d{19}|[eE]\+?\d{3}")
 
 
-def read_json(body: bytes) -> dict:
+def read_json(body: bytes) -> dict[str, Any]:
     """A JSON object that the database can store as it is: nesting within MAX_JSON_DEPTH, no NUL
     in a string, integers within 64 bits, finite numbers; InvalidPayload says what is wrong."""
     try:
@@ -57,7 +58,7 @@ def read_json(body: bytes) -> dict:
     return payload
 
 
-def _unsafe_value(payload: dict) -> str | None:
+def _unsafe_value(payload: dict[str, Any]) -> str | None:
     pending: list[tuple[str, object]] = [("", payload)]
     while pending:
         path, value = pending.pop()

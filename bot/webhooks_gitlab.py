@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
 from bot.webhooks import read_json
 
@@ -116,6 +117,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parse_gitlab_body(body: bytes) -> dict:
+def parse_gitlab_body(body: bytes) -> dict[str, Any]:
     """GitLab sends a JSON object; InvalidPayload says why anything else is unreadable."""
     return read_json(body)

@@ -92,7 +92,9 @@ class StepAction(StrEnum):
 P = ProtocolStatus
 S = StepStatus
 
-TERMINAL_PROTOCOL_STATUSES = frozenset({P.CANCELLED, P.COMPLETED})
+TERMINAL_PROTOCOL_STATUSES = frozenset({P.CANCELLED, P.COMPLETED})  # no way out (but CI's block)
+# No longer at work on its issue: a new protocol may start there (a failed one can still be retried).
+ENDED_PROTOCOL_STATUSES = frozenset({P.CANCELLED, P.COMPLETED, P.FAILED})
 _ACTIVE_PROTOCOL = tuple(status for status in P if status not in TERMINAL_PROTOCOL_STATUSES)
 
 
@@ -289,25 +291,53 @@ def after_execution(qa_policy: QaPolicy | str) -> StepStatus:
 
 
 class StepLike(Protocol):
-    step_index: int
-    step_name: str
-    status: StepStatus | str
-    depends_on: Sequence[str] | None
+    """What the step functions read of a step (read-only, so any row or record with these fits)."""
+
+    @property
+    def step_index(self) -> int: ...
+    @property
+    def step_name(self) -> str: ...
+    @property
+    def status(self) -> StepStatus | str: ...
+    @property
+    def depends_on(self) -> Sequence[str] | None: ...
 
 
-def next_runnable_steps(steps: Iterable[StepLike]) -> list[StepLike]:
+_Step = TypeVar("_Step", bound=StepLike)
+
+
+def next_runnable_steps(steps: Iterable[_Step]) -> list[_Step]:
     """Pending steps whose dependencies are all completed, in index order.
 
     Steps share the protocol's worktree: a caller that runs one step at a time takes the first.
     """
-    steps = list(steps)
-    completed = {step.step_name for step in steps if step.status == S.COMPLETED}
+    given = list(steps)
+    completed = {step.step_name for step in given if step.status == S.COMPLETED}
     runnable = [
         step
-        for step in steps
+        for step in given
         if step.status == S.PENDING and set(step.depends_on or ()) <= completed
     ]
     return sorted(runnable, key=lambda step: step.step_index)
+
+
+# The steps an action may pick when no step is named (`/agent retry`, the Retry button, the API's
+# retry_latest, `/agent approve`, `/agent qa`).
+DEFAULT_STEP_STATUSES: Mapping[StepAction, tuple[StepStatus, ...]] = {
+    StepAction.RETRY: (S.FAILED, S.BLOCKED),
+    StepAction.APPROVE: (S.NEEDS_QA, S.FAILED, S.BLOCKED),
+    StepAction.RUN_QA: (S.NEEDS_QA, S.COMPLETED, S.FAILED, S.BLOCKED),
+}
+
+
+def step_for(action: StepAction, steps: Iterable[_Step]) -> _Step | None:
+    """The step `action` acts on when none is named, among DEFAULT_STEP_STATUSES[action]: a retry
+    takes the first (the one that holds the rest up), approve and QA the latest (the newest work)."""
+    wanted = DEFAULT_STEP_STATUSES[action]
+    candidates = sorted((step for step in steps if step.status in wanted), key=lambda step: step.step_index)
+    if not candidates:
+        return None
+    return candidates[0] if action is StepAction.RETRY else candidates[-1]
 
 
 def protocol_outcome(steps: Iterable[StepLike]) -> ProtocolStatus | None:

@@ -45,6 +45,7 @@ from bot.queue import (
     command_job,
     delivery_job,
 )
+from bot.statuses import DeliveryStatus
 from bot.webhooks import InvalidPayload
 from bot.webhooks_gitlab import (
     GITLAB_MAX_PAYLOAD_BYTES,
@@ -130,7 +131,7 @@ def authentication_problem(
 
 async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope) -> web.Response:
     jobs = decide_jobs(deps.settings, event, delivery_id, shape)
-    delivery = delivery_row(event, delivery_id, payload, shape, status="accepted" if jobs else "ignored")
+    delivery = delivery_row(event, delivery_id, payload, shape, status=DeliveryStatus.of(jobs))
     fresh = await accept(deps, delivery, jobs)
     if fresh is None:
         return web.json_response({"status": "duplicate", "delivery": delivery_id})
@@ -140,7 +141,7 @@ async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict, shape
 
 
 def delivery_row(event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope, *,
-                 status: str) -> WebhookDelivery:
+                 status: DeliveryStatus) -> WebhookDelivery:
     return WebhookDelivery(
         delivery_id=delivery_id,
         forge=FORGE,

@@ -13,7 +13,7 @@ from bot.forge.events import Actor
 from bot.forge.payloads import Shape
 from bot.models import WebhookDelivery
 from bot.queue import Job
-from bot.store import INVALID
+from bot.statuses import DeliveryStatus
 
 log = logging.getLogger("agentry.intake")
 
@@ -52,7 +52,7 @@ def is_ours_or_a_bot(actor: Actor, own_login: str | None = None) -> bool:
 
 async def refuse(deps: Deps, *, forge: str, delivery_id: str, event: str, payload: dict, reason: str) -> None:
     """Records a delivery refused as invalid, with its reason, and queues nothing."""
-    await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=forge, event=event, status=INVALID,
+    await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=forge, event=event, status=DeliveryStatus.INVALID,
                                        payload=payload, error=reason), [])
 
 

@@ -15,6 +15,7 @@ from bot.forge.payloads import Envelope, github_shape
 from bot.logs import log_context
 from bot.metrics import CONTENT_TYPE
 from bot.models import WebhookDelivery
+from bot.statuses import DeliveryStatus
 from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
 from handlers.api import add_api_routes
 from handlers.github import router as github_router
@@ -151,7 +152,7 @@ async def github_webhook(request: web.Request) -> web.Response:
 async def _accept(deps: Deps, event: sansio.Event, shape: Envelope) -> web.Response:
     intake = Intake(deps.settings, event.delivery_id, shape)
     await github_router.dispatch(event, intake)
-    delivery = _delivery_row(event, shape, status="accepted" if intake.jobs else "ignored")
+    delivery = _delivery_row(event, shape, status=DeliveryStatus.of(intake.jobs))
     fresh = await accept(deps, delivery, intake.jobs)
     if fresh is None:
         return web.json_response({"status": "duplicate", "delivery": event.delivery_id})
@@ -162,7 +163,7 @@ async def _accept(deps: Deps, event: sansio.Event, shape: Envelope) -> web.Respo
     )
 
 
-def _delivery_row(event: sansio.Event, shape: Envelope, status: str) -> WebhookDelivery:
+def _delivery_row(event: sansio.Event, shape: Envelope, status: DeliveryStatus) -> WebhookDelivery:
     return WebhookDelivery(
         delivery_id=event.delivery_id,
         forge="github",

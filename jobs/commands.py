@@ -23,7 +23,7 @@ from bot.forge.events import Actor, Issue
 from bot.models import Project, ProtocolRun, StepRun, utcnow
 from bot.protocols import Conflict, NotFound
 from bot.queue import Job
-from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus
+from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolAction, ProtocolStatus, StepAction, StepStatus
 from jobs import workspace
 from jobs.common import ensure_project, forge_of, load_delivery, permits, read_event, repo_ref
 
@@ -211,8 +211,7 @@ def _audit(request: Request, outcome: str, reason: str | None = None) -> None:
 
 async def start_protocol(request: Request, kind: str) -> list[Job]:
     existing = await protocols.active_protocol_for_issue(request.session, request.project.id, request.issue.number)
-    if existing is not None and existing.status not in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED,
-                                                        ProtocolStatus.FAILED):
+    if existing is not None and existing.status not in ENDED_PROTOCOL_STATUSES:
         if existing.kind == "plan" and existing.status == ProtocolStatus.PLANNED and kind == "run":
             existing.kind = "run"
             return await protocols.apply_protocol_action(request.session, existing, ProtocolAction.START,
@@ -392,7 +391,8 @@ async def cmd_retry(request: Request) -> list[Job]:
     if not request.command.args:
         return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.RETRY_LATEST,
                                                      actor=request.actor.login)
-    step = protocols.find_step(await protocols.steps_of(request.session, protocol.id), request.command.args[0])
+    step = protocols.find_step(await protocols.steps_of(request.session, protocol.id), request.command.args[0],
+                               StepAction.RETRY)
     return await protocols.apply_step_action(request.session, protocol, step, StepAction.RETRY,
                                              actor=request.actor.login)
 
@@ -404,7 +404,7 @@ async def cmd_approve(request: Request) -> list[Job]:
         return await approve_fork(request, protocol)
     steps = await protocols.steps_of(request.session, protocol.id)
     reference = request.command.args[0] if request.command.args else None
-    step = protocols.find_step(steps, reference, statuses=(StepStatus.NEEDS_QA, StepStatus.FAILED, StepStatus.BLOCKED))
+    step = protocols.find_step(steps, reference, StepAction.APPROVE)
     return await protocols.apply_step_action(request.session, protocol, step, StepAction.APPROVE,
                                              actor=request.actor.login)
 
@@ -413,8 +413,7 @@ async def cmd_qa(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     steps = await protocols.steps_of(request.session, protocol.id)
     reference = request.command.args[0] if request.command.args else None
-    step = protocols.find_step(steps, reference, statuses=(StepStatus.NEEDS_QA, StepStatus.COMPLETED, StepStatus.FAILED,
-                                                           StepStatus.BLOCKED))
+    step = protocols.find_step(steps, reference, StepAction.RUN_QA)
     options = request.command.options
     if "engine" in options or "model" in options:
         step.runtime_state = {**step.runtime_state, "qa_engine": options.get("engine"), "qa_model": options.get("model")}

@@ -51,8 +51,11 @@ async def quality_crashed(deps: Deps, step_id: int, *, error: str) -> None:
 async def _settle_step(deps: Deps, step_id: int, stuck: StepStatus, action: StepAction, key: str, reason: str) -> None:
     async with transaction(deps) as session:
         step = await session.get(StepRun, step_id)
-        protocol = await session.get(ProtocolRun, step.protocol_run_id) if step is not None else None
-        if step is None or protocol is None:
+        if step is None:
+            return
+        protocol_id = step.protocol_run_id
+        protocol = await session.get(ProtocolRun, protocol_id)
+        if protocol is None:
             return
         jobs: list = []
         if step.status == stuck and protocol.status not in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED):
@@ -61,7 +64,7 @@ async def _settle_step(deps: Deps, step_id: int, stuck: StepStatus, action: Step
                                   message=f"{step.step_name}: {reason}")
             jobs = await schedule_next(session, protocol)
     await deps.submit(jobs)
-    await report_protocol(deps, protocol.id)
+    await report_protocol(deps, protocol_id)
 
 
 async def pull_request_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:

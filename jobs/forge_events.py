@@ -13,7 +13,7 @@ from bot.forge.events import CiEvent, PullRequestEvent
 from bot.models import Project, ProtocolRun
 from bot.protocols import retry_step, schedule_next, set_protocol_status, set_step_status, steps_of
 from bot.queue import run_quality_job
-from bot.workflow import ProtocolAction, StepAction, StepStatus, TERMINAL_PROTOCOL_STATUSES, is_allowed
+from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus, TERMINAL_PROTOCOL_STATUSES, is_allowed
 from jobs import workspace
 from jobs.common import load_delivery, read_event, transaction
 from jobs.reporting import report_protocol
@@ -112,7 +112,7 @@ async def _ci_failed(deps: Deps, session, protocol, step, event: CiEvent) -> lis
     if fixes < deps.settings.ci_fix_attempts:
         step.runtime_state = {**step.runtime_state, "ci_fix_attempts": fixes + 1,
                               "feedback": f"CI failed on the branch after this step:\n{step.runtime_state['ci_output']}"}
-        if protocol.status == "completed" and is_allowed(protocol.status, ProtocolAction.BLOCK):
+        if protocol.status == ProtocolStatus.COMPLETED and is_allowed(protocol.status, ProtocolAction.BLOCK):
             await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message="CI failed")
         return [job for job in await retry_step(session, protocol, step, actor=None) if job.function != "report_protocol_job"]
     if is_allowed(protocol.status, ProtocolAction.BLOCK):

@@ -14,6 +14,7 @@ from bot.forge.github import GitHubForge
 from bot.models import ProtocolRun, QueuedJob, StepRun, WebhookDelivery, utcnow
 from bot.protocols import schedule_next, steps_of
 from bot.recovery import RETENTION, missed_deliveries
+from bot.statuses import JobStatus
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, ProtocolStatus, StepStatus, next_runnable_steps
 from jobs.common import transaction
 from jobs.step import fail_stuck_steps
@@ -31,7 +32,8 @@ async def redrive_lost_jobs(deps: Deps) -> int:
     """Queues again every recorded job that never started and that arq no longer holds (a crash of the
     web process or Redis); running jobs are the leases' business."""
     async with deps.sessions() as session:
-        stale = await store.unfinished_jobs(session, queued_before=store.minutes_ago(QUEUED_GRACE_MINUTES))
+        stale = await store.unstarted_jobs(session, queued_before=store.minutes_ago(QUEUED_GRACE_MINUTES),
+                                           limit=500)
     redriven = 0
     for job in stale:
         if await deps.queue.is_known(job.job_id):
@@ -48,7 +50,7 @@ async def take_over_lapsed_jobs(deps: Deps) -> int:
     now = utcnow()
     async with deps.sessions() as session:
         lapsed = await store.lapsed_jobs(session)
-        unclaimed = await store.unstarted_jobs(session, queued_before=now - UNCLAIMED_GRACE)
+        unclaimed = await store.unstarted_jobs(session, queued_before=now - UNCLAIMED_GRACE, limit=200)
     stranded = [job for job in unclaimed if await deps.queue.taken_by_a_worker(job.job_id)]
     for job in [*lapsed, *stranded]:
         # a new arq id each window: the old one may still be marked in progress by the dead worker
@@ -56,7 +58,7 @@ async def take_over_lapsed_jobs(deps: Deps) -> int:
         await deps.queue.wake_by_id(job.function, job.args, f"{job.job_id}{ATTEMPT_SEPARATOR}{job.attempts + 1}.{window}",
                                     urgent=True)
         log.warning("taking over job %s from %s (%s)", job.job_id, job.worker_id or "a worker",
-                    "its lease lapsed" if job.status == "running" else "taken but never started")
+                    "its lease lapsed" if job.status == JobStatus.RUNNING else "taken but never started")
     return len(lapsed) + len(stranded)
 
 
@@ -82,7 +84,7 @@ async def _waits_on_nothing(session, protocol: ProtocolRun) -> bool:
     if any(step.status in (StepStatus.RUNNING, StepStatus.NEEDS_QA) for step in steps):
         return False
     busy = select(QueuedJob.job_id).where(col(QueuedJob.step_run_id).in_([step.id for step in steps]),
-                                          col(QueuedJob.status).in_(("queued", "running"))).limit(1)
+                                          col(QueuedJob.status).in_((JobStatus.QUEUED, JobStatus.RUNNING))).limit(1)
     return (await session.exec(busy)).first() is None
 
 

@@ -15,8 +15,9 @@ from bot.deps import Deps
 from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
 from bot.protocols import apply_protocol_action, set_protocol_status, steps_of
+from bot.statuses import ClarificationStatus, ProjectStatus, RunStatus
 from bot.untrusted import fence
-from bot.workflow import ProtocolAction, ProtocolStatus
+from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
 from jobs import prompts, workspace
 from jobs.common import forge_of, load_protocol, repo_ref, transaction
 from jobs.reporting import report_protocol
@@ -39,18 +40,18 @@ async def project_setup_job(ctx: dict, project_id: int) -> dict:
         branches = await git.list_branches(mirror)
         default = await git.default_branch(mirror)
     except (git.GitError, workspace.NoRepository) as exc:
-        await finish_run(deps, run, status="failed", error=str(exc))
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         async with transaction(deps) as session:
-            await _set_project_status(session, project_id, "setup_failed", str(exc))
+            await _set_project_status(session, project_id, ProjectStatus.SETUP_FAILED, str(exc))
         return {"ok": False, "error": str(exc)}
-    await finish_run(deps, run, status="succeeded", extra={"branches": branches, "default_branch": default})
+    await finish_run(deps, run, status=RunStatus.SUCCEEDED, extra={"branches": branches, "default_branch": default})
     async with transaction(deps) as session:
-        await _set_project_status(session, project_id, "ready", f"{len(branches)} branches, default {default}",
+        await _set_project_status(session, project_id, ProjectStatus.READY, f"{len(branches)} branches, default {default}",
                                   branches=branches)
     return {"ok": True, "branches": len(branches)}
 
 
-async def _set_project_status(session: AsyncSession, project_id: int, status: str, message: str,
+async def _set_project_status(session: AsyncSession, project_id: int, status: ProjectStatus, message: str,
                               branches: list | None = None) -> None:
     project = await session.get(Project, project_id)
     project.status = status
@@ -77,7 +78,7 @@ async def plan_protocol_job(ctx: dict, protocol_id: int) -> None:
         plan, raw, result = await _ask_for_plan(deps, project, protocol, run, messages)
     except PlanFailure as failure:
         cancelled = failure.result is not None and failure.result.stopped
-        await finish_run(deps, run, status="cancelled" if cancelled else "failed", result=failure.result,
+        await finish_run(deps, run, status=RunStatus.CANCELLED if cancelled else RunStatus.FAILED, result=failure.result,
                          error=failure.reason)
         if cancelled:
             async with transaction(deps) as session:
@@ -86,7 +87,7 @@ async def plan_protocol_job(ctx: dict, protocol_id: int) -> None:
             await _plan_failed(deps, protocol.id, failure.reason, failure.result)
         return
     await add_artifact(deps, run, "plan.json", json.dumps(raw, indent=2), kind="plan")
-    await finish_run(deps, run, status="succeeded", result=result, extra={"steps": len(plan.steps)})
+    await finish_run(deps, run, status=RunStatus.SUCCEEDED, result=result, extra={"steps": len(plan.steps)})
     await _store_plan(deps, protocol.id, plan, result)
     await report_protocol(deps, protocol.id)
 
@@ -192,7 +193,7 @@ async def messages_text(session: AsyncSession, protocol: ProtocolRun) -> str:
                  .order_by(col(Message.id).desc()).limit(MESSAGES_IN_PROMPT))
     rows = list(reversed((await session.exec(statement)).all()))
     answered = (await session.exec(select(Clarification).where(
-        Clarification.protocol_run_id == protocol.id, Clarification.status == "answered"))).all()
+        Clarification.protocol_run_id == protocol.id, Clarification.status == ClarificationStatus.ANSWERED))).all()
     lines = [f"- [{row.type}] {row.author or 'someone'}: {row.body}" for row in rows]
     lines += [f"- answer to {item.key} ({item.question}): {item.answer}" for item in answered]
     return "\n".join(lines)
@@ -212,7 +213,7 @@ async def open_pr_job(ctx: dict, protocol_id: int) -> None:
             return  # the pull request the protocol works on belongs to its author
         steps = await steps_of(session, protocol.id)
     forge, repo = forge_of(deps, project), repo_ref(project)
-    ready = bool(steps) and all(step.status == "completed" for step in steps) and render.unmet_promise(steps) is None
+    ready = bool(steps) and all(step.status == StepStatus.COMPLETED for step in steps) and render.unmet_promise(steps) is None
     title = render.pr_title(protocol, protocol.issue_title)
     body = _pr_body(protocol, steps)
     existing = await forge.find_pull_request(repo, protocol.branch)

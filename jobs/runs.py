@@ -13,6 +13,7 @@ from bot.agents import AgentResult, EngineConfig
 from bot.config import Settings
 from bot.deps import Deps
 from bot.models import CodexRun, ProtocolRun, RunArtifact, utcnow
+from bot.statuses import RunStatus
 from bot.workflow import ProtocolStatus
 
 FINAL_MESSAGE_KEEP = 20_000
@@ -52,7 +53,7 @@ async def start_run(deps: Deps, *, job_type: str, run_kind: str, project_id: int
                     engine: str | None = None, model: str | None = None, params: dict | None = None,
                     runs_an_agent: bool = True) -> CodexRun:
     """A run; one that runs an agent is `queued` until the agent holds a slot (:func:`agent_slot`)."""
-    run = CodexRun(job_type=job_type, run_kind=run_kind, status="queued" if runs_an_agent else "running",
+    run = CodexRun(job_type=job_type, run_kind=run_kind, status=RunStatus.QUEUED if runs_an_agent else RunStatus.RUNNING,
                    project_id=project_id, protocol_run_id=protocol_run_id, step_run_id=step_run_id, attempt=attempt,
                    worker_id=deps.worker_id, engine=engine, model=model, params=params or {},
                    started_at=None if runs_an_agent else utcnow())
@@ -72,13 +73,13 @@ async def agent_slot(deps: Deps, run: CodexRun) -> AsyncIterator[None]:
     async with deps.agent_slots:
         async with deps.sessions() as session:
             stored = await session.get(CodexRun, run.run_id)
-            stored.status, stored.started_at = "running", utcnow()
+            stored.status, stored.started_at = RunStatus.RUNNING, utcnow()
             session.add(stored)
             await session.commit()
         yield
 
 
-async def finish_run(deps: Deps, run: CodexRun, *, status: str, result: AgentResult | None = None,
+async def finish_run(deps: Deps, run: CodexRun, *, status: RunStatus, result: AgentResult | None = None,
                      error: str | None = None, extra: dict | None = None) -> CodexRun:
     async with deps.sessions() as session:
         stored = await session.get(CodexRun, run.run_id)

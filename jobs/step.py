@@ -20,6 +20,7 @@ from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, promise_met, render_prompt
 from bot.protocols import retry_step, schedule_next, set_step_status, steps_of
 from bot.sandbox import SandboxUnavailable
+from bot.statuses import RunStatus
 from bot.untrusted import fence
 from bot.queue import run_quality_job as quality_job
 from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after_execution
@@ -135,7 +136,7 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
     worktree.take_exported_mark(cwd)  # a Ralph loop runs its agent again after exporting
     async with agent_slot(deps, run), stop_on_cancel(deps, protocol.id) as stop:
         result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
-    status = "cancelled" if result.stopped else "succeeded" if result.ok else "failed"
+    status = RunStatus.CANCELLED if result.stopped else RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
     await finish_run(deps, run, status=status, result=result)
     return result
 
@@ -158,7 +159,7 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
         result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
                              kind="execute", protocol=protocol, step=step)
     except EngineNotInstalled as exc:
-        await finish_run(deps, run, status="failed", error=str(exc))
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         return failed(str(exc))
     outcome = from_result(result)
     if not outcome.ok:
@@ -350,7 +351,7 @@ async def run_quality(deps: Deps, step_id: int) -> None:
     try:
         review = await _review(deps, run, project, protocol, step, engine, model)
     except (EngineNotInstalled, git.GitError, workspace.NoRepository) as exc:
-        await finish_run(deps, run, status="failed", error=str(exc))
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         review = Review(None, str(exc))
     await add_artifact(deps, run, "verdict.txt", f"{review.verdict or 'NO VERDICT'}\n\n{review.reasons}", kind="qa")
     await settle_quality(deps, step_id, review)
@@ -426,7 +427,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
             result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
                                  kind="ralph", protocol=protocol, step=step)
         except EngineNotInstalled as exc:
-            await finish_run(deps, run, status="failed", error=str(exc))
+            await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
             return failed(str(exc), iterations=iterations)
         total.tokens += result.usage.total
         total.cost_usd = (total.cost_usd or 0) + result.cost_usd if result.cost_usd is not None else total.cost_usd
@@ -521,7 +522,7 @@ async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: Ste
         result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="ask",
                              protocol=protocol, step=step, read_only=True, session_id=session_id, home_dir=home)
     except EngineNotInstalled as exc:
-        await finish_run(deps, run, status="failed", error=str(exc))
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         return failed(str(exc))
     outcome = from_result(result)
     if outcome.ok and protocol.issue_number is not None:

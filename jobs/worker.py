@@ -20,28 +20,29 @@ from bot import db
 from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
-from bot.queue import EXECUTE_STEP, PLAN_PROTOCOL, RUN_QUALITY, JobQueue, function_of
+from bot.queue import JobQueue, function_of
 from jobs import commands, failures, forge_events, installs, maintenance, protocol, reporting, step
-from jobs.tracking import tracked
+from jobs.tracking import FailureHandler, JobFunction, tracked
 
-JOB_FUNCTIONS = [
-    tracked(function, on_failure)
-    for function, on_failure in (
-        (protocol.project_setup_job, None),
-        (protocol.plan_protocol_job, failures.plan_crashed),
-        (step.execute_step_job, failures.step_crashed),
-        (step.run_quality_job, failures.quality_crashed),
-        (protocol.open_pr_job, failures.pull_request_crashed),
-        (protocol.codemachine_import_job, failures.plan_crashed),
-        (commands.handle_command_job, None),  # these answer their own failures (jobs.commands.answer)
-        (commands.handle_label_job, None),
-        (commands.handle_check_action_job, None),
-        (installs.handle_installation_job, None),
-        (forge_events.handle_ci_result_job, None),
-        (forge_events.handle_pull_request_job, None),
-        (reporting.report_protocol_job, failures.report_crashed),
-    )
-]
+# The worker's jobs: each with what answers its failure (None: it answers its own, or nobody asked)
+# and whether it runs an agent (those wait for one of Deps.agent_slots).
+JOBS: tuple[tuple[JobFunction, FailureHandler | None, bool], ...] = (
+    (protocol.project_setup_job, None, False),
+    (protocol.plan_protocol_job, failures.plan_crashed, True),
+    (step.execute_step_job, failures.step_crashed, True),
+    (step.run_quality_job, failures.quality_crashed, True),
+    (protocol.open_pr_job, failures.pull_request_crashed, False),
+    (protocol.codemachine_import_job, failures.plan_crashed, False),
+    (commands.handle_command_job, None, False),  # commands, labels and buttons: jobs.commands.answer
+    (commands.handle_label_job, None, False),
+    (commands.handle_check_action_job, None, False),
+    (installs.handle_installation_job, None, False),
+    (forge_events.handle_ci_result_job, None, False),
+    (forge_events.handle_pull_request_job, None, False),
+    (reporting.report_protocol_job, failures.report_crashed, False),
+)
+JOB_FUNCTIONS = [tracked(function, on_failure) for function, on_failure, _ in JOBS]
+AGENT_JOBS = frozenset(function.__name__ for function, _, runs_an_agent in JOBS if runs_an_agent)
 CRON_JOBS = [cron(maintenance.maintenance_job, minute=None, second=0, run_at_startup=True, unique=True)]
 # Only in long-running workers, not in burst runs (tests, one-shot drains): the every-second takeover
 # would keep a burst worker's queue from ever emptying, and the other one calls the forge.
@@ -111,7 +112,6 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 BACKOFF_SECONDS = (0.5, 10.0)  # first and longest wait between attempts to reach Redis again
 
 
-AGENT_JOBS = frozenset({PLAN_PROTOCOL, EXECUTE_STEP, RUN_QUALITY})  # they wait for Deps.agent_slots
 QUEUE_READ_LIMIT = 500  # jobs looked at per poll, so that quick jobs behind held-back agent jobs are seen
 
 

@@ -696,7 +696,9 @@ def test_render_is_pure_standard_library():
     tree = ast.parse(Path(render.__file__).read_text(encoding="utf-8"))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__", "bot"}
+    assert {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            and (node.module or "").startswith("bot")} <= {"bot.workflow"}  # pure itself
     assert not imported & {"os", "io", "pathlib", "socket", "subprocess", "time", "random"}
 
 
@@ -720,3 +722,11 @@ def test_a_step_whose_qa_could_not_run_says_so_and_offers_qa_again():
     assert "FAIL" not in body and "`/agent qa 1`" in body
     [retry, *_] = render.check_run_actions(make_protocol(status="blocked"), [step])
     assert retry["description"] == "Run QA on step 1 again"
+
+
+def test_every_status_has_its_emoji_check_state_and_commands():
+    from bot.workflow import ProtocolStatus, StepStatus
+
+    assert set(render.PROTOCOL_EMOJI) == set(ProtocolStatus) == set(render.CHECK_STATE)
+    assert set(render.STEP_EMOJI) == set(StepStatus)
+    assert set(render.STATE_COMMANDS) <= set(ProtocolStatus)

@@ -16,6 +16,7 @@ from bot.workflow import (
     next_runnable_steps,
     protocol_facts,
     protocol_outcome,
+    step_for,
     transition,
 )
 
@@ -289,3 +290,19 @@ def test_next_runnable_steps_in_index_order_whatever_the_input_order():
 )
 def test_protocol_outcome(specs, expected):
     assert protocol_outcome(steps(*specs)) == expected
+
+
+@pytest.mark.parametrize(
+    ("action", "specs", "expected"),
+    [
+        (StepAction.RETRY, [("a", C, None), ("b", F, None), ("c", B, None)], "b"),
+        (StepAction.RETRY, [("a", C, None), ("b", Q, None)], None),
+        (StepAction.APPROVE, [("a", Q, None), ("b", F, None)], "b"),
+        (StepAction.RUN_QA, [("a", C, None), ("b", R, None)], "a"),
+        (StepAction.RUN_QA, [("a", C, None), ("b", Q, None)], "b"),
+        (StepAction.RETRY, [], None),
+    ],
+)
+def test_step_for_picks_what_an_action_without_a_step_acts_on(action, specs, expected):
+    found = step_for(action, list(reversed(steps(*specs))))
+    assert (found.step_name if found else None) == expected

@@ -109,7 +109,7 @@ def ci_conclusion(value: str | None) -> str:
 def github_repository(shape: payloads.InRepo) -> Repository:
     repo, installation = shape.repository, shape.installation
     return Repository(
-        ref=RepoRef(forge="github", full_name=repo.full_name, installation_id=installation and installation.id),
+        ref=RepoRef(forge="github", full_name=repo.full_name, installation_id=installation.id if installation else None),
         clone_url=repo.clone_url,
         default_branch=repo.default_branch,
         repo_id=repo.id,

@@ -8,7 +8,7 @@ the rest of a payload is kept, unread. Types are strict: a string is never taken
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -60,7 +60,7 @@ class Issue(Shape):
     number: Int64
     title: str | None = None
     body: str | None = None
-    pull_request: dict | None = None
+    pull_request: dict[str, Any] | None = None
     html_url: str | None = None
 
 
@@ -212,7 +212,7 @@ GITHUB_SHAPES: dict[tuple[str, str | None], type[Envelope]] = {
 }
 
 
-def github_shape(event: str, payload: dict) -> Envelope:
+def github_shape(event: str, payload: dict[str, Any]) -> Envelope:
     """The payload read into the shape of its event (and action); InvalidPayload names the first bad field."""
     action = payload.get("action")
     key = (event, action if isinstance(action, str) else None)
@@ -368,12 +368,12 @@ def gitlab_event_kind(event: str) -> str:
     return event.removeprefix("Confidential ")
 
 
-def gitlab_shape(event: str, payload: dict) -> GitLabEnvelope:
+def gitlab_shape(event: str, payload: dict[str, Any]) -> GitLabEnvelope:
     shape = GITLAB_SHAPES.get(gitlab_event_kind(event), GitLabEnvelope)
     return _read(shape, payload, f"a GitLab {event}")
 
 
-def _read(shape: type[S], payload: dict, what: str) -> S:
+def _read(shape: type[S], payload: dict[str, Any], what: str) -> S:
     try:
         return shape.model_validate(payload)
     except ValidationError as exc:

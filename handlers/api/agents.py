@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from bot.agents import EngineConfig, engine_versions
 from bot.models import CodexRun
+from bot.statuses import RunStatus
 from handlers.api import answers
 from handlers.api.routing import Route, deps_of, json_response
 from handlers.api.views import run_out
@@ -39,7 +40,7 @@ async def probed_engines(app: web.Application) -> list[dict]:
 
 
 async def running_by_engine(request: web.Request) -> dict[str, list[dict]]:
-    statement = (select(CodexRun).where(CodexRun.status == "running")
+    statement = (select(CodexRun).where(CodexRun.status == RunStatus.RUNNING)
                  .order_by(col(CodexRun.created_at).desc()).limit(RUNNING_LIMIT))
     async with deps_of(request).sessions() as session:
         runs = (await session.exec(statement)).all()

@@ -7,6 +7,7 @@ from sqlmodel import col, select
 
 from bot.models import Clarification, ProtocolRun
 from bot.protocols import answer_clarification
+from bot.statuses import ClarificationStatus
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
 from handlers.api.errors import not_found
@@ -27,7 +28,7 @@ ANSWER = (
     Field("answer", ANY, description="Any JSON; a non-object is stored as {\"value\": answer}."),
     Field("answered_by", max_length=200),
 )
-LIST_QUERY = (text_param("status", "open or answered", ("open", "answered")), limit_param(200, 500), CURSOR)
+LIST_QUERY = (text_param("status", "open or answered", tuple(ClarificationStatus)), limit_param(200, 500), CURSOR)
 
 
 async def list_project_clarifications(request: web.Request) -> web.Response:

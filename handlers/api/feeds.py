@@ -24,6 +24,7 @@ from sqlalchemy import func
 from sqlmodel import col, or_, select
 
 from bot.models import CodexRun, Event, Message
+from bot.statuses import FINISHED_RUN_STATUSES
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers
@@ -45,7 +46,6 @@ BATCH = 500
 QUEUE_SIZE = 1000
 LOG_CHUNK = 256 * 1024
 STATUS_EVERY_SECONDS = 1.0
-FINISHED_RUN_STATES = ("succeeded", "failed", "cancelled")
 CLOSE, HEARTBEAT = object(), object()
 HUB = web.AppKey("api_feed_hub", object)
 
@@ -301,7 +301,7 @@ class LogFollower:
             if time.monotonic() >= next_status_check:
                 status = await self._status()
                 next_status_check = time.monotonic() + STATUS_EVERY_SECONDS
-            if status in FINISHED_RUN_STATES and not grew:
+            if status in FINISHED_RUN_STATUSES and not grew:
                 await self._read_lines(final=True)
                 self._broadcast(("done", status))
                 return
@@ -489,7 +489,7 @@ async def log_stream(request: web.Request) -> web.StreamResponse:
     async with deps_of(request).sessions() as session:
         run = await run_or_404(request, session, path_text(request, "run_id"))
     start = _log_start(request)
-    if run.status in FINISHED_RUN_STATES:
+    if run.status in FINISHED_RUN_STATUSES:
         response = await open_stream(request)
         await _send_file(request, response, run, start, None)
         await response.write(_done(run.run_id, run.status))

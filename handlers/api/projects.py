@@ -11,6 +11,7 @@ from sqlmodel import col, or_, select
 from bot import git, queue, store
 from bot.models import Event, Project
 from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
+from bot.statuses import ProjectStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers
@@ -167,7 +168,7 @@ def _summary_status(project: Project, events: list[Event]) -> str:
             return SUMMARY_STATUS[event.event_type]
         if event.event_type in EVENT_STAGES:
             return "running"
-    return {"ready": "completed", "setup_failed": "failed"}.get(project.status, "pending")
+    return {ProjectStatus.READY: "completed", ProjectStatus.SETUP_FAILED: "failed"}.get(project.status, "pending")
 
 
 def _stages(events: list[Event]) -> list[dict]:

@@ -41,7 +41,7 @@ from handlers.api.views import action_out, job_out, protocol_out, step_out
 STATUSES = tuple(status.value for status in ProtocolStatus)
 PROTOCOL_CREATE = (
     Field("protocol_name", required=True, min_length=1, max_length=200),
-    Field("status", default="pending", choices=STATUSES, nullable=False,
+    Field("status", default=ProtocolStatus.PENDING.value, choices=STATUSES, nullable=False,
           description="A new protocol starts pending; other states are reached through the actions."),
     Field("base_branch", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$"),
     Field("worktree_path", max_length=4096, description="Accepted for compatibility; agentry picks the worktree."),

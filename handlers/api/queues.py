@@ -9,24 +9,25 @@ from sqlmodel import col, or_, and_, select
 
 from bot import store
 from bot.models import QueuedJob
+from bot.statuses import JOB_STATUS_WORDS, JobStatus
 from handlers.api.context import QUERY
 from handlers.api import answers
 from handlers.api.routing import Route, decode_cursor, deps_of, json_response, page_response
 from handlers.api.schemas import CURSOR, limit_param, text_param
-from handlers.api.views import JOB_STATUS_NAMES, parse_time, queued_job_out
+from handlers.api.views import parse_time, queued_job_out
 
 log = logging.getLogger("agentry.api")
 
 # the reference's status words -> queued_jobs.status
-STATUS_FILTER = {**{name: status for status, name in JOB_STATUS_NAMES.items()},
-                 **{status: status for status in JOB_STATUS_NAMES}}
+STATUS_FILTER: dict[str, JobStatus] = {**{word: status for status, word in JOB_STATUS_WORDS.items()},
+                                       **{status.value: status for status in JobStatus}}
 
 
 async def queue_stats(request: web.Request) -> web.Response:
     deps = deps_of(request)
     async with deps.sessions() as session:
         counts = await store.job_counts(session)
-    stats = {name: counts.get(status, 0) for status, name in JOB_STATUS_NAMES.items()}
+    stats: dict[str, int | None] = {word: counts.get(status, 0) for status, word in JOB_STATUS_WORDS.items()}
     stats["waiting"] = await _depth(deps)
     return json_response({"default": stats})
 

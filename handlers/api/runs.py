@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlmodel import and_, col, or_, select
 
 from bot.models import CodexRun, RunArtifact
+from bot.statuses import RunStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers
@@ -221,7 +222,8 @@ RUN_PAGE = (limit_param(100, 500), CURSOR)
 ROUTES = [
     Route("GET", "/codex/runs", list_runs, "Runs (every job attempt), newest first, with filters", "runs",
           answers.ok_list("CodexRun"),
-          query=(text_param("job_type", "Only runs of this job"), text_param("status", "Only runs in this state"),
+          query=(text_param("job_type", "Only runs of this job"),
+                 text_param("status", "Only runs in this state", tuple(RunStatus)),
                  id_param("project_id", "Only this project's runs"),
                  id_param("protocol_run_id", "Only this protocol run's runs"),
                  id_param("step_run_id", "Only this step's runs"), KIND, *RUN_PAGE), paginated=True),

@@ -30,7 +30,7 @@ STEP_CREATE = (
     Field("step_index", INTEGER, required=True, minimum=0, maximum=10_000),
     Field("step_name", required=True, min_length=1, max_length=200),
     Field("step_type", required=True, min_length=1, max_length=50),
-    Field("status", default="pending", choices=tuple(status.value for status in StepStatus), nullable=False,
+    Field("status", default=StepStatus.PENDING.value, choices=tuple(status.value for status in StepStatus), nullable=False,
           description="A new step starts pending; other states are reached through the actions."),
     Field("model", max_length=200),
     Field("summary", max_length=65_536),

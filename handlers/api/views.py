@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 from bot.models import (
@@ -17,11 +18,12 @@ from bot.models import (
     StepRun,
 )
 from bot.queue import Job
+from bot.statuses import JOB_STATUS_WORDS, ClarificationStatus, JobStatus, ProjectStatus, RunStatus
+from bot.workflow import ProtocolStatus, StepStatus
 
 REDACTED = "[redacted]"
 
 # queued_jobs.status -> the reference's queue vocabulary
-JOB_STATUS_NAMES = {"queued": "queued", "running": "started", "done": "finished", "failed": "failed"}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -212,7 +214,7 @@ def queued_job_out(job: QueuedJob) -> dict:
         "job_id": job.job_id,
         "job_type": job.function,
         "payload": job_payload(job.args, job.project_id, job.protocol_run_id, job.step_run_id),
-        "status": JOB_STATUS_NAMES.get(job.status, job.status),
+        "status": JOB_STATUS_WORDS[JobStatus(job.status)],
         "attempts": job.attempts,
         "error": job.error,
         "meta": {"delivery_id": job.delivery_id} if job.delivery_id else {},
@@ -229,7 +231,7 @@ def job_out(job: Job | None) -> dict | None:
         "job_id": job.job_id,
         "job_type": job.function,
         "payload": job_payload(list(job.args), job.project_id, job.protocol_run_id, job.step_run_id),
-        "status": "queued",
+        "status": JOB_STATUS_WORDS[JobStatus.QUEUED],
     }
 
 
@@ -253,6 +255,11 @@ def _object(required: list[str], properties: dict) -> dict:
     return {"type": "object", "required": required, "properties": properties}
 
 
+def _one_of(values: Iterable[str]) -> dict:
+    """A string that is one of `values` (an enum's members, for a status)."""
+    return {"type": "string", "enum": [str(value) for value in values]}
+
+
 TIME = {"type": "string", "format": "date-time"}
 MAYBE_TIME = _nullable("string", format="date-time")
 INT, TEXT, BOOL, OBJ = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}, {"type": "object"}
@@ -266,12 +273,11 @@ SCHEMAS: dict[str, dict] = {
         "id": INT, "name": TEXT, "git_url": MAYBE_TEXT, "local_path": MAYBE_TEXT, "base_branch": TEXT,
         "ci_provider": MAYBE_TEXT, "default_models": OBJ,
         "secrets": {"type": "object", "additionalProperties": {"type": "string", "enum": [REDACTED]}},
-        "forge": MAYBE_TEXT, "forge_repo": MAYBE_TEXT, "active": BOOL, "status": TEXT,
+        "forge": MAYBE_TEXT, "forge_repo": MAYBE_TEXT, "active": BOOL, "status": _one_of(ProjectStatus),
         "created_at": TIME, "updated_at": TIME}),
     "ProtocolRun": _object(["id", "project_id", "protocol_name", "status", "base_branch", "created_at", "updated_at"], {
         "id": INT, "project_id": INT, "protocol_name": TEXT,
-        "status": {"type": "string", "enum": ["pending", "planning", "planned", "running", "paused", "blocked",
-                                              "failed", "cancelled", "completed"]},
+        "status": _one_of(ProtocolStatus),
         "base_branch": TEXT, "worktree_path": MAYBE_TEXT, "protocol_root": MAYBE_TEXT, "description": MAYBE_TEXT,
         "template_config": MAYBE_OBJ, "template_source": MAYBE_OBJ, "kind": TEXT, "branch": MAYBE_TEXT,
         "issue_number": MAYBE_INT, "issue_title": MAYBE_TEXT, "pr_number": MAYBE_INT, "pr_url": MAYBE_TEXT,
@@ -280,8 +286,7 @@ SCHEMAS: dict[str, dict] = {
     "StepRun": _object(["id", "protocol_run_id", "step_index", "step_name", "step_type", "status", "retries",
                         "created_at", "updated_at"], {
         "id": INT, "protocol_run_id": INT, "step_index": INT, "step_name": TEXT, "step_type": TEXT,
-        "status": {"type": "string", "enum": ["pending", "running", "needs_qa", "completed", "failed",
-                                              "cancelled", "blocked"]},
+        "status": _one_of(StepStatus),
         "model": MAYBE_TEXT, "summary": MAYBE_TEXT, "engine_id": MAYBE_TEXT, "policy": {}, "retries": INT,
         "runtime_state": OBJ, "qa_policy": TEXT, "changes_files": {"type": "boolean"},
         "depends_on": {"type": "array"}, "prompt": MAYBE_TEXT,
@@ -291,7 +296,7 @@ SCHEMAS: dict[str, dict] = {
         "event_type": TEXT, "message": TEXT, "metadata": OBJ, "created_at": TIME,
         "protocol_name": MAYBE_TEXT, "project_name": MAYBE_TEXT}),
     "CodexRun": _object(["run_id", "job_type", "status", "created_at", "updated_at"], {
-        "run_id": TEXT, "job_type": TEXT, "run_kind": MAYBE_TEXT, "status": TEXT, "project_id": MAYBE_INT,
+        "run_id": TEXT, "job_type": TEXT, "run_kind": MAYBE_TEXT, "status": _one_of(RunStatus), "project_id": MAYBE_INT,
         "protocol_run_id": MAYBE_INT, "step_run_id": MAYBE_INT, "queue": MAYBE_TEXT, "attempt": MAYBE_INT,
         "worker_id": MAYBE_TEXT, "prompt_version": MAYBE_TEXT, "engine": MAYBE_TEXT, "model": MAYBE_TEXT,
         "params": OBJ, "result": OBJ, "error": MAYBE_TEXT, "log_path": MAYBE_TEXT, "cost_tokens": MAYBE_INT,
@@ -306,14 +311,15 @@ SCHEMAS: dict[str, dict] = {
                               "created_at", "updated_at"], {
         "id": INT, "scope": TEXT, "project_id": INT, "protocol_run_id": MAYBE_INT, "step_run_id": MAYBE_INT,
         "key": TEXT, "question": TEXT, "recommended": {}, "options": _nullable("array"), "applies_to": MAYBE_TEXT,
-        "blocking": BOOL, "answer": {}, "status": TEXT, "created_at": TIME, "updated_at": TIME,
+        "blocking": BOOL, "answer": {}, "status": _one_of(ClarificationStatus), "created_at": TIME, "updated_at": TIME,
         "answered_at": MAYBE_TIME, "answered_by": MAYBE_TEXT}),
     "Message": _object(["id", "project_id", "type", "body", "created_at"], {
         "id": INT, "project_id": INT, "protocol_run_id": MAYBE_INT,
         "type": {"type": "string", "enum": ["USER", "FACT", "PROGRESS", "DECISION", "ERROR", "QUESTION"]},
         "author": MAYBE_TEXT, "body": TEXT, "metadata": OBJ, "created_at": TIME}),
     "Job": _object(["job_id", "job_type", "payload", "status"], {
-        "job_id": TEXT, "job_type": TEXT, "payload": OBJ, "status": TEXT, "attempts": INT, "error": MAYBE_TEXT,
+        "job_id": TEXT, "job_type": TEXT, "payload": OBJ, "status": _one_of(JOB_STATUS_WORDS.values()),
+        "attempts": INT, "error": MAYBE_TEXT,
         "meta": OBJ, "enqueued_at": MAYBE_TIME, "started_at": MAYBE_TIME, "ended_at": MAYBE_TIME}),
     "ActionResponse": _object(["message"], {
         "message": TEXT, "job": {"allOf": [{"$ref": "#/components/schemas/Job"}], "nullable": True},

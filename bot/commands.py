@@ -196,6 +196,14 @@ def added_commands(
     return added
 
 
+PERMISSION_RANK = {"none": 0, "read": 1, "write": 2, "admin": 3}
+
+
+def permits(actual: str, required: str) -> bool:
+    """Whether a forge permission (`none` … `admin`) is at least the one required."""
+    return PERMISSION_RANK.get(actual, 0) >= PERMISSION_RANK[required]
+
+
 def required_permission(command: Command) -> str:
     if "max_tokens" in command.options:
         return "admin"

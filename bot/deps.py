@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import db, store
 from bot.audit import AuditLog
@@ -41,6 +44,13 @@ class Deps:
 
     def forge(self, name: str) -> Forge:
         return self.forges[name]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session committed when the block ends without an error."""
+        async with self.sessions() as session:
+            yield session
+            await session.commit()
 
     async def record(self, jobs: list[Job]) -> list[Job]:
         """Records jobs; returns those not seen before (a known job id is a duplicate)."""

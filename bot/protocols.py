@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import queue, store
-from bot.models import Clarification, Project, ProtocolRun, StepRun, utcnow
+from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.queue import Job
 from bot.statuses import ClarificationStatus
 from bot.workflow import (
@@ -45,6 +45,29 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """What the action names does not exist (HTTP 404, or a reply on the forge)."""
+
+
+async def load_protocol(session: AsyncSession, protocol_id: int) -> tuple[ProtocolRun, Project] | None:
+    """The protocol and its project, or None when the protocol is gone."""
+    protocol = await session.get(ProtocolRun, protocol_id)
+    if protocol is None:
+        return None
+    return protocol, await store.row(session, Project, protocol.project_id)
+
+
+async def load_step(session: AsyncSession, step_id: int) -> tuple[StepRun, ProtocolRun, Project] | None:
+    """The step, its protocol and its project, or None when the step is gone."""
+    step = await session.get(StepRun, step_id)
+    if step is None:
+        return None
+    protocol = await store.row(session, ProtocolRun, step.protocol_run_id)
+    return step, protocol, await store.row(session, Project, protocol.project_id)
+
+
+async def existing_step(session: AsyncSession, step_id: int) -> tuple[StepRun, ProtocolRun]:
+    """The step and its protocol; store.Missing when the step is gone."""
+    step = await store.row(session, StepRun, step_id)
+    return step, await store.row(session, ProtocolRun, step.protocol_run_id)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -246,8 +269,7 @@ async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun
     await set_step_status(session, step, StepAction.RETRY, actor=actor, protocol=protocol)
     step.retries += 1
     if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
-        await set_protocol_status(session, protocol, ProtocolAction.RETRY_LATEST, actor=actor,
-                                  facts=frozenset({Fact.HAS_STEPS}))  # a step to retry: no new plan
+        await set_protocol_status(session, protocol, ProtocolAction.RETRY_STEP, actor=actor)
     return [*await schedule_next(session, protocol, actor=actor), report(protocol, "retry")]
 
 
@@ -381,3 +403,17 @@ async def answer_clarification(session: AsyncSession, protocol: ProtocolRun | No
     await set_protocol_status(session, protocol, ProtocolAction.RESUME, actor=actor,
                               message="every blocking question is answered")
     return [*await schedule_next(session, protocol, actor=actor), report(protocol, "answer")]
+
+
+MESSAGES_IN_PROMPT = 50
+
+
+async def messages_text(session: AsyncSession, protocol: ProtocolRun) -> str:
+    statement = (select(Message).where(Message.protocol_run_id == protocol.id)
+                 .order_by(col(Message.id).desc()).limit(MESSAGES_IN_PROMPT))
+    rows = list(reversed((await session.exec(statement)).all()))
+    answered = (await session.exec(select(Clarification).where(
+        Clarification.protocol_run_id == protocol.id, Clarification.status == ClarificationStatus.ANSWERED))).all()
+    lines = [f"- [{row.type}] {row.author or 'someone'}: {row.body}" for row in rows]
+    lines += [f"- answer to {item.key} ({item.question}): {item.answer}" for item in answered]
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ from redis.asyncio import ConnectionPool
 log = logging.getLogger("agentry.queue")
 
 URGENT_HEAD_START = timedelta(hours=1)
+ATTEMPT_SEPARATOR = "#"  # a taken-over job is queued again as "<job id>#<attempt>"
 URGENT_EXPIRY = timedelta(days=1)  # arq's default for a job queued now
 
 PROJECT_SETUP = "project_setup_job"

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
+from bot.buttons import BUTTONS
 from bot.workflow import (
     DEFAULT_STEP_STATUSES,
     ENDED_PROTOCOL_STATUSES,
@@ -817,13 +818,6 @@ def check_text(protocol: Any, steps: Sequence[Any]) -> str:
     return fit(render, CHECK_OUTPUT_MAX)
 
 
-ACTION_SPECS = MappingProxyType({
-    "retry": "Retry",
-    "approve": "Approve",
-    "cancel": "Cancel",
-})
-
-
 def check_run_actions(protocol: Any, steps: Iterable[Any]) -> list[dict[str, str]]:
     """Up to three buttons: Retry, Approve, Cancel, as the state allows.
 
@@ -850,7 +844,7 @@ def check_run_actions(protocol: Any, steps: Iterable[Any]) -> list[dict[str, str
 
 def action(identifier: str, description: str) -> dict[str, str]:
     return {
-        "label": truncate_end(ACTION_SPECS[identifier], ACTION_LABEL_MAX),
+        "label": truncate_end(BUTTONS[identifier].label, ACTION_LABEL_MAX),
         "description": truncate_end(description, ACTION_DESCRIPTION_MAX),
         "identifier": identifier[:ACTION_IDENTIFIER_MAX],
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypeVar
 
 from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,6 +14,19 @@ from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
 from bot.queue import Job
 from bot.statuses import DeliveryStatus, JobStatus
 from bot.workflow import StepStatus
+
+Row = TypeVar("Row")
+
+
+class Missing(LookupError):
+    """A row a job was given the id of is gone (deleted through the API, say)."""
+
+
+async def row(session: AsyncSession, model: type[Row], key: int) -> Row:
+    found = await session.get(model, key)
+    if found is None:
+        raise Missing(f"{model.__name__} {key} does not exist")
+    return found
 
 
 

@@ -66,6 +66,7 @@ class ProtocolAction(StrEnum):
     RESUME = "resume"
     CANCEL = "cancel"
     RETRY_LATEST = "retry_latest"
+    RETRY_STEP = "retry_step"  # one step runs again: never a new plan
     OPEN_PR = "open_pr"
     BLOCK = "block"
     FAIL = "fail"
@@ -121,6 +122,7 @@ PROTOCOL_TRANSITIONS: Mapping[ProtocolAction, Mapping[ProtocolStatus, ProtocolSt
     ProtocolAction.RESUME: {P.PAUSED: P.RUNNING},
     ProtocolAction.CANCEL: _to(P.CANCELLED, _ACTIVE_PROTOCOL),
     ProtocolAction.RETRY_LATEST: _to(P.RUNNING, (P.BLOCKED, P.FAILED)),
+    ProtocolAction.RETRY_STEP: _to(P.RUNNING, (P.BLOCKED, P.FAILED)),
     ProtocolAction.OPEN_PR: _unchanged((P.RUNNING, P.PAUSED, P.BLOCKED, P.FAILED, P.COMPLETED)),
     ProtocolAction.BLOCK: _to(P.BLOCKED, (P.RUNNING, P.COMPLETED)),
     ProtocolAction.FAIL: _to(P.FAILED, (s for s in _ACTIVE_PROTOCOL if s is not P.FAILED)),
@@ -190,6 +192,7 @@ _VERBS: Mapping[StrEnum, str] = {
     ProtocolAction.PLAN_FAILED: "record a failed plan for",
     ProtocolAction.RUN_NEXT_STEP: "run the next step of",
     ProtocolAction.RETRY_LATEST: "retry",
+    ProtocolAction.RETRY_STEP: "retry a step of",
     ProtocolAction.OPEN_PR: "open a pull request for",
     ProtocolAction.UNBLOCK: "unblock",
     StepAction.SUCCEED: "finish",

@@ -1,121 +1,17 @@
-"""Pull request and CI events on protocol branches move protocols and steps (PRODUCT §1.7)."""
+"""Jobs for what happens on the forge: pull requests, CI results, installations."""
 
 from __future__ import annotations
 
-import logging
-
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from bot import store
-from bot.deps import Deps
-from bot.forge.events import CiEvent, PullRequestEvent
-from bot.models import Project, ProtocolRun
-from bot.protocols import retry_step, schedule_next, set_protocol_status, set_step_status, steps_of
-from bot.queue import run_quality_job
-from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus, TERMINAL_PROTOCOL_STATUSES, is_allowed
-from jobs import workspace
-from jobs.common import load_delivery, read_event, transaction
-from jobs.reporting import report_protocol
-
-log = logging.getLogger("agentry.jobs.forge_events")
-
-
-async def protocol_on_branch(session: AsyncSession, forge: str, repo: str, branch: str | None,
-                             sha: str | None = None) -> tuple[ProtocolRun | None, Project | None]:
-    project = await store.project_for_repo(session, forge, repo)
-    if project is None:
-        return None, None
-    statement = select(ProtocolRun).where(ProtocolRun.project_id == project.id)
-    if branch:
-        statement = statement.where(ProtocolRun.branch == branch)
-    elif sha:
-        statement = statement.where(ProtocolRun.head_sha == sha)
-    else:
-        return None, project
-    protocol = (await session.exec(statement.order_by(col(ProtocolRun.id).desc()))).first()
-    return protocol, project
+from bot import forge_feedback, installations
 
 
 async def handle_pull_request_job(ctx: dict, delivery_id: str) -> None:
-    deps: Deps = ctx["deps"]
-    delivery = await load_delivery(deps, delivery_id)
-    event: PullRequestEvent = read_event(delivery, "pull_request")
-    async with transaction(deps) as session:
-        protocol, project = await protocol_on_branch(session, event.repo.ref.forge, event.repo.ref.full_name,
-                                                     event.head_branch)
-        if protocol is None:
-            return
-        if event.action == "merged" and is_allowed(protocol.status, ProtocolAction.COMPLETE):
-            await set_protocol_status(session, protocol, ProtocolAction.COMPLETE, actor=None,
-                                      message=f"pull request #{event.number} merged")
-        elif event.action == "closed" and is_allowed(protocol.status, ProtocolAction.CANCEL):
-            await set_protocol_status(session, protocol, ProtocolAction.CANCEL, actor=None,
-                                      message=f"pull request #{event.number} closed without merging")
-        elif event.action == "synchronize" and event.head_sha != protocol.head_sha:
-            await store.record_event(session, "branch_updated", f"new head {event.head_sha[:12]} pushed to the branch",
-                                     project_id=project.id, protocol_run_id=protocol.id, meta={"sha": event.head_sha})
-            protocol.head_sha = event.head_sha
-        protocol.pr_number = protocol.pr_number or event.number
-        protocol.pr_url = protocol.pr_url or event.url
-        ended = protocol.status in TERMINAL_PROTOCOL_STATUSES
-    if ended:
-        await workspace.remove(deps, project, protocol)
-    await report_protocol(deps, protocol.id)
+    await forge_feedback.pull_request_changed(ctx["deps"], delivery_id)
 
 
 async def handle_ci_result_job(ctx: dict, delivery_id: str) -> None:
-    deps: Deps = ctx["deps"]
-    delivery = await load_delivery(deps, delivery_id)
-    event: CiEvent = read_event(delivery, "ci")
-    if event.conclusion not in ("success", "failure"):
-        return
-    jobs = []
-    async with transaction(deps) as session:
-        protocol, project = await protocol_on_branch(session, event.repo.ref.forge, event.repo.ref.full_name,
-                                                     event.branch, event.sha)
-        if protocol is None or protocol.status in TERMINAL_PROTOCOL_STATUSES or event.sha != protocol.head_sha:
-            return
-        step = _step_for_ci(await steps_of(session, protocol.id))
-        if step is None:
-            return
-        step.runtime_state = {**step.runtime_state, "ci_output": f"{event.name}: {event.conclusion}\n{event.summary}"
-                              f"\n{event.details_url or ''}".strip()}
-        if event.conclusion == "success":
-            jobs = await _ci_passed(deps, session, protocol, step, event)
-        else:
-            jobs = await _ci_failed(deps, session, protocol, step, event)
-    await deps.submit(jobs)
-    await report_protocol(deps, protocol.id)
+    await forge_feedback.ci_finished(ctx["deps"], delivery_id)
 
 
-def _step_for_ci(steps: list):
-    """The step whose work CI judged: the latest one that finished executing."""
-    done = [step for step in steps if step.status in (StepStatus.NEEDS_QA, StepStatus.COMPLETED)]
-    return done[-1] if done else None
-
-
-async def _ci_passed(deps: Deps, session, protocol, step, event: CiEvent) -> list:
-    if step.status == StepStatus.NEEDS_QA and deps.settings.auto_qa_on_ci:
-        attempt = step.runtime_state.get("qa_attempts", 0) + 1
-        step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
-        return [run_quality_job(step.id, attempt)]
-    await set_step_status(session, step, StepAction.CI_SUCCESS, actor=None, protocol=protocol,
-                          message=f"{step.step_name}: CI passed ({event.name})")
-    return await schedule_next(session, protocol)
-
-
-async def _ci_failed(deps: Deps, session, protocol, step, event: CiEvent) -> list:
-    await set_step_status(session, step, StepAction.CI_FAILURE, actor=None, protocol=protocol,
-                          message=f"{step.step_name}: CI failed ({event.name})")
-    fixes = step.runtime_state.get("ci_fix_attempts", 0)
-    if fixes < deps.settings.ci_fix_attempts:
-        step.runtime_state = {**step.runtime_state, "ci_fix_attempts": fixes + 1,
-                              "feedback": f"CI failed on the branch after this step:\n{step.runtime_state['ci_output']}"}
-        if protocol.status == ProtocolStatus.COMPLETED and is_allowed(protocol.status, ProtocolAction.BLOCK):
-            await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message="CI failed")
-        return [job for job in await retry_step(session, protocol, step, actor=None) if job.function != "report_protocol_job"]
-    if is_allowed(protocol.status, ProtocolAction.BLOCK):
-        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": f"CI failed: {event.name}"}
-        await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message=f"CI failed: {event.name}")
-    return []
+async def handle_installation_job(ctx: dict, delivery_id: str) -> None:
+    await installations.installation_changed(ctx["deps"], delivery_id)

@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 from bot import store
 from bot.deps import Deps
 from bot.logs import log_context
+from bot.queue import ATTEMPT_SEPARATOR
 
 log = logging.getLogger("agentry.jobs")
 
@@ -22,7 +23,6 @@ FailureHandler = Callable[..., Awaitable[None]]
 
 LEASE = timedelta(seconds=6)  # a job whose worker stops renewing is taken over this long after
 RENEW_SECONDS = 1.5  # four chances to renew before the lease lapses
-ATTEMPT_SEPARATOR = "#"  # a taken-over job is queued again as "<job id>#<attempt>"
 
 
 def base_job_id(queued_id: str) -> str:

@@ -16,12 +16,12 @@ from arq.worker import Worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bot import db
+from bot import db, failures
 from bot.config import Settings
 from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
 from bot.queue import JobQueue, function_of
-from jobs import commands, failures, forge_events, installs, maintenance, protocol, reporting, step
+from jobs import commands, forge_events, maintenance, protocol, step
 from jobs.tracking import FailureHandler, JobFunction, tracked
 
 # The worker's jobs: each with what answers its failure (None: it answers its own, or nobody asked)
@@ -32,14 +32,14 @@ JOBS: tuple[tuple[JobFunction, FailureHandler | None, bool], ...] = (
     (step.execute_step_job, failures.step_crashed, True),
     (step.run_quality_job, failures.quality_crashed, True),
     (protocol.open_pr_job, failures.pull_request_crashed, False),
-    (protocol.codemachine_import_job, failures.plan_crashed, False),
-    (commands.handle_command_job, None, False),  # commands, labels and buttons: jobs.commands.answer
+    (protocol.codemachine_import_job, failures.import_crashed, False),
+    (commands.handle_command_job, None, False),  # commands, labels and buttons: command_service.answer
     (commands.handle_label_job, None, False),
     (commands.handle_check_action_job, None, False),
-    (installs.handle_installation_job, None, False),
+    (forge_events.handle_installation_job, None, False),
     (forge_events.handle_ci_result_job, None, False),
     (forge_events.handle_pull_request_job, None, False),
-    (reporting.report_protocol_job, failures.report_crashed, False),
+    (protocol.report_protocol_job, failures.report_crashed, False),
 )
 JOB_FUNCTIONS = [tracked(function, on_failure) for function, on_failure, _ in JOBS]
 AGENT_JOBS = frozenset(function.__name__ for function, _, runs_an_agent in JOBS if runs_an_agent)

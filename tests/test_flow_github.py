@@ -108,7 +108,7 @@ async def test_a_merged_pull_request_completes_the_protocol(flow, github, remote
 
 
 async def test_maintenance_prunes_the_worktrees_of_ended_protocols(flow, github, remote):
-    from jobs.maintenance import prune_worktrees
+    from bot.maintenance import prune_worktrees
 
     deps, client = flow
     await post_webhook(client, "issue_comment", comment_payload(github, remote, "/agent run add a greeting"))

@@ -54,7 +54,7 @@ async def test_concurrent_starts_on_one_issue_make_one_protocol_and_tell_the_oth
 
 async def test_deliveries_missed_while_agentry_was_down_are_asked_for_again_and_run(start):
     from bot.models import Event, WebhookDelivery
-    from jobs.maintenance import recover_missed_deliveries
+    from bot.maintenance import recover_missed_deliveries
     from sqlmodel import select
     from tests.conftest import WEBHOOK_SECRET, load_payload, post_webhook, run_jobs
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = ["bot/commands.py", "bot/workflow.py", "bot/render.py", "bot/plans.py", "bot/webhooks.py",
                 "bot/webhooks_gitlab.py", "bot/forge/events.py", "bot/forge/gitlab_events.py",
                 "bot/forge/payloads.py", "bot/sandbox/policy.py", "bot/redact.py", "bot/untrusted.py", "bot/paths.py",
-                "bot/recovery.py"]
+                "bot/recovery.py", "bot/step_policy.py"]
 IMPURE_PACKAGES = {"aiohttp", "gidgethub", "gidgetlab", "sqlmodel", "sqlalchemy", "arq", "redis", "fakeredis", "bot.models",
                    "bot.store", "bot.db", "bot.deps"}
 

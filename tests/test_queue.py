@@ -7,7 +7,7 @@ from sqlmodel import select
 from bot import store
 from bot.models import Event, QueuedJob
 from bot.queue import HANDLE_INSTALLATION, delivery_job
-from jobs.maintenance import redrive_lost_jobs
+from bot.maintenance import redrive_lost_jobs
 from tests.conftest import FIXTURES, run_jobs
 
 INSTALLATION = json.loads((FIXTURES / "github-webhooks/installation/created.payload.json").read_text())
@@ -54,7 +54,7 @@ async def test_waking_a_finished_job_again_does_nothing(any_deps):
 
 async def test_a_job_lost_with_its_queue_is_redriven(any_deps, monkeypatch):
     job = await accept_installation(any_deps, "q-3", wake=False)
-    monkeypatch.setattr("jobs.maintenance.QUEUED_GRACE_MINUTES", 0)
+    monkeypatch.setattr("bot.maintenance.QUEUED_GRACE_MINUTES", 0)
     assert await redrive_lost_jobs(any_deps) == 1
     await run_jobs(any_deps)
     assert await events(any_deps) == ["project_registered"]
@@ -63,7 +63,7 @@ async def test_a_job_lost_with_its_queue_is_redriven(any_deps, monkeypatch):
 
 async def test_a_job_still_in_the_queue_is_not_redriven_twice(any_deps, monkeypatch):
     await accept_installation(any_deps, "q-4")
-    monkeypatch.setattr("jobs.maintenance.QUEUED_GRACE_MINUTES", 0)
+    monkeypatch.setattr("bot.maintenance.QUEUED_GRACE_MINUTES", 0)
     assert await redrive_lost_jobs(any_deps) == 0
 
 

@@ -9,7 +9,8 @@ import pytest
 from sqlmodel import col, select
 
 from bot.models import Clarification, CodexRun, ProtocolRun, QueuedJob, StepRun
-from jobs.step import Review, settle_quality
+from bot.steps.outcome import Review
+from bot.steps.quality import settle_quality
 from tests.api_support import AUTH, API_TOKEN, Api, add, project, protocol, steps
 from tests.conftest import run_jobs
 from tests.flow_support import agent_script, flow_deps

@@ -33,6 +33,7 @@ PROTOCOL_MATRIX = {
     "resume":         "-         -         -         -         running   -         -         -         -",
     "cancel":         "cancelled cancelled cancelled cancelled cancelled cancelled cancelled -         -",
     "retry_latest":   "-         -         -         -         -         planning  planning  -         -",
+    "retry_step":     "-         -         -         -         -         running   running   -         -",
     "open_pr":        "-         -         -         running   paused    blocked   failed    -         completed",
     "block":          "-         -         -         blocked   -         -         -         -         blocked",
     "fail":           "failed    failed    failed    failed    failed    failed    -         -         -",

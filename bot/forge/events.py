@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.buttons import BUTTONS, RERUN
 from bot.forge import RepoRef, payloads
 
 
@@ -182,17 +183,13 @@ def github_ci(shape: payloads.CheckSuitePayload | payloads.WorkflowRunPayload | 
                    shape.context or "status", shape.target_url, shape.description or "")
 
 
-CHECK_BUTTONS = {"retry": "retry", "approve": "approve", "cancel": "cancel"}
-
-
 def github_check_action(shape: payloads.CheckRunPayload) -> CheckActionEvent:
     if shape.action == "rerequested":
-        action = "rerun"
+        action = RERUN
     else:
-        identifier = shape.requested_action.identifier if shape.requested_action else ""
-        if identifier not in CHECK_BUTTONS:
-            raise UnsupportedEvent(f"check run action {identifier!r}")
-        action = CHECK_BUTTONS[identifier]
+        action = shape.requested_action.identifier if shape.requested_action else ""
+        if action not in BUTTONS:
+            raise UnsupportedEvent(f"check run action {action!r}")
     return CheckActionEvent(
         repo=github_repository(shape),
         check_run_id=shape.check_run.id,

@@ -9,15 +9,15 @@ from bot.deps import Deps
 from bot.forge import payloads
 from bot.forge.payloads import InstallationPayload, InstallationRepositoriesPayload, InstalledRepo
 
-log = logging.getLogger("agentry.jobs.installs")
+log = logging.getLogger("agentry.installations")
 
 ADDING = {("installation", "created"), ("installation", "unsuspend"), ("installation", "new_permissions_accepted"),
           ("installation_repositories", "added")}
 REMOVING = {("installation", "deleted"), ("installation", "suspend"), ("installation_repositories", "removed")}
 
 
-async def handle_installation_job(ctx: dict, delivery_id: str) -> None:
-    deps: Deps = ctx["deps"]
+async def installation_changed(deps: Deps, delivery_id: str) -> None:
+    """Repositories added to the app are registered; removed ones deactivated."""
     async with deps.sessions() as session:
         delivery = await store.get_delivery(session, delivery_id)
         if delivery is None:

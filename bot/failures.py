@@ -8,68 +8,67 @@ takes the job's arguments and the error; it may run twice (a job can), so it loo
 
 from __future__ import annotations
 
-from bot import render, store
+from bot import store
 from bot.deps import Deps
 from bot.models import ProtocolRun, StepRun
-from bot.protocols import schedule_next, set_protocol_status, set_step_status
-from bot.workflow import ProtocolAction, ProtocolStatus, StepAction, StepStatus
-from jobs.common import transaction
-from jobs.reporting import report_protocol
-
-REASON_CHARS = 500
-
-
-def because(doing: str, error: str) -> str:
-    return f"agentry failed while {doing}: {render.truncate_end(error, REASON_CHARS)}"
+from bot.protocols import set_protocol_status
+from bot.reporting import report_protocol
+from bot.steps.outcome import Review, because, failed
+from bot.steps.quality import settle_quality
+from bot.steps.settle import settle
+from bot.workflow import ProtocolAction, ProtocolStatus, StepStatus
 
 
 async def plan_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:
     """A protocol still planning fails with the reason (`retry` plans again); the status comment
     is brought up to date either way."""
-    async with transaction(deps) as session:
+    await _planning_failed(deps, protocol_id, because("planning", error))
+
+
+async def import_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:
+    """As a crashed plan, for a CodeMachine workspace that could not be read into steps."""
+    await _planning_failed(deps, protocol_id, because("importing the CodeMachine workspace", error))
+
+
+async def _planning_failed(deps: Deps, protocol_id: int, reason: str) -> None:
+    async with deps.transaction() as session:
         protocol = await session.get(ProtocolRun, protocol_id)
         if protocol is None:
             return
         if protocol.status == ProtocolStatus.PLANNING:  # else the plan was stored before the crash
-            reason = because("planning", error)
             protocol.runtime_state = {**protocol.runtime_state, "error": reason, "plan_failed": True}
             await set_protocol_status(session, protocol, ProtocolAction.FAIL, actor=None, message=reason)
     await report_protocol(deps, protocol_id)
 
 
 async def step_crashed(deps: Deps, step_id: int, *, error: str) -> None:
-    """A step still marked running fails with the reason (`retry N` runs it again); one that was
-    settled before the crash keeps its outcome, and the status comment is brought up to date."""
-    await _settle_step(deps, step_id, StepStatus.RUNNING, StepAction.FAIL, "error", because("running the step", error))
+    """A step still marked running fails with the reason, as any failed step does (its policies
+    apply; `retry N` runs it again); one settled before the crash keeps its outcome."""
+    async with deps.sessions() as session:
+        step = await session.get(StepRun, step_id)
+    if step is None:
+        return
+    if step.status == StepStatus.RUNNING:
+        await settle(deps, step_id, failed(because("running the step", error)))
+    else:
+        await report_protocol(deps, step.protocol_run_id)
 
 
 async def quality_crashed(deps: Deps, step_id: int, *, error: str) -> None:
     """A step still waiting for its QA is blocked with the reason; `qa N` runs the QA again."""
-    await _settle_step(deps, step_id, StepStatus.NEEDS_QA, StepAction.BLOCK, "qa_error", because("running QA", error))
-
-
-async def _settle_step(deps: Deps, step_id: int, stuck: StepStatus, action: StepAction, key: str, reason: str) -> None:
-    async with transaction(deps) as session:
+    async with deps.sessions() as session:
         step = await session.get(StepRun, step_id)
-        if step is None:
-            return
-        protocol_id = step.protocol_run_id
-        protocol = await session.get(ProtocolRun, protocol_id)
-        if protocol is None:
-            return
-        jobs: list = []
-        if step.status == stuck and protocol.status not in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED):
-            step.runtime_state = {**step.runtime_state, key: reason}
-            await set_step_status(session, step, action, actor=None, protocol=protocol,
-                                  message=f"{step.step_name}: {reason}")
-            jobs = await schedule_next(session, protocol)
-    await deps.submit(jobs)
-    await report_protocol(deps, protocol_id)
+    if step is None:
+        return
+    if step.status == StepStatus.NEEDS_QA:
+        await settle_quality(deps, step_id, Review(None, because("running QA", error)))
+    else:
+        await report_protocol(deps, step.protocol_run_id)
 
 
 async def pull_request_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:
     """The status comment says the pull request could not be opened; `open-pr` tries again."""
-    async with transaction(deps) as session:
+    async with deps.transaction() as session:
         protocol = await session.get(ProtocolRun, protocol_id)
         if protocol is None:
             return

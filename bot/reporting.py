@@ -11,17 +11,18 @@ from bot import render
 from bot.deps import Deps
 from bot.forge import upsert_status_comment
 from bot.models import ProtocolRun
-from bot.protocols import open_clarifications, steps_of
-from jobs.common import forge_of, load_protocol, repo_ref
+from bot.projects import forge_of, repo_ref
+from bot.protocols import load_protocol, open_clarifications, steps_of
 
-log = logging.getLogger("agentry.jobs.reporting")
+log = logging.getLogger("agentry.reporting")
 
 
 async def report_protocol(deps: Deps, protocol_id: int) -> None:
     async with deps.sessions() as session:
-        protocol, project = await load_protocol(session, protocol_id)
-        if protocol is None or project is None or not project.forge:
+        loaded = await load_protocol(session, protocol_id)
+        if loaded is None or not loaded[1].forge:
             return
+        protocol, project = loaded
         steps = await steps_of(session, protocol.id)
         questions = await open_clarifications(session, protocol)
     forge, repo = forge_of(deps, project), repo_ref(project)
@@ -98,5 +99,3 @@ def _links(protocol: ProtocolRun) -> dict[str, str]:
     return {"Pull request": protocol.pr_url} if protocol.pr_url else {}
 
 
-async def report_protocol_job(ctx: dict, protocol_id: int) -> None:
-    await report_protocol(ctx["deps"], protocol_id)

@@ -10,7 +10,7 @@ from bot import git, worktree
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun
 from bot.paths import PathNotAllowed, allowed_roots, confine_git_url
-from jobs.common import forge_of, repo_ref
+from bot.projects import forge_of, repo_ref
 
 
 class NoRepository(Exception):

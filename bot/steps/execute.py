@@ -1,0 +1,57 @@
+"""A plan step: the agent works in the protocol's worktree and its commits are pushed."""
+
+from __future__ import annotations
+
+from bot import prompts, render, workspace
+from bot.agents import EngineNotInstalled
+from bot.deps import Deps
+from bot.models import Project, ProtocolRun, StepRun
+from bot.plans import render_prompt
+from bot.protocols import messages_text, steps_of
+from bot.runs import finish_run
+from bot.statuses import RunStatus
+from bot.steps.agent_run import agent, protocol_budget_exceeded, start_agent_run, step_budget_exceeded, step_engine
+from bot.steps.outcome import Outcome, failed, from_result
+from bot.untrusted import fence
+
+
+async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
+    if (exceeded := protocol_budget_exceeded(deps, protocol)) is not None:
+        return failed(exceeded)
+    checkout = await workspace.prepare(deps, project, protocol)
+    engine, model = step_engine(deps, project, protocol, step)
+    async with deps.sessions() as session:
+        prompt = render_prompt(
+            prompts.template("execute.md"), step_name=step.step_name, step_prompt=step.prompt or "",
+            plan_summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
+            previous_steps=_previous_steps(await steps_of(session, protocol.id), step),
+            feedback=step.runtime_state.get("feedback", ""),
+            messages=fence(await messages_text(session, protocol), "comments and answers on the issue"),
+        )
+    run = await start_agent_run(deps, project, protocol, step, "exec", engine, model)
+    try:
+        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
+                             kind="execute", protocol=protocol, step=step)
+    except EngineNotInstalled as exc:
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
+        return failed(str(exc))
+    outcome = from_result(result)
+    if not outcome.ok:
+        return outcome
+    if (exceeded := step_budget_exceeded(deps, step, outcome.tokens)) is not None:
+        outcome.state["budget"] = exceeded
+        if deps.settings.token_budget_mode == "strict":
+            return Outcome(ok=False, error=exceeded, tokens=outcome.tokens, cost_usd=outcome.cost_usd)
+    message = f"{step.step_name}\n\n{protocol.protocol_name}, step {step.step_index + 1} (attempt {step.retries + 1})"
+    exported = await workspace.publish(deps, project, protocol, checkout, message)
+    if step.changes_files and not exported.new_commits:
+        return Outcome(ok=False, error=f"the agent changed no file ({engine} reported success: "
+                                        f"{render.truncate_end(outcome.summary or 'no final message', 300)})",
+                       tokens=outcome.tokens, cost_usd=outcome.cost_usd, state=outcome.state)
+    outcome.head_sha = exported.head_sha
+    outcome.state["commit_sha"] = exported.head_sha if exported.committed else None
+    return outcome
+
+
+def _previous_steps(steps: list[StepRun], current: StepRun) -> str:
+    return "\n".join(f"- {step.step_name}: {step.status}" for step in steps if step.step_index < current.step_index)

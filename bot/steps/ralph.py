@@ -1,0 +1,125 @@
+"""A Ralph loop: the same task again and again, with the feedback commands' results, until its promise."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from bot import prompts, store, workspace, worktree
+from bot.agents import AgentResult, EngineNotInstalled
+from bot.deps import Deps
+from bot.models import Project, ProtocolRun, StepRun
+from bot.plans import promise_met, render_prompt
+from bot.protocols import existing_step
+from bot.reporting import report_protocol
+from bot.runs import engine_config, finish_run
+from bot.sandbox import SandboxUnavailable
+from bot.statuses import RunStatus
+from bot.steps.agent_run import agent, protocol_budget_exceeded, start_agent_run, step_budget_exceeded, step_engine
+from bot.steps.outcome import SUMMARY_CHARS, Outcome, agent_error, failed
+from bot.untrusted import fence
+from bot.workflow import ProtocolStatus, StepStatus
+
+FEEDBACK_TIMEOUT_SECONDS = 600
+
+
+FEEDBACK_TAIL_CHARS = 4000
+
+
+FEEDBACK_OUTPUT_BYTES = 1024 * 1024
+
+
+async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun) -> Outcome:
+    """Runs the task again and again, feeding back the feedback commands' results, until the agent's
+    final message states the promise, the iterations run out, or the protocol is cancelled."""
+    checkout = await workspace.prepare(deps, project, protocol)
+    engine, model = step_engine(deps, project, protocol, step)
+    policy = step.policy or {}
+    maximum, promise = int(policy.get("max_iterations", 10)), str(policy.get("promise") or "")
+    iterations = list(step.runtime_state.get("iterations", []))
+    feedback_results = iterations[-1]["feedback_text"] if iterations else ""
+    total = Outcome(ok=True)
+    for number in range(len(iterations) + 1, maximum + 1):
+        if await _stop_requested(deps, protocol.id):
+            total.state["stopped"] = "cancelled"
+            break
+        prompt = render_prompt(prompts.template("ralph.md"), task=fence(step.prompt or "", "the task, from the issue tracker"),
+                               iteration=number,
+                               max_iterations=maximum, promise=promise, feedback_results=feedback_results)
+        run = await start_agent_run(deps, project, protocol, step, "ralph", engine, model)
+        try:
+            result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
+                                 kind="ralph", protocol=protocol, step=step)
+        except EngineNotInstalled as exc:
+            await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
+            return failed(str(exc), iterations=iterations)
+        total.tokens += result.usage.total
+        total.cost_usd = (total.cost_usd or 0) + result.cost_usd if result.cost_usd is not None else total.cost_usd
+        exported = await workspace.publish(deps, project, protocol, checkout, f"{step.step_name}: iteration {number}")
+        checkout = workspace.Checkout(checkout.path, checkout.mirror, exported.head_sha)
+        total.head_sha = exported.head_sha
+        feedback = [await run_feedback(deps, command, checkout.path) for command in policy.get("feedback", [])]
+        feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
+                                       for item in feedback)
+        if result.stopped:
+            total.state["stopped"] = "cancelled"
+            break
+        met = result.ok and promise_met(result.final_message, promise)
+        iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
+                           "feedback": feedback, "feedback_text": feedback_results})
+        await _save_iterations(deps, step.id, iterations, result)
+        await report_protocol(deps, protocol.id)
+        total.summary = result.final_message[:SUMMARY_CHARS] or total.summary
+        exceeded = (step_budget_exceeded(deps, step, step.tokens_used + total.tokens)
+                    or protocol_budget_exceeded(deps, protocol, spent=total.tokens))
+        if exceeded:
+            total.state["budget"] = exceeded
+        if met:
+            total.state["stopped"] = "promise"
+            break
+        if not result.ok:
+            total.ok, total.error, total.state["stopped"] = False, f"iteration {number}: {agent_error(result)}", "agent_failed"
+            break
+        if exceeded and deps.settings.token_budget_mode == "strict":
+            total.ok, total.error, total.state["stopped"] = False, exceeded, "budget"
+            break
+    else:
+        total.state["stopped"] = "max_iterations"
+    total.state["iterations"] = iterations
+    total.settle_as = StepStatus.COMPLETED
+    return total
+
+
+async def _stop_requested(deps: Deps, protocol_id: int) -> bool:
+    async with deps.sessions() as session:
+        protocol = await store.row(session, ProtocolRun, protocol_id)
+        return protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED)
+
+
+async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: AgentResult) -> None:
+    async with deps.transaction() as session:
+        step, protocol = await existing_step(session, step_id)
+        step.runtime_state = {**step.runtime_state, "iterations": iterations}
+        protocol.runtime_state = {**protocol.runtime_state, "iterations": iterations}
+        await store.record_event(session, "ralph_iteration", f"iteration {iterations[-1]['iteration']} finished",
+                                 project_id=protocol.project_id, protocol_run_id=protocol.id, step_run_id=step.id,
+                                 meta={key: value for key, value in iterations[-1].items() if key != "feedback_text"})
+
+
+async def run_feedback(deps: Deps, command: str, cwd: Path) -> dict:
+    """A feedback command (tests, linters) in the worktree: an argument list, never a shell."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return {"command": command, "exit_code": None, "output_tail": f"cannot parse the command: {exc}"}
+    if not argv:
+        return {"command": command, "exit_code": None, "output_tail": "empty command"}
+    try:
+        done = await worktree.run_command(cwd, argv, engine_config(deps), timeout=FEEDBACK_TIMEOUT_SECONDS,
+                                          limit=FEEDBACK_OUTPUT_BYTES)
+    except (SandboxUnavailable, OSError) as exc:
+        return {"command": command, "exit_code": None, "output_tail": f"cannot run the command: {exc}"}
+    if done.timed_out:
+        return {"command": command, "exit_code": None, "output_tail": "timed out"}
+    text = done.stdout.decode(errors="replace") + done.stderr
+    return {"command": command, "exit_code": done.returncode, "output_tail": text[-FEEDBACK_TAIL_CHARS:]}

@@ -1,0 +1,75 @@
+"""A step's outcome settled through the state machine, and what follows it queued."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bot import store
+from bot.deps import Deps
+from bot.protocols import existing_step, retry_step, set_step_status
+from bot.queue import run_quality_job as quality_job
+from bot.reporting import report_protocol
+from bot.steps.outcome import Outcome, failed
+from bot.steps.policies import account, after_failure, after_success, budget_warning
+from bot.steps.quality import run_quality
+from bot.workflow import ProtocolStatus, QaPolicy, StepAction, StepStatus, after_execution
+
+
+async def restart_taken_over_step(deps: Deps, step_id: int) -> None:
+    """The worker running the step died: the step fails visibly and runs again as a new attempt
+    (from the commits it pushed; its worktree is rebuilt from the branch)."""
+    async with deps.transaction() as session:
+        step, protocol = await existing_step(session, step_id)
+        reason = "the worker running it stopped; it runs again as a new attempt"
+        step.runtime_state = {**step.runtime_state, "error": reason}
+        await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
+                              message=f"{step.step_name}: {reason}")
+        jobs = await retry_step(session, protocol, step, actor=None)
+    await deps.submit([dataclasses.replace(job, urgent=True) for job in jobs])  # before work queued since
+
+
+async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
+    jobs = []
+    run_light_qa = False
+    async with deps.transaction() as session:
+        step, protocol = await existing_step(session, step_id)
+        account(step, protocol, outcome)
+        if protocol.status == ProtocolStatus.CANCELLED:
+            await set_step_status(session, step, StepAction.CANCEL, actor=None, protocol=protocol,
+                                  message=f"{step.step_name} stopped: the protocol was cancelled")
+        elif not outcome.ok:
+            step.runtime_state = {**step.runtime_state, "error": outcome.error}
+            await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
+                                  message=f"{step.step_name} failed: {outcome.error}")
+            jobs = await after_failure(session, protocol, step)
+        else:
+            await set_step_status(session, step, StepAction.SUCCEED, actor=None, protocol=protocol)
+            policy = QaPolicy(step.qa_policy) if step.qa_policy in set(QaPolicy) else QaPolicy.FULL
+            if after_execution(policy) is StepStatus.COMPLETED or outcome.settle_as is StepStatus.COMPLETED:
+                await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
+                                      message=f"{step.step_name} completed (QA {policy.value})")
+                jobs = await after_success(session, protocol, step)
+            elif policy is QaPolicy.LIGHT:
+                run_light_qa = True
+            else:
+                attempt = step.runtime_state.get("qa_attempts", 0) + 1
+                step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+                jobs = [quality_job(step.id, attempt)]
+        await budget_warning(deps, session, protocol, step, outcome)
+    if run_light_qa:
+        await run_quality(deps, step_id)
+        return
+    await deps.submit(jobs)
+    await report_protocol(deps, protocol.id)
+
+
+async def fail_stuck_steps(deps: Deps) -> int:
+    """Fails steps left `running` past the step timeout (their worker died), visibly and retryably."""
+    grace_minutes = deps.settings.step_timeout_seconds / 60 + 5
+    async with deps.sessions() as session:
+        stuck = await store.stuck_steps(session, updated_before=store.minutes_ago(grace_minutes))
+    for step in stuck:
+        await settle(deps, step.id, failed(
+            f"no worker finished this step within {grace_minutes:.0f} minutes (the worker may have stopped); "
+            f"`{deps.settings.command_prefix} retry {step.step_index + 1}` runs it again"))
+    return len(stuck)

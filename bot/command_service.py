@@ -16,7 +16,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import git, protocols, render, store, workspace
-from bot.buttons import command_of
 from bot.commands import Command, CommandError, added_commands, help_text, parse_comment, permits, required_permission
 from bot.deliveries import load_delivery, read_event
 from bot.deps import Deps
@@ -26,7 +25,7 @@ from bot.models import Project, ProtocolRun, StepRun, utcnow
 from bot.projects import ensure_project, forge_of, repo_ref
 from bot.protocols import Conflict, NotFound
 from bot.queue import Job
-from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolAction, ProtocolStatus, StepAction
+from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolAction, ProtocolStatus, StepAction, command_of
 
 log = logging.getLogger("agentry.commands")
 

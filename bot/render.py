@@ -18,23 +18,23 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from itertools import chain
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 
-from bot.buttons import BUTTONS
 from bot.workflow import (
+    BUTTONS,
     DEFAULT_STEP_STATUSES,
     ENDED_PROTOCOL_STATUSES,
     TERMINAL_PROTOCOL_STATUSES,
-    ProtocolStatus as P,
-    StepAction,
-    StepStatus as S,
-    step_for,
 )
+from bot.workflow import ProtocolStatus as P
+from bot.workflow import StepAction
+from bot.workflow import StepStatus as S
+from bot.workflow import step_for
 
 # --- GitHub limits ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 
@@ -372,3 +373,28 @@ def protocol_facts(steps: Iterable[StepLike], *, open_questions: bool = False,
         if protocol_outcome(steps) is not P.BLOCKED:
             facts.add(Fact.STEPS_CAN_GO_ON)
     return frozenset(facts)
+
+
+# The check run's buttons: each one's identifier, its label, and the command it stands for. GitHub
+# sends the identifier back in a `requested_action` event; its own "Re-run" arrives as `rerequested`.
+
+
+@dataclass(frozen=True)
+class Button:
+    identifier: str
+    label: str
+    command: str
+
+
+BUTTONS = MappingProxyType({button.identifier: button for button in (
+    Button("retry", "Retry", "retry"),
+    Button("approve", "Approve", "approve"),
+    Button("cancel", "Cancel", "cancel"),
+)})
+RERUN = "rerun"  # the action of a check run GitHub was asked to run again
+RERUN_COMMAND = "retry"
+
+
+def command_of(action: str) -> str:
+    """The command a check-run action (a button's identifier, or RERUN) stands for."""
+    return RERUN_COMMAND if action == RERUN else BUTTONS[action].command

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.buttons import BUTTONS, RERUN
 from bot.forge import RepoRef, payloads
+from bot.workflow import BUTTONS, RERUN
 
 
 class UnsupportedEvent(ValueError):

@@ -6,8 +6,7 @@ from typing import Any, Callable, Sequence
 
 from bot import store
 from bot.deps import Deps
-from bot.forge import events as github_events
-from bot.forge import gitlab_events, payloads
+from bot.forge import events as github_events, gitlab_events, payloads
 from bot.models import WebhookDelivery
 
 

@@ -44,26 +44,24 @@ async def _planning_failed(deps: Deps, protocol_id: int, reason: str) -> None:
 async def step_crashed(deps: Deps, step_id: int, *, error: str) -> None:
     """A step still marked running fails with the reason, as any failed step does (its policies
     apply; `retry N` runs it again); one settled before the crash keeps its outcome."""
-    async with deps.sessions() as session:
-        step = await session.get(StepRun, step_id)
-    if step is None:
-        return
-    if step.status == StepStatus.RUNNING:
+    if await _still(deps, step_id, StepStatus.RUNNING):
         await settle(deps, step_id, failed(because("running the step", error)))
-    else:
-        await report_protocol(deps, step.protocol_run_id)
 
 
 async def quality_crashed(deps: Deps, step_id: int, *, error: str) -> None:
     """A step still waiting for its QA is blocked with the reason; `qa N` runs the QA again."""
+    if await _still(deps, step_id, StepStatus.NEEDS_QA):
+        await settle_quality(deps, step_id, Review(None, because("running QA", error)))
+
+
+async def _still(deps: Deps, step_id: int, status: StepStatus) -> bool:
+    """Whether the step is still where its crashed job left it; if not, its outcome stands and the
+    status comment is brought up to date."""
     async with deps.sessions() as session:
         step = await session.get(StepRun, step_id)
-    if step is None:
-        return
-    if step.status == StepStatus.NEEDS_QA:
-        await settle_quality(deps, step_id, Review(None, because("running QA", error)))
-    else:
+    if step is not None and step.status != status:
         await report_protocol(deps, step.protocol_run_id)
+    return step is not None and step.status == status
 
 
 async def pull_request_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:

@@ -30,11 +30,11 @@ from bot.workflow import (
     DEFAULT_STEP_STATUSES,
     ENDED_PROTOCOL_STATUSES,
     TERMINAL_PROTOCOL_STATUSES,
+    ProtocolStatus as P,
+    StepAction,
+    StepStatus as S,
+    step_for,
 )
-from bot.workflow import ProtocolStatus as P
-from bot.workflow import StepAction
-from bot.workflow import StepStatus as S
-from bot.workflow import step_for
 
 # --- GitHub limits ------------------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
-"""An agent run for a step: its engine and model, its run record, its agent slot."""
+"""An agent run for a step: its engine and model, its run record, its agent slot, its token budgets."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bot import step_policy, worktree
-from bot.agents import AgentRequest, AgentResult, run_agent
+from bot import queue, step_policy, worktree
+from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.runs import agent_slot, engine_config, finish_run, start_run, stop_on_cancel
@@ -14,7 +14,7 @@ from bot.statuses import RunStatus
 
 async def start_agent_run(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, kind: str,
                            engine: str, model: str | None):
-    return await start_run(deps, job_type="execute_step_job" if kind != "qa" else "run_quality_job", run_kind=kind,
+    return await start_run(deps, job_type=queue.RUN_QUALITY if kind == "qa" else queue.EXECUTE_STEP, run_kind=kind,
                            project_id=project.id, protocol_run_id=protocol.id, step_run_id=step.id,
                            attempt=step.retries + 1, engine=engine, model=model)
 
@@ -38,6 +38,18 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
     status = RunStatus.CANCELLED if result.stopped else RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
     await finish_run(deps, run, status=status, result=result)
     return result
+
+
+async def run_step_agent(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, run_kind: str, *,
+                         engine: str, model: str | None, **request) -> AgentResult:
+    """Records a run of the step's agent and runs it; an engine that is not installed fails the run
+    and is raised."""
+    run = await start_agent_run(deps, project, protocol, step, run_kind, engine, model)
+    try:
+        return await agent(deps, run, engine=engine, model=model, protocol=protocol, step=step, **request)
+    except EngineNotInstalled as exc:
+        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
+        raise
 
 
 def step_budget_exceeded(deps: Deps, step: StepRun, tokens: int) -> str | None:

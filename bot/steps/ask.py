@@ -9,9 +9,7 @@ from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import render_prompt
 from bot.projects import forge_of, repo_ref
 from bot.protocols import steps_of
-from bot.runs import finish_run
-from bot.statuses import RunStatus
-from bot.steps.agent_run import agent, start_agent_run, step_engine
+from bot.steps.agent_run import run_step_agent, step_engine
 from bot.steps.outcome import Outcome, failed, from_result
 from bot.untrusted import fence
 from bot.workflow import StepStatus
@@ -29,12 +27,11 @@ async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: Ste
                            history=fence(history, "earlier questions and answers") if history else "")
     home = deps.settings.data_dir.resolve() / "homes" / f"protocol-{protocol.id}-{engine}"
     home.mkdir(parents=True, exist_ok=True)
-    run = await start_agent_run(deps, project, protocol, step, "ask", engine, model)
     try:
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="ask",
-                             protocol=protocol, step=step, read_only=True, session_id=session_id, home_dir=home)
+        result = await run_step_agent(deps, project, protocol, step, "ask", engine=engine, model=model, prompt=prompt,
+                                      cwd=checkout.path, kind="ask", read_only=True, session_id=session_id,
+                                      home_dir=home)
     except EngineNotInstalled as exc:
-        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         return failed(str(exc))
     outcome = from_result(result)
     if outcome.ok and protocol.issue_number is not None:

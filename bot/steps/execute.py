@@ -8,9 +8,7 @@ from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import render_prompt
 from bot.protocols import messages_text, steps_of
-from bot.runs import finish_run
-from bot.statuses import RunStatus
-from bot.steps.agent_run import agent, protocol_budget_exceeded, start_agent_run, step_budget_exceeded, step_engine
+from bot.steps.agent_run import protocol_budget_exceeded, run_step_agent, step_budget_exceeded, step_engine
 from bot.steps.outcome import Outcome, failed, from_result
 from bot.untrusted import fence
 
@@ -28,12 +26,10 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
             feedback=step.runtime_state.get("feedback", ""),
             messages=fence(await messages_text(session, protocol), "comments and answers on the issue"),
         )
-    run = await start_agent_run(deps, project, protocol, step, "exec", engine, model)
     try:
-        result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
-                             kind="execute", protocol=protocol, step=step)
+        result = await run_step_agent(deps, project, protocol, step, "exec", engine=engine, model=model, prompt=prompt,
+                                      cwd=checkout.path, kind="execute")
     except EngineNotInstalled as exc:
-        await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
         return failed(str(exc))
     outcome = from_result(result)
     if not outcome.ok:

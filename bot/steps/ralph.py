@@ -12,10 +12,9 @@ from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import promise_met, render_prompt
 from bot.protocols import existing_step
 from bot.reporting import report_protocol
-from bot.runs import engine_config, finish_run
+from bot.runs import engine_config
 from bot.sandbox import SandboxUnavailable
-from bot.statuses import RunStatus
-from bot.steps.agent_run import agent, protocol_budget_exceeded, start_agent_run, step_budget_exceeded, step_engine
+from bot.steps.agent_run import protocol_budget_exceeded, run_step_agent, step_budget_exceeded, step_engine
 from bot.steps.outcome import SUMMARY_CHARS, Outcome, agent_error, failed
 from bot.untrusted import fence
 from bot.workflow import ProtocolStatus, StepStatus
@@ -46,12 +45,10 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         prompt = render_prompt(prompts.template("ralph.md"), task=fence(step.prompt or "", "the task, from the issue tracker"),
                                iteration=number,
                                max_iterations=maximum, promise=promise, feedback_results=feedback_results)
-        run = await start_agent_run(deps, project, protocol, step, "ralph", engine, model)
         try:
-            result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path,
-                                 kind="ralph", protocol=protocol, step=step)
+            result = await run_step_agent(deps, project, protocol, step, "ralph", engine=engine, model=model,
+                                          prompt=prompt, cwd=checkout.path, kind="ralph")
         except EngineNotInstalled as exc:
-            await finish_run(deps, run, status=RunStatus.FAILED, error=str(exc))
             return failed(str(exc), iterations=iterations)
         total.tokens += result.usage.total
         total.cost_usd = (total.cost_usd or 0) + result.cost_usd if result.cost_usd is not None else total.cost_usd

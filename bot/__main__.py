@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agentry: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    private_files.prepare(settings, os.environ)
+    private_files.prepare(settings)
     return args.run(settings)
 
 

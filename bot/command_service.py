@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import git, protocols, render, store, workspace
-from bot.commands import Command, CommandError, added_commands, help_text, parse_comment, permits, required_permission
+from bot.commands import COMMANDS, Command, CommandError, help_text, permits, required_permission
 from bot.deliveries import load_delivery, read_event
 from bot.deps import Deps
 from bot.forge import Forge, RepoRef
@@ -109,12 +109,7 @@ async def answer_comment(deps: Deps, delivery_id: str, index: int, origin: JobOr
 
 def _command_at(deps: Deps, forge: str, event, index: int) -> Command | CommandError | None:
     """The command the handler saw at `index`, parsed again with the same grammar."""
-    mention = deps.settings.gitlab_bot_username if forge == "gitlab" else deps.settings.github_app_slug
-    grammar = {"prefix": deps.settings.command_prefix, "app_slug": mention}
-    if event.old_body is not None:
-        commands = added_commands(event.old_body, event.body, **grammar)
-    else:
-        commands = parse_comment(event.body, **grammar)
+    commands = deps.settings.grammar(forge).commands_in(event.body, event.old_body)
     return next((command for command in commands if command.index == index), None)
 
 
@@ -142,7 +137,7 @@ async def run_command(request: Request) -> None:
                                   is_merge_request=request.issue.is_pull_request)
     _audit(request, "accepted")
     try:
-        jobs = await COMMANDS[command.name](request)
+        jobs = await handler_of(command.name)(request)
     except Refused as refusal:
         await request.session.rollback()
         await request.reply(refusal.reply)
@@ -312,14 +307,32 @@ async def _starts_since(session: AsyncSession, since, condition):
     return (await session.exec(statement)).one()
 
 
+Handler = Callable[[Request], Awaitable[list[Job]]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(name: str) -> Callable[[Handler], Handler]:
+    """Registers the handler of the declared command `name` (a `CommandSpec` in `bot.commands`)."""
+    spec = COMMANDS[name]
+
+    def register(handler: Handler) -> Handler:
+        HANDLERS[spec.name] = handler
+        return handler
+
+    return register
+
+
+@handles("run")
 async def cmd_run(request: Request) -> list[Job]:
     return await start_protocol(request, "run")
 
 
+@handles("plan")
 async def cmd_plan(request: Request) -> list[Job]:
     return await start_protocol(request, "plan")
 
 
+@handles("ralph")
 async def cmd_ralph(request: Request) -> list[Job]:
     await _check_rate(request)
     protocol = await _create(request, "ralph")
@@ -330,6 +343,7 @@ async def cmd_ralph(request: Request) -> list[Job]:
     return await _run_without_plan(request, protocol)
 
 
+@handles("ask")
 async def cmd_ask(request: Request) -> list[Job]:
     protocol = await protocols.active_protocol_for_issue(request.session, request.project.id, request.issue.number,
                                                          kinds=("ask",))
@@ -373,7 +387,7 @@ async def _protocol(request: Request) -> ProtocolRun:
     return protocol
 
 
-def protocol_command(action: ProtocolAction):
+def protocol_command(action: ProtocolAction) -> Handler:
     async def run(request: Request) -> list[Job]:
         protocol = await _protocol(request)
         return await protocols.apply_protocol_action(request.session, protocol, action, actor=request.actor.login)
@@ -381,11 +395,13 @@ def protocol_command(action: ProtocolAction):
     return run
 
 
+@handles("status")
 async def cmd_status(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     return [protocols.report(protocol, "status")]
 
 
+@handles("retry")
 async def cmd_retry(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     if not request.command.args:
@@ -397,6 +413,7 @@ async def cmd_retry(request: Request) -> list[Job]:
                                              actor=request.actor.login)
 
 
+@handles("approve")
 async def cmd_approve(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     fork = protocol.runtime_state.get("fork")
@@ -409,6 +426,7 @@ async def cmd_approve(request: Request) -> list[Job]:
                                              actor=request.actor.login)
 
 
+@handles("qa")
 async def cmd_qa(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     steps = await protocols.steps_of(request.session, protocol.id)
@@ -421,6 +439,7 @@ async def cmd_qa(request: Request) -> list[Job]:
                                              actor=request.actor.login)
 
 
+@handles("answer")
 async def cmd_answer(request: Request) -> list[Job]:
     protocol = await _protocol(request)
     key, text = request.command.args[0], request.command.text
@@ -432,28 +451,17 @@ async def cmd_answer(request: Request) -> list[Job]:
     return await protocols.answer_clarification(request.session, protocol, match, text, actor=request.actor.login)
 
 
+@handles("help")
 async def cmd_help(request: Request) -> list[Job]:
     topic = request.command.args[0] if request.command.args else None
     await request.reply(help_text(request.prefix, topic))
     return []
 
 
-COMMANDS = {
-    "run": cmd_run,
-    "plan": cmd_plan,
-    "ralph": cmd_ralph,
-    "ask": cmd_ask,
-    "status": cmd_status,
-    "pause": protocol_command(ProtocolAction.PAUSE),
-    "resume": protocol_command(ProtocolAction.RESUME),
-    "cancel": protocol_command(ProtocolAction.CANCEL),
-    "open-pr": protocol_command(ProtocolAction.OPEN_PR),
-    "retry": cmd_retry,
-    "approve": cmd_approve,
-    "qa": cmd_qa,
-    "answer": cmd_answer,
-    "help": cmd_help,
-}
+def handler_of(name: str) -> Handler:
+    """What carries out the declared command `name`: its protocol action, or the handler registered for it."""
+    action = COMMANDS[name].action
+    return protocol_command(action) if action is not None else HANDLERS[name]
 
 
 # Labels and check-run buttons start and steer the same way

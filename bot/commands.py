@@ -13,7 +13,9 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-ENGINES = ("codex", "claude", "opencode", "gemini", "aider", "command")
+from bot.engines import ENGINES
+from bot.workflow import ProtocolAction
+
 MAX_COMMANDS = 20
 MAX_LINE_CHARS = 10_000
 
@@ -50,6 +52,7 @@ class CommandSpec:
     permission: str
     options: tuple[str, ...] = ()
     arguments: str = "none"
+    action: ProtocolAction | None = None  # carried out as this protocol action; else by its own handler
 
 
 AGENT_OPTIONS = ("engine", "model")
@@ -71,9 +74,9 @@ _SPECS = (
         arguments="text",
     ),
     CommandSpec("status", "status", "Show the protocol's state and steps.", "read"),
-    CommandSpec("pause", "pause", "Pause the protocol.", "write"),
-    CommandSpec("resume", "resume", "Resume a paused protocol.", "write"),
-    CommandSpec("cancel", "cancel", "Cancel the protocol.", "write"),
+    CommandSpec("pause", "pause", "Pause the protocol.", "write", action=ProtocolAction.PAUSE),
+    CommandSpec("resume", "resume", "Resume a paused protocol.", "write", action=ProtocolAction.RESUME),
+    CommandSpec("cancel", "cancel", "Cancel the protocol.", "write", action=ProtocolAction.CANCEL),
     CommandSpec(
         "retry",
         "retry [step]",
@@ -96,7 +99,8 @@ _SPECS = (
         options=AGENT_OPTIONS,
         arguments="step",
     ),
-    CommandSpec("open-pr", "open-pr", "Open or update the pull request now.", "write"),
+    CommandSpec("open-pr", "open-pr", "Open or update the pull request now.", "write",
+                action=ProtocolAction.OPEN_PR),
     CommandSpec(
         "answer",
         "answer <key> <text...>",
@@ -162,6 +166,20 @@ class _Invalid(Exception):
 
 
 # ---- public API -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """How commands are written on one forge: the slash prefix, and the mention that also works as one."""
+
+    prefix: str = "/agent"
+    mention: str | None = None
+
+    def commands_in(self, body: str, old_body: str | None = None) -> list[Command | CommandError]:
+        """The commands of a new comment, or of an edited one (`old_body`: its text before) those the edit added."""
+        if old_body is None:
+            return parse_comment(body, prefix=self.prefix, app_slug=self.mention)
+        return added_commands(old_body, body, prefix=self.prefix, app_slug=self.mention)
 
 
 def parse_comment(

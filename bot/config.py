@@ -1,85 +1,202 @@
-"""Settings from the environment: one frozen object, built once at start-up."""
+"""Settings from the environment: one frozen object, built once at start-up.
+
+Each setting is declared once, as a field of `Settings`: its type, its default, how its variable is
+read and what it means. `from_env` reads the fields in order and the README's configuration table is
+made from the same declarations (`settings_table`).
+"""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
 import secrets
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import jwt
 
-ENGINES = ("codex", "claude", "opencode", "gemini", "aider", "command")
+from bot.commands import Grammar
+from bot.engines import ENGINES
+
 BUDGET_MODES = ("strict", "warn", "off")
 SANDBOXES = ("bwrap", "none")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+WEB = ("https", "http")
+HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+Read = Callable[["_Reader", str, Any], Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read and documented. `read` None: derived from other settings in `_derive`."""
+
+    doc: str
+    read: Read | None
+    shown: str
+    env: str = ""
+
+
+def setting(default: Any, doc: str, read: Read | None, *, shown: str = "", env: str = "", secret: bool = False) -> Any:
+    """One setting: its default, what it means, how its variable is read, the default as the README shows it."""
+    spec = Spec(doc=doc, read=read, shown=shown or _shown(default), env=env)
+    if isinstance(default, dict):
+        return field(default_factory=dict, repr=not secret, metadata={"setting": spec})
+    return field(default=default, repr=not secret, metadata={"setting": spec})
+
+
+def _shown(default: Any) -> str:
+    if default is None or default in ((), "", {}):
+        return "none"
+    if isinstance(default, bool):
+        return "`true`" if default else "`false`"
+    if isinstance(default, float) and default.is_integer():
+        return f"`{int(default)}`"
+    return f"`{default}`"
+
+
+def text(reader: _Reader, name: str, default: Any) -> Any:
+    return reader.text(name, default)
+
+
+def integer(minimum: int = 0, maximum: int | None = None) -> Read:
+    return lambda reader, name, default: reader.integer(name, default, minimum, maximum)
+
+
+def choice(allowed: tuple[str, ...]) -> Read:
+    return lambda reader, name, default: reader.choice(name, default, allowed)
+
+
+def url(schemes: tuple[str, ...]) -> Read:
+    def read(reader: _Reader, name: str, default: Any) -> Any:
+        value = reader.url(name, default, schemes)
+        return value.rstrip("/") if value and schemes == WEB else value
+
+    return read
+
+
+def per_engine(suffix: str) -> Read:
+    return lambda reader, name, default: reader.per_engine(suffix)
+
+
+def engine_words(reader: _Reader, name: str, default: Any) -> Any:
+    return {engine: reader.words(f"AGENTRY_{engine.upper()}_ARGS") for engine in reader.per_engine("ARGS")}
+
+
+def upper_choice(allowed: tuple[str, ...]) -> Read:
+    return lambda reader, name, default: reader.choice(name, default.lower(), allowed).upper()
+
+
+def method(name: str) -> Read:
+    """A `_Reader` method `(variable, default)` as a reader."""
+    return lambda reader, variable, default: getattr(reader, name)(variable, default)
+
+
 @dataclass(frozen=True)
 class Labels:
-    run: str = "agent:run"
-    plan: str = "agent:plan"
-    ralph: str = "agent:ralph"
+    run: str
+    plan: str
+    ralph: str
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8010
-    data_dir: Path = Path(".agentry")
-    database_url: str = ""
-    redis_url: str | None = None
-    api_token: str | None = field(default=None, repr=False)
-    webhook_secret: str = field(default="", repr=False)
+    host: str = setting("127.0.0.1", "listen address", method("host"))
+    port: int = setting(8010, "listen port", integer(0, 65535))
+    data_dir: Path = setting(Path(".agentry"), "repositories, worktrees, run logs, the SQLite file",
+                             method("directory"), shown="`./.agentry`")
+    database_url: str = setting("", "SQLAlchemy URL; `postgresql+asyncpg://…` for scale", None,
+                                shown="SQLite in the data dir")
+    redis_url: str | None = setting(None, "arq's Redis; unset = embedded queue and worker in the web process",
+                                    url(("redis", "rediss", "unix")))
+    api_token: str | None = setting(None, "bearer token for the REST API; unset = no auth, with a loud warning",
+                                    text, secret=True)
+    dev_mode: bool = setting(False, "`1` generates a webhook secret for the run and prints it once", method("flag"))
+    webhook_secret: str = setting("", "GitHub webhook secret; required unless `AGENTRY_DEV_MODE=1`", None,
+                                  secret=True)
+    github_app_id: str | None = setting(None, "the GitHub App's id; without app credentials GitHub side effects "
+                                        "are recorded as events, not sent", text)
+    github_private_key: str | None = setting(None, "the GitHub App's private key (PEM; `\\n` may stand for new "
+                                             "lines), or `AGENTRY_GITHUB_PRIVATE_KEY_PATH`, a file holding it",
+                                             None, secret=True)
+    github_api_url: str = setting("https://api.github.com", "GitHub API base (GitHub Enterprise Server, or a "
+                                  "test server)", url(WEB))
+    github_app_slug: str | None = setting(None, "the app's slug: `@<slug>` mentions, and recognising its own "
+                                          "comments", text)
+    gitlab_url: str = setting("https://gitlab.com", "GitLab's base URL (self-managed GitLab)", url(WEB))
+    gitlab_token: str | None = setting(None, "the access token agentry acts with on GitLab", text, secret=True)
+    gitlab_webhook_token: str | None = setting(None, "the GitLab webhook's secret token (`X-Gitlab-Token`)", text,
+                                               secret=True)
+    gitlab_signing_token: str | None = setting(None, "the GitLab webhook's `whsec_…` signing token", text,
+                                               secret=True)
+    gitlab_bot_username: str | None = setting(None, "the GitLab account agentry writes as: its notes are never read "
+                                              "as commands, and `@<name>` works as a prefix", text,
+                                              shown="none (bot-looking names are still ignored)")
+    command_prefix: str = setting("/agent", "slash prefix", text)
+    label_run: str = setting("agent:run", "label that starts a run", text)
+    label_plan: str = setting("agent:plan", "label that plans without executing", text)
+    label_ralph: str = setting("agent:ralph", "label that starts a Ralph loop", text)
+    default_engine: str = setting("codex", "engine when none is named", choice(ENGINES))
+    default_model: str | None = setting(None, "model when none is named", text)
+    engine_command: tuple[str, ...] = setting((), "the `command` engine's command line", method("words"))
+    engine_bins: Mapping[str, str] = setting({}, "path of an engine's executable", per_engine("BIN"),
+                                             env="AGENTRY_<ENGINE>_BIN", shown="found on `PATH`")
+    engine_args: Mapping[str, tuple[str, ...]] = setting({}, "extra arguments for an engine's command line",
+                                                         engine_words, env="AGENTRY_<ENGINE>_ARGS")
+    engine_configs: Mapping[str, str] = setting({}, "config file copied into each run's fresh home",
+                                                per_engine("CONFIG"), env="AGENTRY_<ENGINE>_CONFIG")
+    step_timeout_seconds: float = setting(3600.0, "longest an agent run may take", method("seconds"))
+    idle_timeout_seconds: float = setting(600.0, "longest an agent run may stay silent", method("seconds"))
+    agent_max_retries: int = setting(3, "an agent CLI's own retry or reconnect notices in a row, without progress, "
+                                     "before its run is stopped with the CLI's error (`0`: no limit)", integer(0))
+    max_tokens_per_step: int | None = setting(None, "token budget of a step", integer(1))
+    max_tokens_per_protocol: int | None = setting(None, "token budget of a protocol", integer(1))
+    token_budget_mode: str = setting("warn", "what a spent budget does: `strict`, `warn`, `off`",
+                                     choice(BUDGET_MODES))
+    auto_qa_on_ci: bool = setting(False, "enqueue QA when CI succeeds on the branch", method("flag"))
+    ci_fix_attempts: int = setting(0, "further attempts of a step when CI fails on its branch", integer(0))
+    max_concurrent_jobs: int = setting(2, "agent runs at once per worker", integer(1))
+    starts_per_user_per_hour: int = setting(20, "protocol starts a user may make in an hour", integer(1))
+    starts_per_repo_per_hour: int = setting(60, "protocol starts a repository may have in an hour", integer(1))
+    git_author_name: str = setting("agentry[bot]", "name on agentry's commits", text)
+    git_author_email: str = setting("agentry[bot]@users.noreply.github.com", "e-mail on agentry's commits", text)
+    log_level: str = setting("INFO", "`debug`, `info`, `warning`, `error`", upper_choice(LOG_LEVELS),
+                             shown="`info`")
+    sandbox: str = setting("bwrap", "`bwrap` (bubblewrap) or `none` (agents unsandboxed, loudly)", choice(SANDBOXES))
+    sandbox_read_paths: tuple[Path, ...] = setting((), "colon-separated paths agents may read (a `command` "
+                                                   "engine's scripts, tools)", method("paths"))
+    sandbox_write_paths: tuple[Path, ...] = setting((), "colon-separated shared places agents may write (a package "
+                                                    "cache)", method("paths"))
+    sandbox_allow_hosts: tuple[str, ...] = setting((), "comma-separated `host`, `host:port` or `*.domain` the egress "
+                                                   "proxy also allows", method("hosts"))
+    secret_key: str | None = setting(None, "Fernet key for project secrets at rest", method("fernet_key"),
+                                     shown="`secret.key` generated in the data dir", secret=True)
+    allowed_paths: tuple[Path, ...] = setting((), "colon-separated directories API paths (`local_path`, "
+                                              "`workspace_path`) may name", method("paths"), shown="the data dir only")
     webhook_secret_generated: bool = False
-    dev_mode: bool = False
-    github_app_id: str | None = None
-    github_private_key: str | None = field(default=None, repr=False)
-    github_api_url: str = "https://api.github.com"
-    github_app_slug: str | None = None
-    gitlab_url: str = "https://gitlab.com"
-    gitlab_token: str | None = field(default=None, repr=False)
-    gitlab_webhook_token: str | None = field(default=None, repr=False)
-    gitlab_signing_token: str | None = field(default=None, repr=False)
-    gitlab_bot_username: str | None = None
-    command_prefix: str = "/agent"
-    labels: Labels = Labels()
-    default_engine: str = "codex"
-    default_model: str | None = None
-    engine_command: tuple[str, ...] = ()
-    engine_bins: Mapping[str, str] = field(default_factory=dict)
-    engine_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    engine_configs: Mapping[str, str] = field(default_factory=dict)
-    step_timeout_seconds: float = 3600.0
-    idle_timeout_seconds: float = 600.0
-    agent_max_retries: int = 3  # an agent CLI's retry notices in a row, with no progress, before it is stopped
-    max_tokens_per_step: int | None = None
-    max_tokens_per_protocol: int | None = None
-    token_budget_mode: str = "warn"
-    auto_qa_on_ci: bool = False
-    ci_fix_attempts: int = 0
-    max_concurrent_jobs: int = 2
-    starts_per_user_per_hour: int = 20
-    starts_per_repo_per_hour: int = 60
-    git_author_name: str = "agentry[bot]"
-    git_author_email: str = "agentry[bot]@users.noreply.github.com"
-    log_level: str = "INFO"
-    sandbox: str = "bwrap"
-    sandbox_read_paths: tuple[Path, ...] = ()
-    sandbox_write_paths: tuple[Path, ...] = ()
-    sandbox_allow_hosts: tuple[str, ...] = ()
-    secret_key: str | None = field(default=None, repr=False)
-    allowed_paths: tuple[Path, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)  # the process's, for agents and git
+
+    @property
+    def labels(self) -> Labels:
+        return Labels(run=self.label_run, plan=self.label_plan, ralph=self.label_ralph)
+
+    def grammar(self, forge: str) -> Grammar:
+        """How commands are written on `forge` (`github`, `gitlab`): the prefix, or a mention of agentry."""
+        return Grammar(self.command_prefix, self.gitlab_bot_username if forge == "gitlab" else self.github_app_slug)
 
     @property
     def github_app_configured(self) -> bool:
@@ -91,12 +208,41 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
-        return _Reader(env).settings()
+        reader = _Reader(env)
+        values = {spec_field.name: read(reader, variable_of(spec_field.name, spec), spec_field.default)
+                  for spec_field, spec in declared() if (read := spec.read) is not None}
+        return cls(**values, **_derive(reader, values), environment=dict(os.environ))
 
 
-HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
-WEB = ("https", "http")
+def declared() -> list[tuple[Any, Spec]]:
+    """Each setting's field with its `Spec`, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in fields(Settings) if "setting" in f.metadata]
+
+
+def variable_of(name: str, spec: Spec) -> str:
+    return spec.env or f"AGENTRY_{name.upper()}"
+
+
+def settings_table() -> str:
+    """The README's configuration table, one row per setting."""
+    rows = ["| variable | meaning | default |", "|---|---|---|"]
+    for spec_field, spec in declared():
+        rows.append(f"| `{variable_of(spec_field.name, spec)}` | {spec.doc} | {spec.shown} |")
+    return "\n".join(rows)
+
+
+def _derive(reader: _Reader, values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that depend on others: the database beside the data, the dev-mode secret, the app key."""
+    secret, generated = reader.webhook_secret(values["dev_mode"])
+    private_key = reader.private_key()
+    app_id = values["github_app_id"]
+    if bool(app_id) != bool(private_key):
+        missing = "AGENTRY_GITHUB_PRIVATE_KEY or AGENTRY_GITHUB_PRIVATE_KEY_PATH" if app_id else "AGENTRY_GITHUB_APP_ID"
+        raise ConfigError(f"{missing} is required when the other GitHub App credential is set")
+    if private_key:
+        _check_signing_key(private_key)
+    return {"database_url": reader.database_url(values["data_dir"]), "webhook_secret": secret,
+            "webhook_secret_generated": generated, "github_private_key": private_key}
 
 
 def _is_ip(value: str) -> bool:
@@ -128,6 +274,9 @@ class _Reader:
     def text(self, name: str, default: str | None = None) -> str | None:
         value = self.env.get(name, "").strip()
         return value or default
+
+    def directory(self, name: str, default: Path) -> Path:
+        return Path(self.text(name) or default).expanduser()
 
     def integer(self, name: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
         raw = self.text(name)
@@ -198,7 +347,7 @@ class _Reader:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
-    def words(self, name: str) -> tuple[str, ...]:
+    def words(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         raw = self.text(name)
         if raw is None:
             return ()
@@ -207,7 +356,7 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(f"{name} is not a valid command line: {exc}") from None
 
-    def paths(self, name: str) -> tuple[Path, ...]:
+    def paths(self, name: str, default: tuple[Path, ...] = ()) -> tuple[Path, ...]:
         """A colon-separated list of absolute paths."""
         raw = self.text(name)
         if raw is None:
@@ -218,7 +367,7 @@ class _Reader:
                 raise ConfigError(f"{name} must list absolute paths, got {str(path)!r}")
         return paths
 
-    def hosts(self, name: str) -> tuple[str, ...]:
+    def hosts(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
         """A comma-separated list of `host` or `host:port` entries (`*.domain` allowed)."""
         raw = self.text(name)
         if raw is None:
@@ -230,15 +379,15 @@ class _Reader:
                 raise ConfigError(f"{name} entries must be host or host:port, got {entry!r}")
         return entries
 
-    def fernet_key(self) -> str | None:
-        key = self.text("AGENTRY_SECRET_KEY")
+    def fernet_key(self, name: str, default: str | None = None) -> str | None:
+        key = self.text(name)
         if key is None:
             return None
         try:
             if len(base64.urlsafe_b64decode(key.encode())) != 32:
                 raise ValueError
         except ValueError:
-            raise ConfigError("AGENTRY_SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes)") from None
+            raise ConfigError(f"{name} must be a Fernet key (32 url-safe base64-encoded bytes)") from None
         return key
 
     def private_key(self) -> str | None:
@@ -271,69 +420,6 @@ class _Reader:
                 found[engine] = value
         return found
 
-    def settings(self) -> Settings:
-        dev_mode = self.flag("AGENTRY_DEV_MODE")
-        data_dir = Path(self.text("AGENTRY_DATA_DIR", ".agentry")).expanduser()
-        secret, generated = self.webhook_secret(dev_mode)
-        app_id = self.text("AGENTRY_GITHUB_APP_ID")
-        private_key = self.private_key()
-        if bool(app_id) != bool(private_key):
-            missing = "AGENTRY_GITHUB_PRIVATE_KEY or AGENTRY_GITHUB_PRIVATE_KEY_PATH" if app_id else "AGENTRY_GITHUB_APP_ID"
-            raise ConfigError(f"{missing} is required when the other GitHub App credential is set")
-        if private_key:
-            _check_signing_key(private_key)
-        return Settings(
-            host=self.host("AGENTRY_HOST", "127.0.0.1"),
-            port=self.integer("AGENTRY_PORT", 8010, minimum=0, maximum=65535),
-            data_dir=data_dir,
-            database_url=self.database_url(data_dir),
-            redis_url=self.url("AGENTRY_REDIS_URL", None, ("redis", "rediss", "unix")),
-            api_token=self.text("AGENTRY_API_TOKEN"),
-            webhook_secret=secret,
-            webhook_secret_generated=generated,
-            dev_mode=dev_mode,
-            github_app_id=app_id,
-            github_private_key=private_key,
-            github_api_url=(self.url("AGENTRY_GITHUB_API_URL", "https://api.github.com", WEB) or "").rstrip("/"),
-            github_app_slug=self.text("AGENTRY_GITHUB_APP_SLUG"),
-            gitlab_url=(self.url("AGENTRY_GITLAB_URL", "https://gitlab.com", WEB) or "").rstrip("/"),
-            gitlab_token=self.text("AGENTRY_GITLAB_TOKEN"),
-            gitlab_webhook_token=self.text("AGENTRY_GITLAB_WEBHOOK_TOKEN"),
-            gitlab_signing_token=self.text("AGENTRY_GITLAB_SIGNING_TOKEN"),
-            gitlab_bot_username=self.text("AGENTRY_GITLAB_BOT_USERNAME"),
-            command_prefix=self.text("AGENTRY_COMMAND_PREFIX", "/agent"),
-            labels=Labels(
-                run=self.text("AGENTRY_LABEL_RUN", "agent:run"),
-                plan=self.text("AGENTRY_LABEL_PLAN", "agent:plan"),
-                ralph=self.text("AGENTRY_LABEL_RALPH", "agent:ralph"),
-            ),
-            default_engine=self.choice("AGENTRY_DEFAULT_ENGINE", "codex", ENGINES),
-            default_model=self.text("AGENTRY_DEFAULT_MODEL"),
-            engine_command=self.words("AGENTRY_ENGINE_COMMAND"),
-            engine_bins=self.per_engine("BIN"),
-            engine_args={engine: self.words(f"AGENTRY_{engine.upper()}_ARGS") for engine in self.per_engine("ARGS")},
-            engine_configs=self.per_engine("CONFIG"),
-            step_timeout_seconds=self.seconds("AGENTRY_STEP_TIMEOUT_SECONDS", 3600.0),
-            idle_timeout_seconds=self.seconds("AGENTRY_IDLE_TIMEOUT_SECONDS", 600.0),
-            agent_max_retries=self.integer("AGENTRY_AGENT_MAX_RETRIES", 3, minimum=0),
-            max_tokens_per_step=self.integer("AGENTRY_MAX_TOKENS_PER_STEP", None, minimum=1),
-            max_tokens_per_protocol=self.integer("AGENTRY_MAX_TOKENS_PER_PROTOCOL", None, minimum=1),
-            token_budget_mode=self.choice("AGENTRY_TOKEN_BUDGET_MODE", "warn", BUDGET_MODES),
-            auto_qa_on_ci=self.flag("AGENTRY_AUTO_QA_ON_CI"),
-            ci_fix_attempts=self.integer("AGENTRY_CI_FIX_ATTEMPTS", 0),
-            max_concurrent_jobs=self.integer("AGENTRY_MAX_CONCURRENT_JOBS", 2, minimum=1),
-            starts_per_user_per_hour=self.integer("AGENTRY_STARTS_PER_USER_PER_HOUR", 20, minimum=1),
-            starts_per_repo_per_hour=self.integer("AGENTRY_STARTS_PER_REPO_PER_HOUR", 60, minimum=1),
-            git_author_name=self.text("AGENTRY_GIT_AUTHOR_NAME", "agentry[bot]"),
-            git_author_email=self.text("AGENTRY_GIT_AUTHOR_EMAIL", "agentry[bot]@users.noreply.github.com"),
-            log_level=self.choice("AGENTRY_LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
-            sandbox=self.choice("AGENTRY_SANDBOX", "bwrap", SANDBOXES),
-            sandbox_read_paths=self.paths("AGENTRY_SANDBOX_READ_PATHS"),
-            sandbox_write_paths=self.paths("AGENTRY_SANDBOX_WRITE_PATHS"),
-            sandbox_allow_hosts=self.hosts("AGENTRY_SANDBOX_ALLOW_HOSTS"),
-            secret_key=self.fernet_key(),
-            allowed_paths=self.paths("AGENTRY_ALLOWED_PATHS"),
-        )
 
 
 def sqlite_url(path: Path) -> str:

@@ -102,7 +102,7 @@ def known_secrets(settings: Settings) -> Redactor:
                          settings.gitlab_webhook_token or "", settings.gitlab_signing_token or "",
                          settings.secret_key or ""])
     redactor.add_private_key(settings.github_private_key)
-    redactor.add_secret_variables(os.environ)
+    redactor.add_secret_variables(settings.environment)
     return redactor
 
 

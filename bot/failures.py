@@ -12,7 +12,7 @@ from bot import store
 from bot.deps import Deps
 from bot.models import ProtocolRun, StepRun
 from bot.protocols import set_protocol_status
-from bot.reporting import report_protocol
+from bot.reporting import report_protocol, request_report
 from bot.steps.outcome import Review, because, failed
 from bot.steps.quality import settle_quality
 from bot.steps.settle import settle
@@ -38,7 +38,7 @@ async def _planning_failed(deps: Deps, protocol_id: int, reason: str) -> None:
         if protocol.status == ProtocolStatus.PLANNING:  # else the plan was stored before the crash
             protocol.runtime_state = {**protocol.runtime_state, "error": reason, "plan_failed": True}
             await set_protocol_status(session, protocol, ProtocolAction.FAIL, actor=None, message=reason)
-    await report_protocol(deps, protocol_id)
+    await request_report(deps, protocol_id, "planning_failed")
 
 
 async def step_crashed(deps: Deps, step_id: int, *, error: str) -> None:
@@ -60,7 +60,7 @@ async def _still(deps: Deps, step_id: int, status: StepStatus) -> bool:
     async with deps.sessions() as session:
         step = await session.get(StepRun, step_id)
     if step is not None and step.status != status:
-        await report_protocol(deps, step.protocol_run_id)
+        await request_report(deps, step.protocol_run_id, "step_settled")
     return step is not None and step.status == status
 
 
@@ -75,7 +75,7 @@ async def pull_request_crashed(deps: Deps, protocol_id: int, *, error: str) -> N
         session.add(protocol)
         await store.record_event(session, "pull_request_failed", reason, project_id=protocol.project_id,
                                  protocol_run_id=protocol.id)
-    await report_protocol(deps, protocol_id)
+    await request_report(deps, protocol_id, "pull_request_failed")
 
 
 async def report_crashed(deps: Deps, protocol_id: int, *, error: str) -> None:

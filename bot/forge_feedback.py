@@ -14,7 +14,7 @@ from bot.forge.events import CiEvent, PullRequestEvent
 from bot.models import Project, ProtocolRun
 from bot.protocols import retry_step, schedule_next, set_protocol_status, set_step_status, steps_of
 from bot.queue import run_quality_job
-from bot.reporting import report_protocol
+from bot.reporting import request_report
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, ProtocolAction, ProtocolStatus, StepAction, StepStatus, is_allowed
 
 log = logging.getLogger("agentry.forge_feedback")
@@ -60,7 +60,7 @@ async def pull_request_changed(deps: Deps, delivery_id: str) -> None:
         ended = protocol.status in TERMINAL_PROTOCOL_STATUSES
     if ended:
         await workspace.remove(deps, project, protocol)
-    await report_protocol(deps, protocol.id)
+    await request_report(deps, protocol.id, "pull_request")
 
 
 async def ci_finished(deps: Deps, delivery_id: str) -> None:
@@ -85,7 +85,7 @@ async def ci_finished(deps: Deps, delivery_id: str) -> None:
         else:
             jobs = await _ci_failed(deps, session, protocol, step, event)
     await deps.submit(jobs)
-    await report_protocol(deps, protocol.id)
+    await request_report(deps, protocol.id, "ci")
 
 
 def _step_for_ci(steps: list):

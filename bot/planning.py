@@ -14,7 +14,7 @@ from bot.deps import Deps
 from bot.models import Clarification, Project, ProtocolRun, StepRun
 from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
 from bot.protocols import apply_protocol_action, load_protocol, messages_text, set_protocol_status, steps_of
-from bot.reporting import report_protocol
+from bot.reporting import request_report
 from bot.runs import add_artifact, agent_slot, engine_config, finish_run, start_run, stop_on_cancel
 from bot.statuses import RunStatus
 from bot.untrusted import fence
@@ -46,7 +46,7 @@ async def plan_protocol(deps: Deps, protocol_id: int) -> None:
     await add_artifact(deps, run, "plan.json", json.dumps(raw, indent=2), kind="plan")
     await finish_run(deps, run, status=RunStatus.SUCCEEDED, result=result, extra={"steps": len(plan.steps)})
     await _store_plan(deps, protocol.id, plan, result)
-    await report_protocol(deps, protocol.id)
+    await request_report(deps, protocol.id, "planned")
 
 
 class PlanFailure(Exception):
@@ -109,7 +109,7 @@ async def _plan_failed(deps: Deps, protocol_id: int, reason: str, result: AgentR
         protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason, "plan_failed": True,
                                   "plan_feedback": f"A previous plan was rejected:\n{reason}"}
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
-    await report_protocol(deps, protocol_id)
+    await request_report(deps, protocol_id, "planned")
 
 
 async def _store_plan(deps: Deps, protocol_id: int, plan: Plan, result: AgentResult) -> None:

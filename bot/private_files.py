@@ -6,7 +6,6 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Mapping
 
 from bot.config import Settings
 
@@ -20,11 +19,11 @@ PRIVATE_KEY_PATH_VARIABLE = "AGENTRY_GITHUB_PRIVATE_KEY_PATH"
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
-def prepare(settings: Settings, env: Mapping[str, str]) -> None:
+def prepare(settings: Settings) -> None:
     """Start-up, before anything is written: the umask, the data directory, a warning for a shared key file."""
     os.umask(PRIVATE_UMASK)
     private_dir(settings.data_dir)
-    warn_if_readable_by_others(env.get(PRIVATE_KEY_PATH_VARIABLE), PRIVATE_KEY_PATH_VARIABLE)
+    warn_if_readable_by_others(settings.environment.get(PRIVATE_KEY_PATH_VARIABLE), PRIVATE_KEY_PATH_VARIABLE)
 
 
 def private_dir(path: Path) -> None:

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 import fakeredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix
-from fakeredis._commands import command
-from fakeredis._socket import AsyncFakeSocket
-from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool
+from redis.asyncio.client import Pipeline
 
 log = logging.getLogger("agentry.queue")
 
 URGENT_HEAD_START = timedelta(hours=1)
 ATTEMPT_SEPARATOR = "#"  # a taken-over job is queued again as "<job id>#<attempt>"
 URGENT_EXPIRY = timedelta(days=1)  # arq's default for a job queued now
+EMBEDDED_INFO_KEY = "agentry:embedded-info"  # never written: the embedded server's empty INFO
 
 PROJECT_SETUP = "project_setup_job"
 PLAN_PROTOCOL = "plan_protocol_job"
@@ -42,23 +42,6 @@ HANDLE_CHECK_ACTION = "handle_check_action_job"
 REPORT_PROTOCOL = "report_protocol_job"
 MAINTENANCE = "maintenance_job"
 
-JOB_NAMES = (
-    PROJECT_SETUP,
-    PLAN_PROTOCOL,
-    EXECUTE_STEP,
-    RUN_QUALITY,
-    OPEN_PR,
-    CODEMACHINE_IMPORT,
-    HANDLE_COMMAND,
-    HANDLE_LABEL,
-    HANDLE_INSTALLATION,
-    HANDLE_CI_RESULT,
-    HANDLE_PULL_REQUEST,
-    HANDLE_CHECK_ACTION,
-    REPORT_PROTOCOL,
-    MAINTENANCE,
-)
-
 
 @dataclass(frozen=True)
 class Job:
@@ -70,6 +53,9 @@ class Job:
     step_run_id: int | None = None
     delivery_id: str | None = field(default=None, compare=False)
     urgent: bool = field(default=False, compare=False)  # goes before every job that is not
+    # Not recorded while a job of the same function for the same protocol waits to start: that one,
+    # reading the state when it starts, does this one's work too.
+    coalesce: bool = field(default=False, compare=False)
 
     @property
     def job_id(self) -> str:
@@ -115,11 +101,10 @@ def open_pr_job(protocol_run_id: int, nonce: str = "") -> Job:
 
 
 def report_protocol_job(protocol_run_id: int, reason: str) -> Job:
-    """Refreshes the status comment and check run; one per change, so ids carry a timestamp."""
-    import time
-
+    """Refreshes the status comment and check run: at most one waits per protocol (it coalesces), and
+    one asked for while another runs gets an id of its own, as that one may have read older state."""
     return Job(REPORT_PROTOCOL, (protocol_run_id,), f"{protocol_run_id}:{reason}:{time.time_ns()}",
-               protocol_run_id=protocol_run_id)
+               protocol_run_id=protocol_run_id, coalesce=True)
 
 
 def codemachine_import_job(protocol_run_id: int) -> Job:
@@ -174,19 +159,18 @@ async def connect_redis(url: str) -> ArqRedis:
 
 def embedded_redis() -> ArqRedis:
     """arq over an in-memory Redis in this process: one command runs everything on a laptop."""
-    pool = ConnectionPool(connection_class=_EmbeddedConnection, server=fakeredis.FakeServer())
-    return ArqRedis(connection_pool=pool)
+    pool = ConnectionPool(connection_class=fakeredis.FakeAsyncRedisConnection, server=fakeredis.FakeServer())
+    return _EmbeddedRedis(connection_pool=pool)
 
 
-class _InfoSocket(AsyncFakeSocket):
-    """The in-memory server answers INFO, which arq's worker logs at start."""
-
-    @command((), (bytes,))
-    def info(self, *_sections: bytes) -> bytes:
-        return b"redis_version:embedded\r\nused_memory_human:n/a\r\nconnected_clients:1\r\n"
+class _EmbeddedRedis(ArqRedis):
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _EmbeddedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
-class _EmbeddedConnection(FakeAsyncRedisConnection):
-    async def _connect(self) -> None:
-        await super()._connect()
-        self._sock.__class__ = _InfoSocket
+class _EmbeddedPipeline(Pipeline):
+    """The in-memory server has no INFO, which arq's worker asks for (in a pipeline) to log at start:
+    an empty hash answers instead, so the worker logs `?` for the server's version and memory."""
+
+    def info(self, section: str | None = None, *args: str, **kwargs: Any) -> Pipeline:  # type: ignore[override]
+        return self.hgetall(EMBEDDED_INFO_KEY)  # type: ignore[return-value]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy import update
 from sqlmodel import col
 
-from bot import render
+from bot import queue, render
 from bot.deps import Deps
 from bot.forge import upsert_status_comment
 from bot.models import ProtocolRun
 from bot.projects import forge_of, repo_ref
 from bot.protocols import load_protocol, open_clarifications, steps_of
-
-log = logging.getLogger("agentry.reporting")
 
 
 async def report_protocol(deps: Deps, protocol_id: int) -> None:
@@ -44,12 +40,10 @@ async def report_protocol(deps: Deps, protocol_id: int) -> None:
             await session.commit()
 
 
-async def report_progress(deps: Deps, protocol_id: int) -> None:
-    """A report on the way (a step started): if the forge fails it, the next report catches up."""
-    try:
-        await report_protocol(deps, protocol_id)
-    except Exception:  # noqa: BLE001 - the work goes on; its end is reported (and a failure answered)
-        log.warning("could not report protocol %s's progress", protocol_id, exc_info=True)
+async def request_report(deps: Deps, protocol_id: int, reason: str) -> None:
+    """Asks the protocol's report job to bring its status comment and check run up to date; a report
+    of the protocol already waiting to start does it (reports coalesce, see `queue.Job.coalesce`)."""
+    await deps.submit([queue.report_protocol_job(protocol_id, reason)])
 
 
 async def _check_run(forge, repo, protocol: ProtocolRun, steps, prefix: str) -> dict:

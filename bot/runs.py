@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def engine_config(deps: Deps) -> EngineConfig:
         timeout_seconds=settings.step_timeout_seconds,
         idle_timeout_seconds=settings.idle_timeout_seconds,
         max_retries=settings.agent_max_retries,
-        base_env=dict(os.environ),
+        base_env=dict(settings.environment),
         home_parent=str(homes_dir(settings)),
         sandbox=deps.sandbox,
         allow_hosts=settings.sandbox_allow_hosts,

@@ -65,9 +65,19 @@ async def record_jobs(session: AsyncSession, jobs: Iterable[Job]) -> list[Job]:
     """Records jobs not seen before and returns them; a job id already known is a duplicate."""
     fresh = []
     for job in jobs:
+        if job.coalesce and await _waiting(session, job):
+            continue
         if await insert_ignore(session, QueuedJob, [job_row(job)], "job_id"):
             fresh.append(job)
     return fresh
+
+
+async def _waiting(session: AsyncSession, job: Job) -> bool:
+    """Whether a job of the same function for the same protocol is recorded and not started yet."""
+    statement = select(QueuedJob.job_id).where(
+        col(QueuedJob.function) == job.function, col(QueuedJob.protocol_run_id) == job.protocol_run_id,
+        col(QueuedJob.status) == JobStatus.QUEUED).limit(1)
+    return (await session.exec(statement)).first() is not None
 
 
 async def record_delivery(session: AsyncSession, delivery: WebhookDelivery, jobs: Sequence[Job]) -> list[Job] | None:

@@ -8,24 +8,13 @@ No GitLab call happens here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from aiohttp import web
 
-from bot.commands import added_commands, parse_comment
 from bot.config import Settings
 from bot.deps import Deps
 from bot.forge.events import UnsupportedEvent
-from bot.forge.payloads import (
-    GitLabEnvelope,
-    IssueHookPayload,
-    MergeRequestHookPayload,
-    NoteHookPayload,
-    PipelineHookPayload,
-    gitlab_event_kind,
-    gitlab_shape,
-)
 from bot.forge.gitlab_events import (
     FINISHED_PIPELINE_STATUSES,
     gitlab_actor,
@@ -34,6 +23,15 @@ from bot.forge.gitlab_events import (
     gitlab_merge_request,
     is_own_status_pipeline,
     is_system_note,
+)
+from bot.forge.payloads import (
+    GitLabEnvelope,
+    IssueHookPayload,
+    MergeRequestHookPayload,
+    NoteHookPayload,
+    PipelineHookPayload,
+    gitlab_event_kind,
+    gitlab_shape,
 )
 from bot.logs import log_context
 from bot.models import WebhookDelivery
@@ -54,8 +52,8 @@ from bot.webhooks_gitlab import (
     verify_gitlab_token,
     verify_standard_webhook,
 )
-from handlers.intake import accept, is_ours_or_a_bot, refuse
 from handlers.bodies import TooLarge, read_body
+from handlers.intake import Router, answer, is_ours_or_a_bot, refuse
 from handlers.keys import DEPS
 
 PATH = "/webhooks/gitlab"
@@ -101,7 +99,9 @@ async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
         except InvalidPayload as exc:
             await refuse(deps, forge=FORGE, delivery_id=delivery_id, event=event, payload=payload, reason=str(exc))
             return error(400, str(exc))
-        return await _accept(deps, event, delivery_id, payload, shape)
+        kind, action = gitlab_event_kind(event), shape.object_attributes.action if shape.object_attributes else None
+        jobs = router.decide(deps.settings, kind, action, delivery_id, shape)
+        return await answer(deps, delivery_row(event, delivery_id, payload, shape, status=DeliveryStatus.of(jobs)), jobs)
 
 
 def token_problem(settings: Settings, headers: Mapping[str, str]) -> str | None:
@@ -129,17 +129,6 @@ def authentication_problem(
     return None
 
 
-async def _accept(deps: Deps, event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope) -> web.Response:
-    jobs = decide_jobs(deps.settings, event, delivery_id, shape)
-    delivery = delivery_row(event, delivery_id, payload, shape, status=DeliveryStatus.of(jobs))
-    fresh = await accept(deps, delivery, jobs)
-    if fresh is None:
-        return web.json_response({"status": "duplicate", "delivery": delivery_id})
-    return web.json_response(
-        {"status": delivery.status, "delivery": delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
-    )
-
-
 def delivery_row(event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope, *,
                  status: DeliveryStatus) -> WebhookDelivery:
     return WebhookDelivery(
@@ -155,15 +144,10 @@ def delivery_row(event: str, delivery_id: str, payload: dict, shape: GitLabEnvel
 
 # -- which jobs a delivery asks for ---------------------------------------------------------------
 
-Decide = Callable[[Settings, str, Any], list[Job]]
+router = Router()
 
 
-def decide_jobs(settings: Settings, event: str, delivery_id: str, shape: GitLabEnvelope) -> list[Job]:
-    """The jobs for one delivery; an event nobody handles (Push Hook, …) asks for none."""
-    deciders = ROUTES.get(gitlab_event_kind(event), ())
-    return [job for decide in deciders for job in decide(settings, delivery_id, shape)]
-
-
+@router.register("Note Hook")
 def note_jobs(settings: Settings, delivery_id: str, shape: NoteHookPayload) -> list[Job]:
     """One job per slash command in a new note, or per command an edit added."""
     try:
@@ -172,16 +156,14 @@ def note_jobs(settings: Settings, delivery_id: str, shape: NoteHookPayload) -> l
         return []
     if is_ours_or_a_bot(comment.author, settings.gitlab_bot_username) or is_system_note(shape):
         return []
-    grammar = {"prefix": settings.command_prefix, "app_slug": settings.gitlab_bot_username}
-    if shape.object_attributes.action == "update":
-        if comment.old_body is None:
-            return []
-        commands = added_commands(comment.old_body, comment.body, **grammar)
-    else:
-        commands = parse_comment(comment.body, **grammar)
+    if shape.object_attributes.action == "update" and comment.old_body is None:
+        return []
+    commands = settings.grammar("gitlab").commands_in(comment.body, comment.old_body)
     return [command_job(delivery_id, comment.comment_id, command.index, command.raw) for command in commands]
 
 
+@router.register("Issue Hook")
+@router.register("Merge Request Hook")
 def label_jobs(settings: Settings, delivery_id: str, shape: IssueHookPayload) -> list[Job]:
     labels = settings.labels
     configured = {labels.run, labels.plan, labels.ralph}
@@ -192,6 +174,7 @@ def label_jobs(settings: Settings, delivery_id: str, shape: IssueHookPayload) ->
     return [delivery_job(HANDLE_LABEL, delivery_id)]
 
 
+@router.register("Merge Request Hook")
 def merge_request_jobs(settings: Settings, delivery_id: str, shape: MergeRequestHookPayload) -> list[Job]:
     """Merged, closed, reopened, or new commits pushed: the protocol behind it hears about it."""
     try:
@@ -201,16 +184,10 @@ def merge_request_jobs(settings: Settings, delivery_id: str, shape: MergeRequest
     return [delivery_job(HANDLE_PULL_REQUEST, delivery_id)]
 
 
+@router.register("Pipeline Hook")
 def pipeline_jobs(settings: Settings, delivery_id: str, shape: PipelineHookPayload) -> list[Job]:
     """A finished pipeline, except those made of agentry's own commit statuses."""
     if shape.object_attributes.status not in FINISHED_PIPELINE_STATUSES or is_own_status_pipeline(shape):
         return []
     return [delivery_job(HANDLE_CI_RESULT, delivery_id)]
 
-
-ROUTES: dict[str, tuple[Decide, ...]] = {
-    "Note Hook": (note_jobs,),
-    "Issue Hook": (label_jobs,),
-    "Merge Request Hook": (label_jobs, merge_request_jobs),
-    "Pipeline Hook": (pipeline_jobs,),
-}

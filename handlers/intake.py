@@ -1,46 +1,51 @@
-"""What a webhook handler is given: the settings it decides with, and where its jobs go."""
+"""What both webhooks share: routing a delivery to its deciders, recording it, answering it.
+
+A decider is pure: the settings, the delivery id and the payload read into its event's shape go in,
+the jobs to queue come out. Each concern has its router; each forge composes its routers in one
+place (`handlers/github/__init__.py`, `handlers/gitlab.py`).
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
 
 from bot import store
 from bot.config import Settings
 from bot.deps import Deps
 from bot.forge.events import Actor
-from bot.forge.payloads import Shape
 from bot.models import WebhookDelivery
 from bot.queue import Job
 from bot.statuses import DeliveryStatus
 
 log = logging.getLogger("agentry.intake")
 
-S = TypeVar("S", bound=Shape)
+Decide = Callable[[Settings, str, Any], list[Job]]
 
 
-@dataclass
-class Intake:
-    settings: Settings
-    delivery_id: str
-    shape: Shape
-    jobs: list[Job] = field(default_factory=list)
+class Router:
+    """The deciders of a forge's deliveries, each registered for an event or for one of its actions."""
 
-    @property
-    def app_login(self) -> str | None:
-        """The GitHub App's own login, whose comments are never commands."""
-        slug = self.settings.github_app_slug
-        return f"{slug}[bot]" if slug else None
+    def __init__(self, *routers: Router) -> None:
+        self._deciders: dict[tuple[str, str | None], list[Decide]] = {}
+        for router in routers:
+            for key, deciders in router._deciders.items():
+                self._deciders.setdefault(key, []).extend(deciders)
 
-    def read(self, kind: type[S]) -> S:
-        """The delivery in the shape a handler registered for; the router sends it no other."""
-        if not isinstance(self.shape, kind):
-            raise TypeError(f"a {type(self.shape).__name__} routed to a handler of {kind.__name__}")
-        return self.shape
+    def register(self, event: str, action: str | None = None) -> Callable[[Decide], Decide]:
+        def add(decide: Decide) -> Decide:
+            self._deciders.setdefault((event, action), []).append(decide)
+            return decide
 
-    def enqueue(self, job: Job) -> None:
-        self.jobs.append(job)
+        return add
+
+    def decide(self, settings: Settings, event: str, action: str | None, delivery_id: str, shape: Any) -> list[Job]:
+        """The jobs the delivery asks for; an event nobody registered for asks for none."""
+        deciders = [*self._deciders.get((event, None), ()), *(self._deciders.get((event, action), ()) if action else ())]
+        return [job for decide in deciders for job in decide(settings, delivery_id, shape)]
 
 
 def is_ours_or_a_bot(actor: Actor, own_login: str | None = None) -> bool:
@@ -69,3 +74,15 @@ async def accept(deps: Deps, delivery: WebhookDelivery, jobs: list[Job]) -> list
     deps.metrics.deliveries.labels(delivery.forge, delivery.status).inc()
     log.info("delivery %s", delivery.status, extra={"jobs": [job.job_id for job in fresh]})
     return fresh
+
+
+async def answer(deps: Deps, delivery: WebhookDelivery, jobs: list[Job], **extra: Any) -> web.Response:
+    """Records the delivery and says what became of it: 202 with the new jobs, or 200 for a duplicate."""
+    fresh = await accept(deps, delivery, jobs)
+    if fresh is None:
+        return web.json_response({"status": "duplicate", "delivery": delivery.delivery_id})
+    if extra:
+        return web.json_response(extra)
+    return web.json_response(
+        {"status": delivery.status, "delivery": delivery.delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
+    )

@@ -7,7 +7,6 @@ import logging
 import time
 
 from aiohttp import web
-from gidgethub import sansio
 
 from bot import db
 from bot.deps import Deps
@@ -18,10 +17,10 @@ from bot.models import WebhookDelivery
 from bot.statuses import DeliveryStatus
 from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
 from handlers.api import add_api_routes
-from handlers.github import router as github_router
 from handlers.bodies import TooLarge, add_body_slots, read_body
+from handlers.github import router as github_router
 from handlers.gitlab import add_routes as add_gitlab_routes
-from handlers.intake import Intake, accept, refuse
+from handlers.intake import answer, refuse
 from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.web")
@@ -146,31 +145,21 @@ async def github_webhook(request: web.Request) -> web.Response:
             await refuse(deps, forge="github", delivery_id=delivery_id, event=event_name, payload=payload,
                          reason=str(exc))
             return error(400, str(exc))
-        return await _accept(deps, sansio.Event(payload, event=event_name, delivery_id=delivery_id), shape)
+        jobs = github_router.decide(deps.settings, event_name, shape.action, delivery_id, shape)
+        delivery = _delivery_row(event_name, delivery_id, payload, shape, status=DeliveryStatus.of(jobs))
+        pong = {"status": "pong", "zen": payload.get("zen")} if event_name == "ping" else {}
+        return await answer(deps, delivery, jobs, **pong)
 
 
-async def _accept(deps: Deps, event: sansio.Event, shape: Envelope) -> web.Response:
-    intake = Intake(deps.settings, event.delivery_id, shape)
-    await github_router.dispatch(event, intake)
-    delivery = _delivery_row(event, shape, status=DeliveryStatus.of(intake.jobs))
-    fresh = await accept(deps, delivery, intake.jobs)
-    if fresh is None:
-        return web.json_response({"status": "duplicate", "delivery": event.delivery_id})
-    if event.event == "ping":
-        return web.json_response({"status": "pong", "zen": event.data.get("zen")})
-    return web.json_response(
-        {"status": delivery.status, "delivery": event.delivery_id, "jobs": [job.job_id for job in fresh]}, status=202
-    )
-
-
-def _delivery_row(event: sansio.Event, shape: Envelope, status: DeliveryStatus) -> WebhookDelivery:
+def _delivery_row(event: str, delivery_id: str, payload: dict, shape: Envelope, *,
+                  status: DeliveryStatus) -> WebhookDelivery:
     return WebhookDelivery(
-        delivery_id=event.delivery_id,
+        delivery_id=delivery_id,
         forge="github",
-        event=event.event,
+        event=event,
         action=shape.action,
         status=status,
         repo=shape.repository.full_name if shape.repository else None,
         installation_id=shape.installation.id if shape.installation else None,
-        payload=event.data,
+        payload=payload,
     )

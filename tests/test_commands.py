@@ -552,3 +552,10 @@ def test_help_text_falls_back_to_the_table(topic):
 def test_help_command_round_trips_into_help_text():
     result = command("/agent help rerun")
     assert help_text("/agent", result.args[0]).startswith("`/agent retry [step]`")
+
+
+def test_every_declared_command_is_carried_out_by_its_action_or_its_own_handler():
+    from bot.command_service import HANDLERS, handler_of
+
+    assert all(callable(handler_of(name)) for name in COMMANDS)
+    assert set(HANDLERS) == {name for name, spec in COMMANDS.items() if spec.action is None}

@@ -113,3 +113,20 @@ def test_settings_are_frozen():
     settings = Settings.from_env(BASE)
     with pytest.raises(Exception):
         settings.port = 1
+
+
+def test_the_readme_configuration_table_is_made_from_the_declared_settings():
+    from pathlib import Path
+
+    from bot.config import settings_table
+
+    section = (Path(__file__).parent.parent / "README.md").read_text().split("## Configuration", 1)[1]
+    table = section[section.index("| variable"):].split("\n\n", 1)[0]
+    assert table == settings_table(), "make it again with: python -c 'from bot.config import settings_table as t; print(t())'"
+
+
+def test_one_engine_list_for_the_grammar_the_settings_and_the_runners():
+    from bot.agents import ENGINE_MODULES
+    from bot.engines import ENGINES
+
+    assert tuple(ENGINE_MODULES) == ENGINES

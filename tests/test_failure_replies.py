@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from bot import render
 from bot.models import ProtocolRun, QueuedJob, StepRun
+from bot.queue import REPORT_PROTOCOL
 from jobs.worker import JOB_FUNCTIONS
 from tests.conftest import load_payload, post_webhook, run_jobs
 from tests.flow_support import INSTALLATION, REPO, comment_payload, queued_jobs, run_queued
@@ -153,6 +154,7 @@ async def test_a_failure_at_any_forge_call_of_an_agent_job_shows_in_the_status_c
     await advance_to(deps, target)
     before = len(github.calls)
     [job] = await run_queued(deps, [target], first_only=True)
+    await run_queued(deps, [REPORT_PROTOCOL])  # the job's report is part of its work
     calls = len(github.calls) - before
     assert job.status == "done" and calls >= 1, (job.status, job.error, calls)
     carried_on = False
@@ -162,6 +164,7 @@ async def test_a_failure_at_any_forge_call_of_an_agent_job_shows_in_the_status_c
         await advance_to(deps, target)
         github.fail_call(failing)
         [job] = await run_queued(deps, [target], first_only=True)
+        await run_queued(deps, [REPORT_PROTOCOL])  # the status comment, as the job asked for it
         where = f"{target}: call {failing} of {calls} failed; job {job.status} ({job.error})"
         [status] = status_comments(github, number)
         shown = sum(body.count(CRASHED) for body in replies_on(github, number))

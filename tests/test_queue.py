@@ -192,3 +192,23 @@ async def test_an_urgent_job_goes_before_the_jobs_queued_earlier():
         assert await queue.is_known("execute_step_job:3:2")
     finally:
         await queue.close()
+
+
+async def test_a_report_asked_for_while_one_waits_is_that_one_and_one_asked_for_while_it_runs_is_new(any_deps):
+    from datetime import timedelta
+
+    from bot.queue import report_protocol_job
+
+    async def record(*jobs):
+        async with any_deps.sessions() as session:
+            fresh = await store.record_jobs(session, list(jobs))
+            await session.commit()
+            return fresh
+
+    first, = await record(report_protocol_job(41, "step_started"))
+    assert await record(report_protocol_job(41, "step_settled"), report_protocol_job(41, "ci")) == []
+    other = await record(report_protocol_job(42, "planned"))
+    async with any_deps.sessions() as session:
+        assert await store.start_job(session, first.job_id, worker_id="w:1", lease=timedelta(minutes=1))
+    again = await record(report_protocol_job(41, "step_settled"))
+    assert len(other) == 1 and len(again) == 1 and again[0].job_id != first.job_id

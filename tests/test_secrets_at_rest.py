@@ -190,11 +190,11 @@ def sqlite_settings(data_dir: Path, database: Path) -> Settings:
 def test_start_up_makes_the_data_dir_0700_and_the_umask_0077(tmp_path, restore_umask):
     existing = tmp_path / "existing"
     existing.mkdir(mode=0o755)
-    private_files.prepare(sqlite_settings(existing, existing / "agentry.db"), {})
+    private_files.prepare(sqlite_settings(existing, existing / "agentry.db"))
     assert mode_of(existing) == 0o700
     assert os.umask(0o077) == 0o077
     fresh = tmp_path / "fresh" / "data"
-    private_files.prepare(sqlite_settings(fresh, fresh / "agentry.db"), {})
+    private_files.prepare(sqlite_settings(fresh, fresh / "agentry.db"))
     assert mode_of(fresh) == 0o700
 
 

@@ -28,6 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
+from bot.engines import ENGINES
+from bot.sandbox import Launch, NoSandbox, SandboxRequest, SandboxUnavailable
+from bot.sandbox.policy import allowed_endpoints
+
 from . import aider, claude, codex, command, gemini, opencode
 from .base import (
     AgentRequest,
@@ -39,9 +43,6 @@ from .base import (
     TokenUsage,
     strip_ansi,
 )
-from bot.sandbox import Launch, NoSandbox, SandboxRequest, SandboxUnavailable
-from bot.sandbox.policy import allowed_endpoints
-
 from .environment import build_environment, install_config, prepare_home
 from .process import Limits, ProcessOutcome, run_process
 
@@ -61,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("codex", "claude", "opencode", "gemini", "aider", "command")
 ENGINE_MODULES: dict[str, ModuleType] = {
     "codex": codex,
     "claude": claude,
@@ -159,7 +159,7 @@ def engine_module(name: str) -> ModuleType:
 
 
 def search_path(config: EngineConfig) -> str:
-    return config.base_env.get("PATH") or os.environ.get("PATH") or os.defpath
+    return config.base_env.get("PATH") or os.defpath
 
 
 def resolve_executable(engine: str, candidate: str, path: str) -> str:

@@ -8,7 +8,7 @@ from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import parse_verdict, render_prompt
 from bot.protocols import existing_step, load_step, schedule_next, set_step_status
-from bot.reporting import report_protocol
+from bot.reporting import request_report
 from bot.runs import add_artifact, finish_run
 from bot.statuses import RunStatus
 from bot.step_policy import StepOutcome
@@ -61,7 +61,7 @@ async def settle_quality(deps: Deps, step_id: int, review: Review) -> None:
             return
         jobs = await _conclude_quality(session, protocol, step, review)
     await deps.submit(jobs)
-    await report_protocol(deps, protocol.id)
+    await request_report(deps, protocol.id, "quality")
 
 
 async def _conclude_quality(session, protocol: ProtocolRun, step: StepRun, review: Review) -> list:

@@ -11,7 +11,7 @@ from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
 from bot.plans import promise_met, render_prompt
 from bot.protocols import existing_step
-from bot.reporting import report_protocol
+from bot.reporting import request_report
 from bot.runs import engine_config
 from bot.sandbox import SandboxUnavailable
 from bot.steps.agent_run import protocol_budget_exceeded, run_step_agent, step_budget_exceeded, step_engine
@@ -65,7 +65,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
                            "feedback": feedback, "feedback_text": feedback_results})
         await _save_iterations(deps, step.id, iterations, result)
-        await report_protocol(deps, protocol.id)
+        await request_report(deps, protocol.id, "ralph")
         total.summary = result.final_message[:SUMMARY_CHARS] or total.summary
         exceeded = (step_budget_exceeded(deps, step, step.tokens_used + total.tokens)
                     or protocol_budget_exceeded(deps, protocol, spent=total.tokens))

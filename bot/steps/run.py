@@ -9,7 +9,7 @@ from collections.abc import Callable
 from bot import store
 from bot.deps import Deps
 from bot.protocols import load_step
-from bot.reporting import report_progress
+from bot.reporting import request_report
 from bot.steps.ask import run_ask
 from bot.steps.execute import run_execute
 from bot.steps.outcome import because, failed
@@ -39,7 +39,7 @@ async def run_step(deps: Deps, step_id: int, *, taken_over: bool, lease_lost: Ca
         await store.record_event(session, "step_started", f"{step.step_name} started (attempt {step.retries + 1})",
                                  project_id=project.id, protocol_run_id=protocol.id, step_run_id=step.id)
         await session.commit()
-    await report_progress(deps, protocol.id)
+    await request_report(deps, protocol.id, "step_started")
     try:
         outcome = await RUNNERS.get(step.step_type, run_execute)(deps, project, protocol, step)
     except asyncio.CancelledError:

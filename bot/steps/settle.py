@@ -8,7 +8,7 @@ from bot import store
 from bot.deps import Deps
 from bot.protocols import existing_step, retry_step, set_step_status
 from bot.queue import run_quality_job as quality_job
-from bot.reporting import report_protocol
+from bot.reporting import request_report
 from bot.steps.outcome import Outcome, failed
 from bot.steps.policies import account, after_failure, after_success, budget_warning
 from bot.steps.quality import run_quality
@@ -60,7 +60,7 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
         await run_quality(deps, step_id)
         return
     await deps.submit(jobs)
-    await report_protocol(deps, protocol.id)
+    await request_report(deps, protocol.id, "step_settled")
 
 
 async def fail_stuck_steps(deps: Deps) -> int:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from aiohttp import web
 from sqlmodel import col, select
 
-from bot.agents import EngineConfig, engine_versions
+from bot.agents import engine_versions
 from bot.models import CodexRun
+from bot.runs import engine_config
 from bot.statuses import RunStatus
 from handlers.api import answers
 from handlers.api.routing import Route, deps_of, json_response
@@ -22,18 +22,13 @@ RUNNING_LIMIT = 200
 PROBES = web.AppKey("api_engine_probes", dict)
 
 
-def engine_config(settings) -> EngineConfig:
-    return EngineConfig(bins=dict(settings.engine_bins), command_line=settings.engine_command,
-                        base_env=dict(os.environ))
-
-
 async def probed_engines(app: web.Application) -> list[dict]:
     """`<engine> --version` for every engine, at most once a minute (the probe takes up to 5 s)."""
     cache = app[PROBES]
     if cache.get("at", 0) + PROBE_TTL_SECONDS < time.monotonic():
         async with cache["lock"]:
             if cache.get("at", 0) + PROBE_TTL_SECONDS < time.monotonic():
-                config = engine_config(app[PROBES]["settings"])
+                config = engine_config(app[DEPS])
                 cache["engines"] = await asyncio.to_thread(engine_versions, config)
                 cache["at"] = time.monotonic()
     return cache["engines"]
@@ -56,7 +51,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 def setup_probes(app: web.Application) -> None:
-    app[PROBES] = {"lock": asyncio.Lock(), "settings": app[DEPS].settings}
+    app[PROBES] = {"lock": asyncio.Lock()}
 
 
 ROUTES = [

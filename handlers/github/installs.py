@@ -1,15 +1,14 @@
 """Installations register repositories as projects, and deactivate them when removed."""
 
-from gidgethub import sansio
-from gidgethub.routing import Router
-
-from bot.queue import HANDLE_INSTALLATION, delivery_job
-from handlers.intake import Intake
+from bot.config import Settings
+from bot.forge.payloads import Envelope
+from bot.queue import HANDLE_INSTALLATION, Job, delivery_job
+from handlers.intake import Router
 
 router = Router()
 
 
 @router.register("installation")
 @router.register("installation_repositories")
-async def installation_changed(event: sansio.Event, intake: Intake) -> None:
-    intake.enqueue(delivery_job(HANDLE_INSTALLATION, intake.delivery_id))
+def installation_changed(settings: Settings, delivery_id: str, shape: Envelope) -> list[Job]:
+    return [delivery_job(HANDLE_INSTALLATION, delivery_id)]

@@ -25,6 +25,7 @@ from bot.models import Project, ProtocolRun, StepRun, utcnow
 from bot.projects import ensure_project, forge_of, repo_ref
 from bot.protocols import Conflict, NotFound
 from bot.queue import Job
+from bot.state import Fork, ProtocolState, StepState
 from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolAction, ProtocolStatus, StepAction, command_of
 
 log = logging.getLogger("agentry.commands")
@@ -216,7 +217,7 @@ async def start_protocol(request: Request, kind: str) -> list[Job]:
     await _check_rate(request)
     pull = await _pull_request(request)
     protocol = await _create(request, kind, pull=pull)
-    if protocol.runtime_state.get("fork"):
+    if protocol.state.fork:
         return await _await_fork_approval(request, protocol)
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
                                                  actor=request.actor.login)
@@ -241,27 +242,27 @@ def _on_pull_request(pull: dict | None, repo: RepoRef) -> dict:
     if pull.get("head_repo") == repo.full_name:
         return {"branch": pull["head_branch"], "base_branch": pull.get("base_branch"),
                 "state": {"existing_pull": pull["number"]}}
-    fork = {key: pull.get(key) for key in ("number", "head_repo", "head_sha", "head_ref")}
-    return {"base_branch": pull.get("base_branch"), "state": {"fork": {**fork, "approved_sha": None}}}
+    fork = Fork(**{key: pull.get(key) for key in ("number", "head_repo", "head_sha", "head_ref")}, approved_sha=None)
+    return {"base_branch": pull.get("base_branch"), "state": {"fork": fork}}
 
 
 async def _await_fork_approval(request: Request, protocol: ProtocolRun) -> list[Job]:
-    fork = protocol.runtime_state["fork"]
-    await store.record_event(request.session, "fork_approval_needed", f"pull request from {fork['head_repo']}",
-                             project_id=protocol.project_id, protocol_run_id=protocol.id, meta=fork)
+    fork = protocol.state.fork or Fork()
+    await store.record_event(request.session, "fork_approval_needed", f"pull request from {fork.head_repo}",
+                             project_id=protocol.project_id, protocol_run_id=protocol.id, meta=fork.shown())
     await request.reply(
-        f"This pull request comes from the fork `{fork['head_repo']}`. Agents run its code only after someone "
+        f"This pull request comes from the fork `{fork.head_repo}`. Agents run its code only after someone "
         f"with write access approves the exact commit: `{request.prefix} approve` approves the current head "
-        f"(`{(fork.get('head_sha') or '')[:12]}`); later pushes need a new approval.")
+        f"(`{(fork.head_sha or '')[:12]}`); later pushes need a new approval.")
     return [protocols.report(protocol, "fork")]
 
 
 async def approve_fork(request: Request, protocol: ProtocolRun) -> list[Job]:
     """Pins the fork's current head as the approved start of the protocol's branch, then starts."""
-    fork = protocol.runtime_state["fork"]
+    fork = protocol.state.fork or Fork()
     mirror = await workspace.mirror(request.deps, request.project, await workspace.git_token(request.deps, request.project))
-    sha = await git.fetch_ref(mirror, fork["head_ref"])
-    protocol.runtime_state = {**protocol.runtime_state, "fork": {**fork, "approved_sha": sha, "approved_by": request.actor.login}}
+    sha = await git.fetch_ref(mirror, fork.head_ref or "")
+    protocol.state = protocol.state.changed(fork=fork.changed(approved_sha=sha, approved_by=request.actor.login))
     await store.record_event(request.session, "fork_approved", f"{request.actor.login} approved {sha[:12]}",
                              project_id=protocol.project_id, protocol_run_id=protocol.id, meta={"sha": sha})
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
@@ -281,9 +282,9 @@ async def _create(request: Request, kind: str, pull: dict | None = None, **extra
         description=description, issue_number=request.issue.number, engine=engine, model=model,
         created_by=request.actor.login, policy={**policy, "instructions": request.command.text},
         branch=target.get("branch"), base_branch=target.get("base_branch"), **extra)
-    protocol.runtime_state = {"issue_url": request.issue.url, "on_pull_request": request.issue.is_pull_request,
-                              **target.get("state", {})}
-    if "existing_pull" in protocol.runtime_state:
+    protocol.state = ProtocolState(issue_url=request.issue.url, on_pull_request=request.issue.is_pull_request,
+                                   **target.get("state", {}))
+    if protocol.state.existing_pull is not None:
         protocol.pr_number, protocol.pr_url = pull["number"], pull.get("url")
     return protocol
 
@@ -353,7 +354,7 @@ async def cmd_ask(request: Request) -> list[Job]:
     await _add_step(request.session, protocol, f"ask {len(steps) + 1}", request.command.text, step_type="ask",
                            engine=request.command.options.get("engine") or protocol.engine,
                            model=request.command.options.get("model") or protocol.model,
-                           runtime_state={"asked_by": request.actor.login})
+                           state=StepState(asked_by=request.actor.login))
     if protocol.status == ProtocolStatus.PENDING:
         return await _run_without_plan(request, protocol)
     if protocol.status != ProtocolStatus.RUNNING:
@@ -416,8 +417,8 @@ async def cmd_retry(request: Request) -> list[Job]:
 @handles("approve")
 async def cmd_approve(request: Request) -> list[Job]:
     protocol = await _protocol(request)
-    fork = protocol.runtime_state.get("fork")
-    if fork and not fork.get("approved_sha") and protocol.status == ProtocolStatus.PENDING:
+    fork = protocol.state.fork
+    if fork and not fork.approved_sha and protocol.status == ProtocolStatus.PENDING:
         return await approve_fork(request, protocol)
     steps = await protocols.steps_of(request.session, protocol.id)
     reference = request.command.args[0] if request.command.args else None
@@ -434,7 +435,7 @@ async def cmd_qa(request: Request) -> list[Job]:
     step = protocols.find_step(steps, reference, StepAction.RUN_QA)
     options = request.command.options
     if "engine" in options or "model" in options:
-        step.runtime_state = {**step.runtime_state, "qa_engine": options.get("engine"), "qa_model": options.get("model")}
+        step.state = step.state.changed(qa_engine=options.get("engine"), qa_model=options.get("model"))
     return await protocols.apply_step_action(request.session, protocol, step, StepAction.RUN_QA,
                                              actor=request.actor.login)
 

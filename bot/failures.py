@@ -36,7 +36,7 @@ async def _planning_failed(deps: Deps, protocol_id: int, reason: str) -> None:
         if protocol is None:
             return
         if protocol.status == ProtocolStatus.PLANNING:  # else the plan was stored before the crash
-            protocol.runtime_state = {**protocol.runtime_state, "error": reason, "plan_failed": True}
+            protocol.state = protocol.state.changed(error=reason, plan_failed=True)
             await set_protocol_status(session, protocol, ProtocolAction.FAIL, actor=None, message=reason)
     await request_report(deps, protocol_id, "planning_failed")
 
@@ -71,7 +71,7 @@ async def pull_request_crashed(deps: Deps, protocol_id: int, *, error: str) -> N
         if protocol is None:
             return
         reason = because("opening the pull request", error)
-        protocol.runtime_state = {**protocol.runtime_state, "pr_error": reason}
+        protocol.state = protocol.state.changed(pr_error=reason)
         session.add(protocol)
         await store.record_event(session, "pull_request_failed", reason, project_id=protocol.project_id,
                                  protocol_run_id=protocol.id)

@@ -78,8 +78,8 @@ async def ci_finished(deps: Deps, delivery_id: str) -> None:
         step = _step_for_ci(await steps_of(session, protocol.id))
         if step is None:
             return
-        step.runtime_state = {**step.runtime_state, "ci_output": f"{event.name}: {event.conclusion}\n{event.summary}"
-                              f"\n{event.details_url or ''}".strip()}
+        step.state = step.state.changed(ci_output=f"{event.name}: {event.conclusion}\n{event.summary}"
+                                        f"\n{event.details_url or ''}".strip())
         if event.conclusion == "success":
             jobs = await _ci_passed(deps, session, protocol, step, event)
         else:
@@ -96,8 +96,8 @@ def _step_for_ci(steps: list):
 
 async def _ci_passed(deps: Deps, session, protocol, step, event: CiEvent) -> list:
     if step.status == StepStatus.NEEDS_QA and deps.settings.auto_qa_on_ci:
-        attempt = step.runtime_state.get("qa_attempts", 0) + 1
-        step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+        attempt = step.state.qa_attempts + 1
+        step.state = step.state.changed(qa_attempts=attempt)
         return [run_quality_job(step.id, attempt)]
     await set_step_status(session, step, StepAction.CI_SUCCESS, actor=None, protocol=protocol,
                           message=f"{step.step_name}: CI passed ({event.name})")
@@ -107,14 +107,14 @@ async def _ci_passed(deps: Deps, session, protocol, step, event: CiEvent) -> lis
 async def _ci_failed(deps: Deps, session, protocol, step, event: CiEvent) -> list:
     await set_step_status(session, step, StepAction.CI_FAILURE, actor=None, protocol=protocol,
                           message=f"{step.step_name}: CI failed ({event.name})")
-    fixes = step.runtime_state.get("ci_fix_attempts", 0)
+    fixes = step.state.ci_fix_attempts
     if fixes < deps.settings.ci_fix_attempts:
-        step.runtime_state = {**step.runtime_state, "ci_fix_attempts": fixes + 1,
-                              "feedback": f"CI failed on the branch after this step:\n{step.runtime_state['ci_output']}"}
+        step.state = step.state.changed(ci_fix_attempts=fixes + 1,
+                                        feedback=f"CI failed on the branch after this step:\n{step.state.ci_output}")
         if protocol.status == ProtocolStatus.COMPLETED and is_allowed(protocol.status, ProtocolAction.BLOCK):
             await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message="CI failed")
         return [job for job in await retry_step(session, protocol, step, actor=None) if job.function != "report_protocol_job"]
     if is_allowed(protocol.status, ProtocolAction.BLOCK):
-        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": f"CI failed: {event.name}"}
+        protocol.state = protocol.state.changed(blocked_reason=f"CI failed: {event.name}")
         await set_protocol_status(session, protocol, ProtocolAction.BLOCK, actor=None, message=f"CI failed: {event.name}")
     return []

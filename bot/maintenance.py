@@ -78,7 +78,7 @@ async def resume_stalled_protocols(deps: Deps) -> int:
 
 async def _waits_on_nothing(session, protocol: ProtocolRun) -> bool:
     steps = await steps_of(session, protocol.id)
-    if (protocol.runtime_state or {}).get("awaiting_merge") or not next_runnable_steps(steps):
+    if protocol.awaiting_merge or not next_runnable_steps(steps):
         return False
     if any(step.status in (StepStatus.RUNNING, StepStatus.NEEDS_QA) for step in steps):
         return False

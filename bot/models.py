@@ -13,6 +13,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
+from bot.state import ProtocolState, StepState
 from bot.statuses import ClarificationStatus, DeliveryStatus, JobStatus, ProjectStatus, RunStatus
 from bot.workflow import ENDED_PROTOCOL_STATUSES, ProtocolStatus, StepStatus
 
@@ -53,6 +54,28 @@ class StatusText(TypeDecorator[StrEnum]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
         return None if value is None else self.enum(value)
+
+
+class StateJSON(TypeDecorator[Any]):
+    """A typed state (`bot.state`) as a JSON column: stored as its set keys, read back into its model."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, model: type[ProtocolState] | type[StepState]) -> None:
+        super().__init__()
+        self.model = model
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dict[str, Any]:
+        return (value if isinstance(value, self.model) else self.model.read(value)).shown()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> ProtocolState | StepState:
+        return self.model.read(value)
+
+
+def state_field(model: type[ProtocolState] | type[StepState]) -> Any:
+    """The row's typed state, in the column the API calls `runtime_state`."""
+    return Field(default_factory=model, sa_column=Column("runtime_state", StateJSON(model), nullable=False))
 
 
 # A row built with a status as plain text (tests, the API's filters) holds the text until it is
@@ -121,7 +144,9 @@ class ProtocolRun(SQLModel, table=True):
     template_config: Optional[dict] = json_field(lambda: None)
     template_source: Optional[dict] = json_field(lambda: None)
     policy: dict = json_field()
-    runtime_state: dict = json_field()
+    state: ProtocolState = state_field(ProtocolState)
+    awaiting_merge: bool = False  # its work is done and its pull request open: a merge completes it
+    awaiting_answers: bool = False  # paused until the plan's blocking questions are answered
     issue_number: Optional[int] = None
     issue_title: Optional[str] = None
     pr_number: Optional[int] = None
@@ -138,6 +163,12 @@ class ProtocolRun(SQLModel, table=True):
     cost_usd: Optional[float] = None
     created_at: datetime = created_field()
     updated_at: datetime = created_field()
+
+    @property
+    def runtime_state(self) -> dict[str, Any]:
+        """The state as the API shows it: the typed state's keys, and the flags that are set."""
+        flags = {name: True for name in ("awaiting_merge", "awaiting_answers") if getattr(self, name)}
+        return {**self.state.shown(), **flags}
 
 
 class StepRun(SQLModel, table=True):
@@ -158,12 +189,17 @@ class StepRun(SQLModel, table=True):
     changes_files: bool = True  # False: a check-only step, which may leave the files as they are
     depends_on: list = json_field(list)
     policy: dict = json_field()
-    runtime_state: dict = json_field()
+    state: StepState = state_field(StepState)
     summary: Optional[str] = text_field()
     tokens_used: int = 0
     cost_usd: Optional[float] = None
     created_at: datetime = created_field()
     updated_at: datetime = created_field()
+
+    @property
+    def runtime_state(self) -> dict[str, Any]:
+        """The state as the API shows it."""
+        return self.state.shown()
 
 
 class Event(SQLModel, table=True):

@@ -30,7 +30,7 @@ async def plan_protocol(deps: Deps, protocol_id: int) -> None:
         messages = await messages_text(session, protocol)
     run = await start_run(deps, job_type="plan_protocol_job", run_kind="plan", project_id=project.id,
                           protocol_run_id=protocol.id, engine=protocol.engine, model=protocol.model,
-                          attempt=protocol.runtime_state.get("plan_attempts", 1))
+                          attempt=protocol.state.plan_attempts or 1)
     try:
         plan, raw, result = await _ask_for_plan(deps, project, protocol, run, messages)
     except PlanFailure as failure:
@@ -80,7 +80,7 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
         issue_body=fence(protocol.description or "", f"{issue} body"),
         instructions=fence(str(protocol.policy.get("instructions") or ""), f"instructions for this run{by}"),
         messages=fence(messages, f"comments and answers on {issue}"),
-        feedback=protocol.runtime_state.get("plan_feedback", ""),
+        feedback=protocol.state.plan_feedback,
     )
     request = AgentRequest(engine=protocol.engine or deps.settings.default_engine, prompt=prompt, cwd=checkout.path,
                            kind="plan",
@@ -106,8 +106,8 @@ async def _plan_failed(deps: Deps, protocol_id: int, reason: str, result: AgentR
     async with deps.transaction() as session:
         protocol = await store.row(session, ProtocolRun, protocol_id)
         _count_usage(protocol, result)
-        protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": reason, "plan_failed": True,
-                                  "plan_feedback": f"A previous plan was rejected:\n{reason}"}
+        protocol.state = protocol.state.changed(blocked_reason=reason, plan_failed=True,
+                                                plan_feedback=f"A previous plan was rejected:\n{reason}")
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
     await request_report(deps, protocol_id, "planned")
 
@@ -129,7 +129,7 @@ async def _store_plan(deps: Deps, protocol_id: int, plan: Plan, result: AgentRes
             session.add(Clarification(project_id=protocol.project_id, protocol_run_id=protocol.id, key=question.key,
                                       question=question.question, options=list(question.options) or None,
                                       recommended=question.recommended, blocking=question.blocking))
-        protocol.runtime_state = {**protocol.runtime_state, "plan_summary": plan.summary, "blocked_reason": None}
+        protocol.state = protocol.state.changed(plan_summary=plan.summary, blocked_reason=None)
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,
                                   message=f"planned {len(plan.steps)} steps", meta={"steps": len(plan.steps)})
         jobs = await _after_plan(session, protocol)
@@ -153,11 +153,11 @@ async def import_codemachine_plan(deps: Deps, protocol_id: int) -> None:
         if loaded is None or loaded[0].status != ProtocolStatus.PLANNING:
             return
         protocol, project = loaded
-        workspace_path = Path(protocol.runtime_state.get("codemachine_workspace") or protocol.protocol_root or ".")
+        workspace_path = Path(protocol.state.codemachine_workspace or protocol.protocol_root or ".")
         try:
             steps = await codemachine.import_codemachine(session, project, protocol, workspace_path)
         except codemachine.ConfigError as exc:
-            protocol.runtime_state = {**protocol.runtime_state, "blocked_reason": f"CodeMachine import failed: {exc}"}
+            protocol.state = protocol.state.changed(blocked_reason=f"CodeMachine import failed: {exc}")
             await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=str(exc))
             return
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_SUCCEEDED, actor=None,

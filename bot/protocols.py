@@ -157,7 +157,7 @@ async def facts_of(session: AsyncSession, protocol: ProtocolRun) -> frozenset[Fa
     """What the workflow's rules need to know about the protocol besides its status."""
     questions = await open_clarifications(session, protocol)
     return protocol_facts(await steps_of(session, protocol.id), open_questions=any(item.blocking for item in questions),
-                          plan_failed=bool(protocol.runtime_state.get("plan_failed")))
+                          plan_failed=protocol.state.plan_failed)
 
 
 @overload
@@ -180,8 +180,8 @@ async def set_protocol_status(session: AsyncSession, protocol: ProtocolRun, acti
     before = protocol.status
     protocol.status = move(protocol.status, action, facts)
     protocol.updated_at = utcnow()
-    if protocol.status in (ProtocolStatus.PLANNING, ProtocolStatus.RUNNING) and protocol.runtime_state.get("plan_failed"):
-        protocol.runtime_state = {**protocol.runtime_state, "plan_failed": False}  # no longer what stops it
+    if protocol.status in (ProtocolStatus.PLANNING, ProtocolStatus.RUNNING) and protocol.state.plan_failed:
+        protocol.state = protocol.state.changed(plan_failed=False)  # no longer what stops it
     session.add(protocol)
     await store.record_event(
         session, f"protocol_{action.value}", message or f"{before} → {protocol.status}",
@@ -219,10 +219,10 @@ async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, ac
     if action is ProtocolAction.RETRY_LATEST:
         return await retry_latest(session, protocol, actor=actor, facts=facts)
     await set_protocol_status(session, protocol, action, actor=actor, facts=facts)
-    if action is ProtocolAction.RESUME and protocol.runtime_state.get("awaiting_answers"):
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": False}
+    if action is ProtocolAction.RESUME:
+        protocol.awaiting_answers = False
     if action is ProtocolAction.START and protocol.status == ProtocolStatus.PAUSED:
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": True}
+        protocol.awaiting_answers = True
         await store.record_event(session, "awaiting_answers", "waiting for answers to the plan's blocking questions",
                                  project_id=protocol.project_id, protocol_run_id=protocol.id)
     if action is ProtocolAction.CANCEL:
@@ -234,8 +234,8 @@ async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, ac
 async def _follow_up(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
     """The job a protocol's new status calls for: its plan, or its next step."""
     if protocol.status == ProtocolStatus.PLANNING:
-        attempt = protocol.runtime_state.get("plan_attempts", 0) + 1
-        protocol.runtime_state = {**protocol.runtime_state, "plan_attempts": attempt}
+        attempt = protocol.state.plan_attempts + 1
+        protocol.state = protocol.state.changed(plan_attempts=attempt)
         return [queue.plan_protocol_job(protocol.id, attempt)]
     if protocol.status == ProtocolStatus.RUNNING:
         return await schedule_next(session, protocol, actor=actor)
@@ -264,7 +264,7 @@ async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: s
 
 async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun, *, actor: str | None) -> list[Job]:
     """Runs the step again; a step blocked because its QA could not run gets its QA again."""
-    if step.status == StepStatus.BLOCKED and (step.runtime_state or {}).get("qa_error"):
+    if step.status == StepStatus.BLOCKED and step.state.qa_error:
         return await apply_step_action(session, protocol, step, StepAction.RUN_QA, actor=actor)
     await set_step_status(session, step, StepAction.RETRY, actor=actor, protocol=protocol)
     step.retries += 1
@@ -298,8 +298,8 @@ async def schedule_next(session: AsyncSession, protocol: ProtocolRun, *, actor: 
     runnable = next_runnable_steps(steps)
     if not runnable:
         return []
-    if protocol.runtime_state.get("awaiting_merge"):
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": False}
+    if protocol.awaiting_merge:
+        protocol.awaiting_merge = False
         session.add(protocol)
     step = runnable[0]
     return [queue.execute_step_job(step.id, step.retries + 1)]
@@ -311,10 +311,11 @@ async def steps_finished(session: AsyncSession, protocol: ProtocolRun, *, actor:
     if protocol.kind == "ask":
         return []
     if project is not None and project.forge and protocol.issue_number is not None:
-        if protocol.runtime_state.get("awaiting_merge"):
+        if protocol.awaiting_merge:
             return []
-        rounds = protocol.runtime_state.get("finished_rounds", 0) + 1
-        protocol.runtime_state = {**protocol.runtime_state, "awaiting_merge": True, "finished_rounds": rounds}
+        protocol.awaiting_merge = True
+        rounds = protocol.state.finished_rounds + 1
+        protocol.state = protocol.state.changed(finished_rounds=rounds)
         session.add(protocol)
         await store.record_event(session, "steps_completed", "every step is done; opening the pull request",
                                  project_id=protocol.project_id, protocol_run_id=protocol.id)
@@ -361,8 +362,8 @@ async def apply_step_action(session: AsyncSession, protocol: ProtocolRun, step: 
         await set_step_status(session, step, StepAction.RUN_QA, actor=actor, protocol=protocol)
         if protocol.status in (ProtocolStatus.BLOCKED, ProtocolStatus.FAILED):
             await set_protocol_status(session, protocol, ProtocolAction.RUN_NEXT_STEP, actor=actor)
-        attempt = step.runtime_state.get("qa_attempts", 0) + 1
-        step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+        attempt = step.state.qa_attempts + 1
+        step.state = step.state.changed(qa_attempts=attempt)
         return [queue.run_quality_job(step.id, attempt), report(protocol, "qa")]
     if action is StepAction.APPROVE:
         await set_step_status(session, step, StepAction.APPROVE, actor=actor, protocol=protocol,
@@ -397,9 +398,9 @@ async def answer_clarification(session: AsyncSession, protocol: ProtocolRun | No
         return []
     await session.flush()
     still_blocking = [item for item in await open_clarifications(session, protocol) if item.blocking]
-    if still_blocking or protocol.status != ProtocolStatus.PAUSED or not protocol.runtime_state.get("awaiting_answers"):
+    if still_blocking or protocol.status != ProtocolStatus.PAUSED or not protocol.awaiting_answers:
         return [report(protocol, "answer")]
-    protocol.runtime_state = {**protocol.runtime_state, "awaiting_answers": False}
+    protocol.awaiting_answers = False
     await set_protocol_status(session, protocol, ProtocolAction.RESUME, actor=actor,
                               message="every blocking question is answered")
     return [*await schedule_next(session, protocol, actor=actor), report(protocol, "answer")]

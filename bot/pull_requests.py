@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot import prompts, queue, render, store
 from bot.deps import Deps
+from bot.forge import NewPullRequest
 from bot.models import ProtocolRun, StepRun
 from bot.plans import render_prompt
 from bot.projects import forge_of, repo_ref
@@ -18,7 +19,7 @@ async def open_pull_request(deps: Deps, protocol_id: int) -> None:
         if loaded is None or not loaded[1].forge or not loaded[0].head_sha:
             return
         protocol, project = loaded
-        if protocol.runtime_state.get("existing_pull"):
+        if protocol.state.existing_pull:
             return  # the pull request the protocol works on belongs to its author
         steps = await steps_of(session, protocol.id)
     forge, repo = forge_of(deps, project), repo_ref(project)
@@ -27,8 +28,8 @@ async def open_pull_request(deps: Deps, protocol_id: int) -> None:
     body = _pr_body(protocol, steps)
     existing = await forge.find_pull_request(repo, protocol.branch)
     if existing is None:
-        pull = await forge.open_pull_request(repo, head=protocol.branch, base=protocol.base_branch, title=title,
-                                             body=body, draft=not ready)
+        pull = await forge.open_pull_request(repo, NewPullRequest(head=protocol.branch, base=protocol.base_branch,
+                                                                  title=title, body=body, draft=not ready))
     else:
         pull = existing
         await forge.update_pull_request(repo, existing["number"], title=title, body=body)
@@ -37,7 +38,7 @@ async def open_pull_request(deps: Deps, protocol_id: int) -> None:
     async with deps.transaction() as session:
         stored = await store.row(session, ProtocolRun, protocol_id)
         stored.pr_number, stored.pr_url = pull["number"], pull.get("url")
-        stored.runtime_state = {**stored.runtime_state, "pr_error": None}
+        stored.state = stored.state.changed(pr_error=None)
         session.add(stored)
         await store.record_event(session, "pull_request_opened" if existing is None else "pull_request_updated",
                                  f"#{pull['number']} {'ready for review' if ready else 'draft'}",
@@ -50,7 +51,7 @@ async def open_pull_request(deps: Deps, protocol_id: int) -> None:
 def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
     body = render_prompt(
         prompts.template("pr.md"), issue_number=protocol.issue_number or "",
-        summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
+        summary=protocol.state.plan_summary or protocol.description or "",
         steps_table=render.step_table(steps, None), status_comment_url=status_comment_url(protocol),
     )
     unwanted = ([] if protocol.issue_number else ["Closes #"]) + ([] if status_comment_url(protocol) else ["Progress, QA"])
@@ -61,7 +62,7 @@ def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
 
 
 def status_comment_url(protocol: ProtocolRun) -> str:
-    issue_url = protocol.runtime_state.get("issue_url")
+    issue_url = protocol.state.issue_url
     if not issue_url or not protocol.status_comment_id:
         return ""
     anchor = "note_" if "/-/" in issue_url else "issuecomment-"

@@ -86,7 +86,7 @@ def questions_hint(questions: list, prefix: str) -> str | None:
 
 
 def on_merge_request(protocol: ProtocolRun) -> bool:
-    return bool(protocol.runtime_state.get("on_pull_request"))
+    return protocol.state.on_pull_request
 
 
 def _links(protocol: ProtocolRun) -> dict[str, str]:

@@ -55,11 +55,11 @@ async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checko
                         if isinstance(value, str)))
     token = await git_token(deps, project)
     mirror_dir = git.mirror_path(deps.settings.data_dir.resolve(), project.id)
-    fork = protocol.runtime_state.get("fork") or {}
-    start_point = fork.get("approved_sha")
-    if start_point:
+    fork = protocol.state.fork
+    start_point = fork.approved_sha if fork else None
+    if fork and start_point and fork.head_ref:
         await git.ensure_mirror(source_of(deps, project), mirror_dir, token=token)
-        await git.fetch_ref(mirror_dir, fork["head_ref"], token=token)
+        await git.fetch_ref(mirror_dir, fork.head_ref, token=token)
     start, refs = await git.sync(source_of(deps, project), mirror_dir, branch=protocol.branch,
                                  base_branch=protocol.base_branch, start_point=start_point, token=token)
     path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)

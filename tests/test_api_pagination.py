@@ -24,11 +24,11 @@ async def seed(deps) -> int:
                                 "default_models": {}, "status": "ready", "created_at": now, "updated_at": now}])
     await bulk(deps, ProtocolRun, [
         {"id": index, "project_id": 1, "protocol_name": f"p{index}", "status": "running", "kind": "run",
-         "base_branch": "main", "policy": {}, "runtime_state": {}, "tokens_used": 0, "check_run_completed": False,
+         "base_branch": "main", "policy": {}, "state": {}, "tokens_used": 0, "check_run_completed": False,
          "created_at": now, "updated_at": now} for index in range(1, PROTOCOLS + 1)])
     await bulk(deps, StepRun, [
         {"protocol_run_id": 1, "step_index": index, "step_name": f"s{index}", "step_type": "code", "status": "pending",
-         "retries": 0, "qa_policy": "full", "depends_on": [], "policy": {}, "runtime_state": {}, "tokens_used": 0,
+         "retries": 0, "qa_policy": "full", "depends_on": [], "policy": {}, "state": {}, "tokens_used": 0,
          "created_at": now, "updated_at": now} for index in range(30)])
     await bulk(deps, Event, [
         {"project_id": 1, "protocol_run_id": index % PROTOCOLS + 1, "event_type": "note", "message": str(index),

@@ -140,7 +140,7 @@ async def test_deleting_a_branch_that_does_not_exist_is_404_not_deleted(api, tmp
 
 async def test_clarifications_list_and_answer(api):
     row = await project(api.deps)
-    run = await protocol(api.deps, row, status="paused", runtime_state={"awaiting_answers": True})
+    run = await protocol(api.deps, row, status="paused", awaiting_answers=True)
     await add(api.deps, Clarification(project_id=row.id, key="db", question="Which DB?", scope="project"),
               Clarification(project_id=row.id, protocol_run_id=run.id, key="lang", question="Language?",
                             blocking=True))

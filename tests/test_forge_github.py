@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.forge import Forge, RecordingForge, RepoRef, upsert_status_comment
+from bot.forge import Forge, NewPullRequest, RecordingForge, RepoRef, upsert_status_comment
 from bot.forge.github import GitHubAppAuth, GitHubForge, graphql_url
 from tests.fakes.github_server import BodySchema, FakeGitHub
 
@@ -386,8 +386,8 @@ async def test_pull_request_lifecycle(gh, session):
     opened_args = dict(head=branch, base="main", title="Add login", body="Closes #5", draft=True)
 
     assert await forge.find_pull_request(REPO, branch) is None
-    opened = await forge.open_pull_request(REPO, **opened_args)
-    again = await forge.open_pull_request(REPO, **opened_args)
+    opened = await forge.open_pull_request(REPO, NewPullRequest(**opened_args))
+    again = await forge.open_pull_request(REPO, NewPullRequest(**opened_args))
     await forge.update_pull_request(REPO, opened["number"], title="Add login page")
     await forge.mark_ready_for_review(REPO, opened["number"])
     await forge.mark_ready_for_review(REPO, opened["number"])
@@ -418,7 +418,7 @@ async def test_pull_request_lifecycle(gh, session):
 
 async def test_unchanged_get_is_answered_304_from_the_cache(gh, session):
     forge = make_forge(gh, session)
-    await forge.open_pull_request(REPO, head="b", base="main", title="t", body="", draft=False)
+    await forge.open_pull_request(REPO, NewPullRequest(head="b", base="main", title="t", body="", draft=False))
 
     first = await forge.find_pull_request(REPO, "b")
     second = await forge.find_pull_request(REPO, "b")
@@ -591,8 +591,8 @@ async def test_recording_forge_records_calls_with_consistent_ids():
     other = await forge.create_comment(REPO, 6, "hi")
     run = await forge.create_check_run(REPO, check_run_payload())
     await forge.update_check_run(REPO, run, {"status": "completed", "conclusion": "success"})
-    pull = await forge.open_pull_request(REPO, head="agent/5-x", base="main", title="t",
-                                         body="b", draft=True)
+    pull = await forge.open_pull_request(REPO, NewPullRequest(head="agent/5-x", base="main", title="t",
+                                         body="b", draft=True))
     await forge.mark_ready_for_review(REPO, pull["number"])
     found = await forge.find_pull_request(REPO, "agent/5-x")
     token = await forge.git_token(REPO)

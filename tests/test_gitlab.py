@@ -17,7 +17,7 @@ from sqlmodel import func, select
 
 from bot.config import Settings
 from bot.deps import open_deps
-from bot.forge import Forge, RepoRef, upsert_status_comment
+from bot.forge import Forge, NewPullRequest, RepoRef, upsert_status_comment
 from bot.forge.events import UnsupportedEvent
 from bot.forge.gitlab import (
     GitLabForge,
@@ -799,15 +799,15 @@ async def test_the_fake_validates_required_fields_and_enums(gl, session, path, b
 
 async def test_merge_requests_open_as_drafts_are_found_and_marked_ready(gl, session):
     forge = make_forge(gl, session)
-    opened = await forge.open_pull_request(REPO, head="agent/17-greeting", base="master",
-                                           title="Add a greeting", body="Closes #17", draft=True)
+    opened = await forge.open_pull_request(REPO, NewPullRequest(head="agent/17-greeting", base="master",
+                                           title="Add a greeting", body="Closes #17", draft=True))
     assert {key: opened[key] for key in ("number", "url", "draft", "state", "head_branch", "head_ref")} == {
         "number": 1, "url": f"https://gitlab.example/{PROJECT}/-/merge_requests/1", "draft": True, "state": "open",
         "head_branch": "agent/17-greeting", "head_ref": "refs/merge-requests/1/head"}
     assert gl.merge_requests[(5, 1)]["title"] == "Draft: Add a greeting"
     assert gl.merge_requests[(5, 1)]["description"] == "Closes #17"
-    again = await forge.open_pull_request(REPO, head="agent/17-greeting", base="master",
-                                          title="Add a greeting", body="Closes #17", draft=True)
+    again = await forge.open_pull_request(REPO, NewPullRequest(head="agent/17-greeting", base="master",
+                                          title="Add a greeting", body="Closes #17", draft=True))
     assert again == opened and len(gl.merge_requests) == 1
     assert await forge.find_pull_request(REPO, "agent/17-greeting") == opened
     assert await forge.find_pull_request(REPO, "agent/other") is None
@@ -820,7 +820,7 @@ async def test_merge_requests_open_as_drafts_are_found_and_marked_ready(gl, sess
 
 async def test_a_ready_merge_request_is_left_alone(gl, session):
     forge = make_forge(gl, session)
-    await forge.open_pull_request(REPO, head="b", base="master", title="T", body="", draft=False)
+    await forge.open_pull_request(REPO, NewPullRequest(head="b", base="master", title="T", body="", draft=False))
     await forge.mark_ready_for_review(REPO, 1)
     assert [line for line in gl.lines() if line.startswith("PUT")] == []
 
@@ -841,7 +841,7 @@ async def test_the_token_is_never_in_a_url_a_body_or_a_log(gl, session, caplog):
     await forge.permission(REPO, "dev")
     check_run_id = await forge.create_check_run(REPO, status_payload())
     await forge.update_check_run(REPO, check_run_id, status_payload(status="completed", conclusion="success"))
-    await forge.open_pull_request(REPO, head="b", base="master", title="T", body="B", draft=True)
+    await forge.open_pull_request(REPO, NewPullRequest(head="b", base="master", title="T", body="B", draft=True))
     assert await forge.git_token(REPO) == gl.token
     assert {call.auth for call in gl.calls} == {"bearer"}
     recorded = " ".join(f"{c.url} {json.dumps(c.json)}" for c in gl.calls)

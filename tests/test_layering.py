@@ -11,7 +11,8 @@ PURE_MODULES = ["bot/commands.py", "bot/workflow.py", "bot/render/__init__.py", 
                 "bot/render/status_parts.py", "bot/render/text.py", "bot/render/views.py", "bot/plans.py", "bot/webhooks.py",
                 "bot/webhooks_gitlab.py", "bot/forge/events.py", "bot/forge/gitlab_events.py",
                 "bot/forge/payloads.py", "bot/sandbox/policy.py", "bot/redact.py", "bot/untrusted.py", "bot/paths.py",
-                "bot/recovery.py", "bot/step_policy.py", "bot/engines.py"]
+                "bot/recovery.py", "bot/step_policy.py", "bot/engines.py",
+                "bot/state.py"]
 IMPURE_PACKAGES = {"aiohttp", "gidgethub", "gidgetlab", "sqlmodel", "sqlalchemy", "arq", "redis", "fakeredis", "bot.models",
                    "bot.store", "bot.db", "bot.deps"}
 

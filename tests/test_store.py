@@ -50,7 +50,6 @@ async def test_of_many_claims_on_a_pending_step_exactly_one_wins(deps):
 async def test_two_workers_on_real_redis_run_one_step_once(redis_deps, monkeypatch):
     """The same step queued twice (two attempts' job ids) on two workers: one agent run."""
     from bot.steps import run as step_runs
-    from bot.steps import settle as step_settling
     from bot.steps.outcome import Outcome
     from jobs.worker import embedded_worker
 
@@ -63,7 +62,6 @@ async def test_two_workers_on_real_redis_run_one_step_once(redis_deps, monkeypat
         return Outcome(ok=True)
 
     monkeypatch.setattr(step_runs, "run_execute", fake_execute)
-    monkeypatch.setattr(step_settling, "report_protocol", lambda deps, protocol_id: asyncio.sleep(0))
     from bot.queue import execute_step_job
 
     await redis_deps.submit([execute_step_job(step_id, 1), execute_step_job(step_id, 2)])

@@ -20,7 +20,7 @@ from .base import (
     TokenUsage,
     executable,
     extra_args,
-    model_argument,
+    model_and_session,
     prompt_argument,
 )
 
@@ -77,9 +77,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     argv += ["--message", prompt_argument(request.prompt), *HEADLESS_ARGS]
     if request.read_only:
         argv += READ_ONLY_ARGS
-    if request.model:
-        argv += ["--model", model_argument(request.model)]
-    return argv
+    return argv + model_and_session(request, "--model")
 
 
 def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:

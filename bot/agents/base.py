@@ -271,6 +271,19 @@ def model_argument(model: str) -> str:
     return model
 
 
+def model_and_session(request: AgentRequest, model_flag: str, session_flag: str | None = None) -> list[str]:
+    """The arguments naming the run's model and the session it resumes, as the CLI spells them."""
+    argv = [model_flag, model_argument(request.model)] if request.model else []
+    if request.session_id and session_flag:
+        argv += [session_flag, session_argument(request.session_id)]
+    return argv
+
+
+def no_run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
+    """For a CLI that needs no variables of its own."""
+    return {}
+
+
 def has_option(args: list[str], names: tuple[str, ...]) -> bool:
     """True if ``args`` holds one of the options, as ``--x``, ``--x=v`` or ``-x``."""
     long_names = tuple(name + "=" for name in names if name.startswith("--"))

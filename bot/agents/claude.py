@@ -7,7 +7,6 @@ Success (research README §2.2, §7.2): exit code 0, ``result.is_error`` false a
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -22,9 +21,9 @@ from .base import (
     executable,
     extra_args,
     has_option,
-    model_argument,
+    model_and_session,
+    no_run_env,
     prompt_argument,
-    session_argument,
 )
 
 NAME = "claude"
@@ -46,10 +45,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     argv = [executable(NAME, config), *extra, "-p", prompt_argument(request.prompt)]
     argv += ["--output-format", "stream-json", "--verbose"]  # stream-json needs --verbose
     argv += _permission_mode(request, extra)
-    if request.model:
-        argv += ["--model", model_argument(request.model)]
-    if request.session_id:
-        argv += ["--resume", session_argument(request.session_id)]
+    argv += model_and_session(request, "--model", "--resume")
     return argv
 
 
@@ -61,8 +57,7 @@ def _permission_mode(request: AgentRequest, extra: list[str]) -> list[str]:
     return ["--permission-mode", "acceptEdits"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
-    return {}
+run_env = no_run_env
 
 
 class ClaudeParser(JsonLinesParser):

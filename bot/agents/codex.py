@@ -6,7 +6,6 @@ no ``turn.failed``. Usage comes from ``turn.completed.usage``; codex reports no 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -20,11 +19,11 @@ from .base import (
     executable,
     extra_args,
     has_option,
+    model_and_session,
+    no_run_env,
     outer_sandbox,
-    without_options,
-    model_argument,
     prompt_argument,
-    session_argument,
+    without_options,
 )
 
 NAME = "codex"
@@ -56,10 +55,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
         extra = without_options(extra, SANDBOX_FLAGS, SANDBOX_VALUED)
     argv = [executable(NAME, config), "exec", *extra, "--json", "--skip-git-repo-check", *chosen]
     argv += ["-C", str(request.cwd), *QUIET_ARGS]
-    if request.model:
-        argv += ["-m", model_argument(request.model)]
-    if request.session_id:
-        argv += ["resume", session_argument(request.session_id)]
+    argv += model_and_session(request, "-m", "resume")
     argv.append(prompt_argument(request.prompt))
     return argv
 
@@ -77,8 +73,7 @@ def _sandbox(request: AgentRequest, extra: list[str], outer: bool) -> list[str]:
     return ["-s", "workspace-write"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
-    return {}
+run_env = no_run_env
 
 
 class CodexParser(JsonLinesParser):

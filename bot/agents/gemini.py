@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from .base import (
@@ -24,9 +23,9 @@ from .base import (
     executable,
     extra_args,
     has_option,
-    model_argument,
+    model_and_session,
+    no_run_env,
     prompt_argument,
-    session_argument,
 )
 
 NAME = "gemini"
@@ -52,10 +51,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     extra = extra_args(NAME, config)
     argv = [executable(NAME, config), *extra, "-p", prompt_argument(request.prompt)]
     argv += ["--output-format", "stream-json", *_approval(request, extra), "--skip-trust"]
-    if request.model:
-        argv += ["-m", model_argument(request.model)]
-    if request.session_id:
-        argv += ["--resume", session_argument(request.session_id)]
+    argv += model_and_session(request, "-m", "--resume")
     return argv
 
 
@@ -67,8 +63,7 @@ def _approval(request: AgentRequest, extra: list[str]) -> list[str]:
     return ["--yolo"]
 
 
-def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:
-    return {}
+run_env = no_run_env
 
 
 MAX_ATTEMPTS = 3  # gemini-cli's own retries of a failing request (its default, 10, takes minutes)

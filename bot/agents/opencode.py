@@ -23,10 +23,9 @@ from .base import (
     as_int,
     executable,
     extra_args,
-    model_argument,
+    model_and_session,
     outer_sandbox,
     prompt_argument,
-    session_argument,
 )
 
 NAME = "opencode"
@@ -46,10 +45,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     argv = [executable(NAME, config), "run", *extra_args(NAME, config), "--format", "json", *LOG_ARGS]
     if request.read_only:
         argv += ["--agent", "plan"]
-    if request.model:
-        argv += ["--model", model_argument(request.model)]
-    if request.session_id:
-        argv += ["-s", session_argument(request.session_id)]
+    argv += model_and_session(request, "--model", "-s")
     argv.append(prompt_argument(request.prompt))
     return argv
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Awaitable, Any, Protocol, runtime_checkable
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 PERMISSIONS = ("admin", "write", "read", "none")
 """Permission levels, strongest first."""
@@ -43,6 +43,33 @@ class RepoRef:
     @property
     def name(self) -> str:
         return self.full_name.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class NewPullRequest:
+    """A pull request (a merge request) to open: from `head` into `base`, a draft until the work is done."""
+
+    head: str
+    base: str
+    title: str
+    body: str
+    draft: bool
+
+
+class PermissionCache:
+    """A forge's answers to what a user may do in a repository, remembered for `ttl` seconds: every
+    command asks, and a burst of commands asks once."""
+
+    def __init__(self, ttl: float) -> None:
+        self._answers: TTLCache[tuple[str, str], str] = TTLCache(maxsize=4096, ttl=ttl)
+
+    async def get(self, repo: RepoRef, user: str, fetch: Callable[[RepoRef, str], Awaitable[str]]) -> str:
+        key = (repo.full_name.lower(), user.lower())
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = await fetch(repo, user)
+            self._answers[key] = answer
+        return answer
 
 
 @runtime_checkable
@@ -87,26 +114,11 @@ class Forge(Protocol):
     async def find_pull_request(self, repo: RepoRef, head_branch: str) -> dict[str, Any] | None:
         """The open pull request from ``head_branch``: ``{"number", "url", "draft", "state"}``."""
 
-    async def open_pull_request(
-        self,
-        repo: RepoRef,
-        *,
-        head: str,
-        base: str,
-        title: str,
-        body: str,
-        draft: bool,
-    ) -> dict[str, Any]:
+    async def open_pull_request(self, repo: RepoRef, pull: NewPullRequest) -> dict[str, Any]:
         """Open a pull request (or return the one already open from ``head``)."""
 
-    async def update_pull_request(
-        self,
-        repo: RepoRef,
-        number: int,
-        *,
-        title: str | None = None,
-        body: str | None = None,
-    ) -> None:
+    async def update_pull_request(self, repo: RepoRef, number: int, *, title: str | None = None,
+                                  body: str | None = None) -> None:
         """Change a pull request's title and/or body."""
 
     async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:
@@ -206,29 +218,11 @@ class RecordingForge:
         await self._emit("find_pull_request", repo, head_branch=head_branch, pull_request=pull)
         return dict(pull) if pull else None
 
-    async def open_pull_request(
-        self,
-        repo: RepoRef,
-        *,
-        head: str,
-        base: str,
-        title: str,
-        body: str,
-        draft: bool,
-    ) -> dict[str, Any]:
-        existing = self._pulls.get((repo.full_name, head))
-        pull = existing or self._new_pull(repo, head, draft)
-        await self._emit(
-            "open_pull_request",
-            repo,
-            head=head,
-            base=base,
-            title=title,
-            body=body,
-            draft=draft,
-            pull_request=pull,
-        )
-        return dict(pull)
+    async def open_pull_request(self, repo: RepoRef, pull: NewPullRequest) -> dict[str, Any]:
+        existing = self._pulls.get((repo.full_name, pull.head))
+        opened = existing or self._new_pull(repo, pull.head, pull.draft)
+        await self._emit("open_pull_request", repo, **asdict(pull), pull_request=opened)
+        return dict(opened)
 
     def _new_pull(self, repo: RepoRef, head: str, draft: bool) -> dict[str, Any]:
         number = next(self._pull_numbers)
@@ -237,14 +231,8 @@ class RecordingForge:
         self._pulls[(repo.full_name, head)] = pull
         return pull
 
-    async def update_pull_request(
-        self,
-        repo: RepoRef,
-        number: int,
-        *,
-        title: str | None = None,
-        body: str | None = None,
-    ) -> None:
+    async def update_pull_request(self, repo: RepoRef, number: int, *, title: str | None = None,
+                                  body: str | None = None) -> None:
         await self._emit("update_pull_request", repo, number=number, title=title, body=body)
 
     async def mark_ready_for_review(self, repo: RepoRef, number: int) -> None:

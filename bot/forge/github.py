@@ -23,7 +23,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -35,7 +35,7 @@ import gidgethub.abc
 import gidgethub.aiohttp
 import gidgethub.apps
 
-from bot.forge import RepoRef
+from bot.forge import NewPullRequest, PermissionCache, RepoRef
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +334,7 @@ class GitHubForge:
         self._graphql_url = graphql_url(api_url)
         self._bot_login = f"{app_slug}[bot]" if app_slug else None
         self._app_slug = app_slug
-        self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
-            maxsize=4096, ttl=permission_ttl
-        )
+        self._permissions = PermissionCache(permission_ttl)
 
     def __repr__(self) -> str:
         return f"GitHubForge(base_url={self._gh.base_url!r}, bot={self._bot_login!r})"
@@ -391,12 +389,7 @@ class GitHubForge:
     # -- permissions and reactions ---------------------------------------------------------
 
     async def permission(self, repo: RepoRef, user: str) -> str:
-        key = (repo.full_name.lower(), user.lower())
-        cached = self._permissions.get(key)
-        if cached is None:
-            cached = await self._fetch_permission(repo, user)
-            self._permissions[key] = cached
-        return cached
+        return await self._permissions.get(repo, user, self._fetch_permission)
 
     async def _fetch_permission(self, repo: RepoRef, user: str) -> str:
         try:
@@ -496,25 +489,15 @@ class GitHubForge:
         pulls = await self._get(repo, PULLS_SEARCH_URL, url_vars)
         return _pull_summary(pulls[0]) if pulls else None
 
-    async def open_pull_request(
-        self,
-        repo: RepoRef,
-        *,
-        head: str,
-        base: str,
-        title: str,
-        body: str,
-        draft: bool,
-    ) -> dict[str, Any]:
-        payload = {"head": head, "base": base, "title": title, "body": body, "draft": draft}
+    async def open_pull_request(self, repo: RepoRef, pull: NewPullRequest) -> dict[str, Any]:
         try:
-            pull = await self._post(repo, PULLS_URL, _repo_vars(repo), payload)
+            opened = await self._post(repo, PULLS_URL, _repo_vars(repo), asdict(pull))
         except gidgethub.BadRequest as exc:
-            existing = await self._existing_pull(repo, head, exc)
+            existing = await self._existing_pull(repo, pull.head, exc)
             if existing is None:
                 raise
             return existing
-        return _pull_summary(pull)
+        return _pull_summary(opened)
 
     async def _existing_pull(
         self, repo: RepoRef, head: str, exc: gidgethub.BadRequest
@@ -524,14 +507,8 @@ class GitHubForge:
             return None
         return await self.find_pull_request(repo, head)
 
-    async def update_pull_request(
-        self,
-        repo: RepoRef,
-        number: int,
-        *,
-        title: str | None = None,
-        body: str | None = None,
-    ) -> None:
+    async def update_pull_request(self, repo: RepoRef, number: int, *, title: str | None = None,
+                                  body: str | None = None) -> None:
         changes = {key: value for key, value in (("title", title), ("body", body))
                    if value is not None}
         if changes:

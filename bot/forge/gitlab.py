@@ -34,7 +34,7 @@ import cachetools
 import gidgetlab
 import gidgetlab.aiohttp
 
-from bot.forge import RepoRef
+from bot.forge import NewPullRequest, PermissionCache, RepoRef
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,7 @@ class GitLabForge:
         self._token = token
         self._url = url
         self._bot_username = bot_username
-        self._permissions: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(
-            maxsize=4096, ttl=permission_ttl
-        )
+        self._permissions = PermissionCache(permission_ttl)
         # Recent notes and statuses only: a long-running worker must not grow with every call.
         self._notes: cachetools.LRUCache[int, str] = cachetools.LRUCache(maxsize=10_000)
         self._statuses: cachetools.LRUCache[int, StatusTarget] = cachetools.LRUCache(maxsize=10_000)
@@ -191,12 +189,7 @@ class GitLabForge:
     # -- permissions and reactions ---------------------------------------------------------
 
     async def permission(self, repo: RepoRef, user: str) -> str:
-        key = (repo.full_name.lower(), user.lower())
-        cached = self._permissions.get(key)
-        if cached is None:
-            cached = await self._fetch_permission(repo, user)
-            self._permissions[key] = cached
-        return cached
+        return await self._permissions.get(repo, user, self._fetch_permission)
 
     async def _fetch_permission(self, repo: RepoRef, user: str) -> str:
         user_id = await self._user_id(user)
@@ -362,22 +355,13 @@ class GitLabForge:
         found = await self._gl.getitem(f"{project_path(repo)}/merge_requests", params)
         return merge_request_summary(found[0]) if found else None
 
-    async def open_pull_request(
-        self,
-        repo: RepoRef,
-        *,
-        head: str,
-        base: str,
-        title: str,
-        body: str,
-        draft: bool,
-    ) -> dict[str, Any]:
-        data = {"source_branch": head, "target_branch": base,
-                "title": draft_title(title) if draft else title, "description": body}
+    async def open_pull_request(self, repo: RepoRef, pull: NewPullRequest) -> dict[str, Any]:
+        data = {"source_branch": pull.head, "target_branch": pull.base,
+                "title": draft_title(pull.title) if pull.draft else pull.title, "description": pull.body}
         try:
             created = await self._gl.post(f"{project_path(repo)}/merge_requests", data=data)
         except gidgetlab.BadRequest as exc:
-            existing = await self.find_pull_request(repo, head) if _status(exc) == 409 else None
+            existing = await self.find_pull_request(repo, pull.head) if _status(exc) == 409 else None
             if existing is None:
                 raise
             return existing
@@ -386,14 +370,8 @@ class GitLabForge:
     async def _merge_request(self, repo: RepoRef, number: int) -> dict[str, Any]:
         return await self._gl.getitem(f"{project_path(repo)}/merge_requests/{int(number)}")
 
-    async def update_pull_request(
-        self,
-        repo: RepoRef,
-        number: int,
-        *,
-        title: str | None = None,
-        body: str | None = None,
-    ) -> None:
+    async def update_pull_request(self, repo: RepoRef, number: int, *, title: str | None = None,
+                                  body: str | None = None) -> None:
         changes: dict[str, str] = {}
         if body is not None:
             changes["description"] = body

@@ -19,7 +19,7 @@ async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: Ste
     """A read-only question; a follow-up on the same issue resumes the same agent session."""
     checkout = await workspace.prepare(deps, project, protocol)
     engine, model = step_engine(deps, project, protocol, step)
-    session_id = protocol.runtime_state.get("session_id") if protocol.runtime_state.get("session_engine") == engine else None
+    session_id = protocol.state.session_id if protocol.state.session_engine == engine else None
     async with deps.sessions() as session:
         earlier = [item for item in await steps_of(session, protocol.id) if item.step_index < step.step_index]
     history = "\n\n".join(f"Q: {item.prompt}\nA: {item.summary or '(no answer)'}" for item in earlier)
@@ -39,7 +39,7 @@ async def run_ask(deps: Deps, project: Project, protocol: ProtocolRun, step: Ste
         await forge_of(deps, project).create_comment(
             repo_ref(project), protocol.issue_number,
             render.reply_answer(step.prompt or "", result.final_message, engine=engine, session_note=note),
-            is_merge_request=bool(protocol.runtime_state.get("on_pull_request")))
+            is_merge_request=protocol.state.on_pull_request)
         await _remember_session(deps, protocol.id, engine, result.session_id)
     outcome.settle_as = StepStatus.COMPLETED
     return outcome
@@ -50,5 +50,5 @@ async def _remember_session(deps: Deps, protocol_id: int, engine: str, session_i
         return
     async with deps.transaction() as session:
         protocol = await store.row(session, ProtocolRun, protocol_id)
-        protocol.runtime_state = {**protocol.runtime_state, "session_id": session_id, "session_engine": engine}
+        protocol.state = protocol.state.changed(session_id=session_id, session_engine=engine)
         session.add(protocol)

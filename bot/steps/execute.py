@@ -21,9 +21,9 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
     async with deps.sessions() as session:
         prompt = render_prompt(
             prompts.template("execute.md"), step_name=step.step_name, step_prompt=step.prompt or "",
-            plan_summary=protocol.runtime_state.get("plan_summary") or protocol.description or "",
+            plan_summary=protocol.state.plan_summary or protocol.description or "",
             previous_steps=_previous_steps(await steps_of(session, protocol.id), step),
-            feedback=step.runtime_state.get("feedback", ""),
+            feedback=step.state.feedback,
             messages=fence(await messages_text(session, protocol), "comments and answers on the issue"),
         )
     try:

@@ -24,7 +24,7 @@ def account(step: StepRun, protocol: ProtocolRun, outcome: Outcome) -> None:
         step.summary = outcome.summary
     if outcome.head_sha:
         protocol.head_sha = outcome.head_sha
-    step.runtime_state = {**step.runtime_state, **outcome.state}
+    step.state = step.state.changed(**outcome.state)
 
 
 async def budget_warning(deps: Deps, session: AsyncSession, protocol: ProtocolRun, step: StepRun, outcome: Outcome) -> None:
@@ -46,8 +46,8 @@ async def after_success(session: AsyncSession, protocol: ProtocolRun, step: Step
 
 
 async def _apply_policies(session: AsyncSession, protocol: ProtocolRun, step: StepRun, outcome: StepOutcome) -> list[Job]:
-    moves = after_step(step.step_name, step.policy or {}, outcome, loops=step.runtime_state.get("loops", 0),
-                       triggers=step.runtime_state.get("triggers", 0))
+    moves = after_step(step.step_name, step.policy or {}, outcome, loops=step.state.loops,
+                       triggers=step.state.triggers)
     steps = await steps_of(session, protocol.id) if moves else []
     for move in moves:
         if isinstance(move, LoopBack):
@@ -65,16 +65,16 @@ def _named(steps: list[StepRun], name: str) -> StepRun | None:
 async def _loop_back(session: AsyncSession, protocol: ProtocolRun, step: StepRun, steps: list[StepRun],
                      move: LoopBack) -> None:
     target = _named(steps, move.to) or step
-    why = step.runtime_state.get("qa_reasons") or step.runtime_state.get("error") or ""
+    why = step.state.qa_reasons or step.state.error or ""
     for item in steps:
         if target.step_index <= item.step_index <= step.step_index:
             await set_step_status(session, item, StepAction.RESET, actor=None, protocol=protocol,
                                   message=f"loop policy of {step.step_name}: back to {target.step_name}")
             item.retries += 1  # a new attempt, so a new execute job id
             if why:
-                item.runtime_state = {**item.runtime_state,
-                                      "feedback": f"{step.step_name} was rejected, so this work is being redone:\n{why}"}
-    step.runtime_state = {**step.runtime_state, "loops": step.runtime_state.get("loops", 0) + 1}
+                item.state = item.state.changed(
+                    feedback=f"{step.step_name} was rejected, so this work is being redone:\n{why}")
+    step.state = step.state.changed(loops=step.state.loops + 1)
 
 
 async def _trigger(session: AsyncSession, protocol: ProtocolRun, step: StepRun, steps: list[StepRun],
@@ -85,5 +85,5 @@ async def _trigger(session: AsyncSession, protocol: ProtocolRun, step: StepRun, 
     await set_step_status(session, target, StepAction.RESET, actor=None, protocol=protocol,
                           message=f"trigger policy of {step.step_name}: run {target.step_name}")
     target.retries += 1
-    step.runtime_state = {**step.runtime_state, "triggers": step.runtime_state.get("triggers", 0) + 1}
+    step.state = step.state.changed(triggers=step.state.triggers + 1)
     return True

@@ -27,8 +27,8 @@ async def run_quality(deps: Deps, step_id: int) -> None:
     if step.status != StepStatus.NEEDS_QA or protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED):
         return
     defaults = project.default_models or {}
-    engine = step.runtime_state.get("qa_engine") or defaults.get("qa_engine") or step_engine(deps, project, protocol, step)[0]
-    model = step.runtime_state.get("qa_model") or defaults.get("qa") or step_engine(deps, project, protocol, step)[1]
+    engine = step.state.qa_engine or defaults.get("qa_engine") or step_engine(deps, project, protocol, step)[0]
+    model = step.state.qa_model or defaults.get("qa") or step_engine(deps, project, protocol, step)[1]
     run = await start_agent_run(deps, project, protocol, step, "qa", engine, model)
     try:
         review = await _review(deps, run, project, protocol, step, engine, model)
@@ -44,7 +44,7 @@ async def _review(deps: Deps, run, project: Project, protocol: ProtocolRun, step
     checkout = await workspace.prepare(deps, project, protocol)
     patch = await workspace.diff(deps, checkout, protocol.base_branch)
     prompt = render_prompt(prompts.template("qa.md"), step_name=step.step_name, step_prompt=step.prompt or "",
-                           diff=patch, ci_output=step.runtime_state.get("ci_output") or "No CI results for this head yet.")
+                           diff=patch, ci_output=step.state.ci_output or "No CI results for this head yet.")
     result = await agent(deps, run, engine=engine, model=model, prompt=prompt, cwd=checkout.path, kind="qa",
                          protocol=protocol, step=step, read_only=True)
     if not result.ok:
@@ -66,14 +66,13 @@ async def settle_quality(deps: Deps, step_id: int, review: Review) -> None:
 
 async def _conclude_quality(session, protocol: ProtocolRun, step: StepRun, review: Review) -> list:
     if review.verdict is None:
-        step.runtime_state = {**step.runtime_state, "qa_error": review.reasons}
+        step.state = step.state.changed(qa_error=review.reasons)
         await set_step_status(session, step, StepAction.BLOCK, actor=None, protocol=protocol,
                               message=f"{step.step_name}: QA could not run: {review.reasons}")
         return await schedule_next(session, protocol)
     passed = review.verdict == "PASS"
-    step.runtime_state = {**step.runtime_state, "verdict": review.verdict, "qa_reasons": review.reasons,
-                          "qa_error": None,
-                          "feedback": "" if passed else f"QA rejected the previous attempt:\n{review.reasons}"}
+    step.state = step.state.changed(verdict=review.verdict, qa_reasons=review.reasons, qa_error=None,
+                                    feedback="" if passed else f"QA rejected the previous attempt:\n{review.reasons}")
     if passed:
         await set_step_status(session, step, StepAction.QA_PASS, actor=None, protocol=protocol,
                               message=f"{step.step_name}: QA passed")

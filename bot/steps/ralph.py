@@ -35,7 +35,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
     engine, model = step_engine(deps, project, protocol, step)
     policy = step.policy or {}
     maximum, promise = int(policy.get("max_iterations", 10)), str(policy.get("promise") or "")
-    iterations = list(step.runtime_state.get("iterations", []))
+    iterations = list(step.state.iterations)
     feedback_results = iterations[-1]["feedback_text"] if iterations else ""
     total = Outcome(ok=True)
     for number in range(len(iterations) + 1, maximum + 1):
@@ -96,8 +96,8 @@ async def _stop_requested(deps: Deps, protocol_id: int) -> bool:
 async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: AgentResult) -> None:
     async with deps.transaction() as session:
         step, protocol = await existing_step(session, step_id)
-        step.runtime_state = {**step.runtime_state, "iterations": iterations}
-        protocol.runtime_state = {**protocol.runtime_state, "iterations": iterations}
+        step.state = step.state.changed(iterations=iterations)
+        protocol.state = protocol.state.changed(iterations=iterations)
         await store.record_event(session, "ralph_iteration", f"iteration {iterations[-1]['iteration']} finished",
                                  project_id=protocol.project_id, protocol_run_id=protocol.id, step_run_id=step.id,
                                  meta={key: value for key, value in iterations[-1].items() if key != "feedback_text"})

@@ -21,7 +21,7 @@ async def restart_taken_over_step(deps: Deps, step_id: int) -> None:
     async with deps.transaction() as session:
         step, protocol = await existing_step(session, step_id)
         reason = "the worker running it stopped; it runs again as a new attempt"
-        step.runtime_state = {**step.runtime_state, "error": reason}
+        step.state = step.state.changed(error=reason)
         await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
                               message=f"{step.step_name}: {reason}")
         jobs = await retry_step(session, protocol, step, actor=None)
@@ -38,7 +38,7 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
             await set_step_status(session, step, StepAction.CANCEL, actor=None, protocol=protocol,
                                   message=f"{step.step_name} stopped: the protocol was cancelled")
         elif not outcome.ok:
-            step.runtime_state = {**step.runtime_state, "error": outcome.error}
+            step.state = step.state.changed(error=outcome.error)
             await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
                                   message=f"{step.step_name} failed: {outcome.error}")
             jobs = await after_failure(session, protocol, step)
@@ -52,8 +52,8 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
             elif policy is QaPolicy.LIGHT:
                 run_light_qa = True
             else:
-                attempt = step.runtime_state.get("qa_attempts", 0) + 1
-                step.runtime_state = {**step.runtime_state, "qa_attempts": attempt}
+                attempt = step.state.qa_attempts + 1
+                step.state = step.state.changed(qa_attempts=attempt)
                 jobs = [quality_job(step.id, attempt)]
         await budget_warning(deps, session, protocol, step, outcome)
     if run_light_qa:

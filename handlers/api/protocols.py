@@ -221,7 +221,7 @@ async def import_codemachine(request: web.Request) -> web.Response:
 
 async def _import(session, project, protocol: ProtocolRun, workspace: Path, enqueue: bool):
     if enqueue:
-        protocol.runtime_state = {**protocol.runtime_state, "codemachine_workspace": str(workspace)}
+        protocol.state = protocol.state.changed(codemachine_workspace=str(workspace))
         await store.record_event(session, "codemachine_import_enqueued", "CodeMachine import enqueued.",
                                  project_id=project.id, protocol_run_id=protocol.id, meta={"workspace": str(workspace)})
         return queue.codemachine_import_job(protocol.id), []

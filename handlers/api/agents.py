@@ -12,9 +12,8 @@ from bot.agents import engine_versions
 from bot.models import CodexRun
 from bot.runs import engine_config
 from bot.statuses import RunStatus
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.routing import Route, deps_of, json_response
-from handlers.api.views import run_out
 from handlers.keys import DEPS
 
 PROBE_TTL_SECONDS = 60.0
@@ -41,13 +40,13 @@ async def running_by_engine(request: web.Request) -> dict[str, list[dict]]:
         runs = (await session.exec(statement)).all()
     grouped: dict[str, list[dict]] = {}
     for run in runs:
-        grouped.setdefault(run.engine or "", []).append(run_out(run))
+        grouped.setdefault(run.engine or "", []).append(resources.CodexRun.of(run))
     return grouped
 
 
 async def list_agents(request: web.Request) -> web.Response:
     engines, running = await asyncio.gather(probed_engines(request.app), running_by_engine(request))
-    return json_response([{**engine, "running": running.get(engine["engine"], [])} for engine in engines])
+    return json_response([resources.Agent.of(**engine, running=running.get(engine["engine"], [])) for engine in engines])
 
 
 def setup_probes(app: web.Application) -> None:

@@ -9,7 +9,7 @@ from bot.models import Clarification, ProtocolRun
 from bot.protocols import answer_clarification
 from bot.statuses import ClarificationStatus
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import not_found
 from handlers.api.routing import (
     Route,
@@ -17,12 +17,12 @@ from handlers.api.routing import (
     deps_of,
     is_id,
     json_response,
-    page_response,
+    id_page,
     project_or_404,
     protocol_or_404,
+    scope_or_404,
 )
 from handlers.api.schemas import ANY, CURSOR, Field, limit_param, path_int, path_text, text_param
-from handlers.api.views import clarification_out
 
 ANSWER = (
     Field("answer", ANY, description="Any JSON; a non-object is stored as {\"value\": answer}."),
@@ -31,26 +31,15 @@ ANSWER = (
 LIST_QUERY = (text_param("status", "open or answered", tuple(ClarificationStatus)), limit_param(200, 500), CURSOR)
 
 
-async def list_project_clarifications(request: web.Request) -> web.Response:
-    async with deps_of(request).sessions() as session:
-        project = await project_or_404(request, session, path_int(request, "project_id"))
-        return await _page(request, session, Clarification.project_id == project.id)
-
-
-async def list_protocol_clarifications(request: web.Request) -> web.Response:
-    async with deps_of(request).sessions() as session:
-        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
-        return await _page(request, session, Clarification.protocol_run_id == protocol.id)
-
-
-async def _page(request: web.Request, session, scope) -> web.Response:
+async def list_clarifications(request: web.Request) -> web.Response:
     query = request[QUERY]
     after = decode_cursor(request, is_id) or 0
-    statement = select(Clarification).where(scope, col(Clarification.id) > after)
-    if query["status"]:
-        statement = statement.where(Clarification.status == query["status"])
-    items = list((await session.exec(statement.order_by(col(Clarification.id)).limit(query["limit"] + 1))).all())
-    return page_response(items, query["limit"], clarification_out, lambda item: item.id)
+    async with deps_of(request).sessions() as session:
+        scope = await scope_or_404(request, session)
+        statement = select(Clarification).where(scope.rows_of(Clarification), col(Clarification.id) > after)
+        if query["status"]:
+            statement = statement.where(Clarification.status == query["status"])
+        return await id_page(session, statement, Clarification, query["limit"], resources.Clarification.of)
 
 
 async def answer_project_clarification(request: web.Request) -> web.Response:
@@ -91,19 +80,19 @@ async def _answer(request: web.Request, session, protocol: ProtocolRun | None, c
     await session.commit()
     await deps_of(request).submit(jobs)
     request[AUDIT_IDS] = {"clarification_id": clarification.id}
-    return json_response(clarification_out(clarification))
+    return json_response(resources.Clarification.of(clarification))
 
 
 PROJECT = {"project_id": "integer"}
 PROTOCOL = {"protocol_id": "integer"}
 ROUTES = [
-    Route("GET", "/projects/{project_id}/clarifications", list_project_clarifications,
+    Route("GET", "/projects/{project_id}/clarifications", list_clarifications,
           "A project's clarification questions (?status=open|answered)", "clarifications",
           answers.ok_list("Clarification"), PROJECT, query=LIST_QUERY, paginated=True),
     Route("POST", "/projects/{project_id}/clarifications/{key}", answer_project_clarification,
           "Answer a project clarification by key", "clarifications", answers.ok("Clarification"),
           {**PROJECT, "key": "string"}, body=ANSWER, write=True),
-    Route("GET", "/protocols/{protocol_id}/clarifications", list_protocol_clarifications,
+    Route("GET", "/protocols/{protocol_id}/clarifications", list_clarifications,
           "A protocol run's clarification questions", "clarifications", answers.ok_list("Clarification"), PROTOCOL,
           query=LIST_QUERY, paginated=True),
     Route("POST", "/protocols/{protocol_id}/clarifications/{key}", answer_protocol_clarification,

@@ -8,18 +8,18 @@ from sqlmodel import col, select
 from bot.models import Event, Project, ProtocolRun
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.routing import (
     Route,
     decode_cursor,
     deps_of,
     is_id,
+    id_page,
     page_response,
     project_or_404,
     protocol_or_404,
 )
 from handlers.api.schemas import CURSOR, limit_param, id_param, path_int, text_param
-from handlers.api.views import event_out
 
 
 def events_with_names():
@@ -31,7 +31,7 @@ def events_with_names():
 
 def render_row(row) -> dict:
     event, protocol_name, project_name = row
-    return event_out(event, protocol_name, project_name)
+    return resources.event(event, protocol_name, project_name)
 
 
 async def recent_events(request: web.Request) -> web.Response:
@@ -61,11 +61,9 @@ async def protocol_events(request: web.Request) -> web.Response:
     after = decode_cursor(request, is_id) or 0
     async with deps_of(request).sessions() as session:
         protocol, project = await protocol_or_404(request, session, path_int(request, "protocol_id"))
-        statement = (select(Event).where(Event.protocol_run_id == protocol.id, col(Event.id) > after)
-                     .order_by(col(Event.id)).limit(limit + 1))
-        events = list((await session.exec(statement)).all())
-    return page_response(events, limit, lambda event: event_out(event, protocol.protocol_name, project.name),
-                         lambda event: event.id)
+        statement = select(Event).where(Event.protocol_run_id == protocol.id, col(Event.id) > after)
+        return await id_page(session, statement, Event, limit,
+                             lambda event: resources.event(event, protocol.protocol_name, project.name))
 
 
 ROUTES = [

@@ -27,13 +27,12 @@ from bot.models import CodexRun, Event, Message
 from bot.statuses import FINISHED_RUN_STATUSES
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import bad_request
 from handlers.api.events import events_with_names, render_row
 from handlers.api.routing import Route, deps_of, protocol_or_404, project_or_404, run_or_404
 from handlers.api.runs import open_registered
 from handlers.api.schemas import INTEGER, Field, id_param, path_int, path_text
-from handlers.api.views import message_out
 from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.api.feeds")
@@ -114,7 +113,7 @@ async def read_events(session, conditions: list) -> list[Item]:
 
 async def read_messages(session, conditions: list) -> list[Item]:
     statement = select(Message).where(*conditions).order_by(col(Message.id)).limit(BATCH)
-    return [_item(message_out(message)) for message in (await session.exec(statement)).all()]
+    return [_item(resources.Message.of(message)) for message in (await session.exec(statement)).all()]
 
 
 def _item(data: dict) -> Item:

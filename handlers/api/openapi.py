@@ -7,7 +7,7 @@ from aiohttp import web
 from handlers.api import answers
 from handlers.api.routing import JSON, Answer, Route, json_response, route_name
 from handlers.api.schemas import body_schema
-from handlers.api.views import SCHEMAS, ref
+from handlers.api.views import ref, schemas
 
 TITLE = "agentry REST API"
 VERSION = "1.0.0"
@@ -53,7 +53,7 @@ def document(app: web.Application, routes: list[Route]) -> dict:
                  "description": "Projects, protocol runs, steps, runs, events, messages and live feeds. "
                                 "Lists return one page; the X-Next-Cursor header names the next (?cursor=)."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }
 

@@ -14,7 +14,7 @@ from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
 from bot.statuses import ProjectStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
 from handlers.api.routing import (
     Route,
@@ -22,7 +22,7 @@ from handlers.api.routing import (
     deps_of,
     is_id,
     json_response,
-    page_response,
+    id_page,
     project_or_404,
 )
 from handlers.api.schemas import (
@@ -35,7 +35,6 @@ from handlers.api.schemas import (
     path_int,
     path_text,
 )
-from handlers.api.views import action_out, event_out, iso, project_out
 from handlers.keys import JOB_RUNNER
 
 BRANCH_NAME = r"^[A-Za-z0-9._/-]{1,255}$"
@@ -89,7 +88,7 @@ async def create_project(request: web.Request) -> web.Response:
         await session.commit()
     await deps.submit([job])
     request[AUDIT_IDS] = {"project_id": project.id}
-    return json_response(project_out(project))
+    return json_response(resources.Project.of(project))
 
 
 def _check_paths(values: dict, roots: tuple[Path, ...]) -> str | None:
@@ -122,15 +121,14 @@ async def list_projects(request: web.Request) -> web.Response:
     after = decode_cursor(request, is_id) or 0
     async with deps_of(request).sessions() as session:
         shown = visible(col(Project.id), await hidden_projects(request, session))
-        statement = select(Project).where(col(Project.id) > after, *shown).order_by(col(Project.id)).limit(limit + 1)
-        projects = list((await session.exec(statement)).all())
-    return page_response(projects, limit, project_out, lambda project: project.id)
+        statement = select(Project).where(col(Project.id) > after, *shown)
+        return await id_page(session, statement, Project, limit, resources.Project.of)
 
 
 async def get_project(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
-    return json_response(project_out(project))
+    return json_response(resources.Project.of(project))
 
 
 # --- onboarding ----------------------------------------------------------------------------------
@@ -140,18 +138,18 @@ async def onboarding_summary(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
         events = await _setup_events(session, project.id)
-    rendered = [event_out(event, project_name=project.name) for event in events]
-    return json_response({
-        "project_id": project.id,
-        "protocol_run_id": None,
-        "status": _summary_status(project, events),
-        "workspace_path": project.local_path or str(git.mirror_path(deps_of(request).settings.data_dir.resolve(),
-                                                                     project.id)),
-        "hint": _hint(project, events),
-        "last_event": rendered[-1] if rendered else None,
-        "stages": _stages(events),
-        "events": rendered,
-    })
+    rendered = [resources.event(event, project_name=project.name) for event in events]
+    return json_response(resources.OnboardingSummary.of(
+        project_id=project.id,
+        protocol_run_id=None,
+        status=_summary_status(project, events),
+        workspace_path=project.local_path or str(git.mirror_path(deps_of(request).settings.data_dir.resolve(),
+                                                                 project.id)),
+        hint=_hint(project, events),
+        last_event=rendered[-1] if rendered else None,
+        stages=_stages(events),
+        events=rendered,
+    ))
 
 
 async def _setup_events(session, project_id: int) -> list[Event]:
@@ -178,7 +176,7 @@ def _stages(events: list[Event]) -> list[dict]:
         key, status = EVENT_STAGES.get(event.event_type, (None, None))
         if key and STAGE_RANK[status] >= STAGE_RANK[stages[key]["status"]]:
             stages[key].update(status=status, event_type=event.event_type, message=event.message,
-                               created_at=iso(event.created_at), metadata=event.meta or {})
+                               created_at=resources.iso(event.created_at), metadata=event.meta or {})
     return list(stages.values())
 
 
@@ -198,9 +196,9 @@ async def start_onboarding(request: web.Request) -> web.Response:
         await session.commit()
     runner = request.app.get(JOB_RUNNER)
     if request[BODY]["inline"] and runner is not None:
-        return json_response(action_out(await _run_inline(runner, job), None))
+        return json_response(resources.action(await _run_inline(runner, job), None))
     await deps.submit([job])
-    return json_response(action_out("Project setup enqueued", job, [job]))
+    return json_response(resources.action("Project setup enqueued", job, [job]))
 
 
 async def _run_inline(runner, job: queue.Job) -> str:
@@ -229,7 +227,7 @@ async def list_branches(request: web.Request) -> web.Response:
         await store.record_event(session, "branches_listed", "Listed remote branches.", project_id=project.id,
                                  meta={"branches": names[:200]})
         await session.commit()
-    return json_response({"branches": names})
+    return json_response(resources.BranchList.of(branches=names))
 
 
 async def delete_branch(request: web.Request) -> web.Response:
@@ -248,7 +246,7 @@ async def delete_branch(request: web.Request) -> web.Response:
         await store.record_event(session, "branch_deleted", f"Deleted remote branch {branch}.",
                                  project_id=project.id, meta={"branch": branch, "actor": request.get(ACTOR)})
         await session.commit()
-    return json_response({"deleted": True, "branch": branch})
+    return json_response(resources.BranchDeleted.of(deleted=True, branch=branch))
 
 
 def _deletable(request: web.Request, project: Project, branch: str) -> Path:

@@ -14,7 +14,7 @@ from bot.protocols import apply_protocol_action, create_protocol, facts_of, set_
 from bot.workflow import Fact, ProtocolAction, ProtocolStatus, StepStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
 from handlers.api.routing import (
     Route,
@@ -36,7 +36,6 @@ from handlers.api.schemas import (
     path_int,
     text_param,
 )
-from handlers.api.views import action_out, job_out, protocol_out, step_out
 
 STATUSES = tuple(status.value for status in ProtocolStatus)
 PROTOCOL_CREATE = (
@@ -84,7 +83,7 @@ async def create_protocol_run(request: web.Request) -> web.Response:
         protocol.template_source = values["template_source"]
         await session.commit()
     request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
-    return json_response(protocol_out(protocol))
+    return json_response(resources.ProtocolRun.of(protocol))
 
 
 async def list_project_protocols(request: web.Request) -> web.Response:
@@ -108,13 +107,13 @@ async def _protocol_page(request: web.Request, session, *conditions) -> web.Resp
         conditions = (*conditions, col(ProtocolRun.id) < before)
     statement = select(ProtocolRun).where(*conditions).order_by(col(ProtocolRun.id).desc()).limit(limit + 1)
     protocols = list((await session.exec(statement)).all())
-    return page_response(protocols, limit, protocol_out, lambda protocol: protocol.id)
+    return page_response(protocols, limit, resources.ProtocolRun.of, lambda protocol: protocol.id)
 
 
 async def get_protocol(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
-    return json_response(protocol_out(protocol))
+    return json_response(resources.ProtocolRun.of(protocol))
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -155,43 +154,43 @@ def _main_job(jobs: list[queue.Job]) -> queue.Job | None:
 async def start(request: web.Request) -> web.Response:
     protocol, jobs = await _act(request, ProtocolAction.START)
     message = "Protocol planning enqueued" if protocol.status == ProtocolStatus.PLANNING else "Protocol started"
-    return json_response(action_out(message, _main_job(jobs), jobs))
+    return json_response(resources.action(message, _main_job(jobs), jobs))
 
 
 async def pause(request: web.Request) -> web.Response:
     protocol, _ = await _act(request, ProtocolAction.PAUSE)
-    return json_response(protocol_out(protocol))
+    return json_response(resources.ProtocolRun.of(protocol))
 
 
 async def resume(request: web.Request) -> web.Response:
     protocol, _ = await _act(request, ProtocolAction.RESUME)
-    return json_response(protocol_out(protocol))
+    return json_response(resources.ProtocolRun.of(protocol))
 
 
 async def cancel(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
     if protocol.status == ProtocolStatus.CANCELLED:
-        return json_response(protocol_out(protocol))
+        return json_response(resources.ProtocolRun.of(protocol))
     protocol, _ = await _act(request, ProtocolAction.CANCEL)
-    return json_response(protocol_out(protocol))
+    return json_response(resources.ProtocolRun.of(protocol))
 
 
 async def run_next_step(request: web.Request) -> web.Response:
     _, jobs = await _act(request, ProtocolAction.RUN_NEXT_STEP)
     job = _main_job(jobs)
-    return json_response(action_out("Next step enqueued" if job else "No step can run now", job, jobs))
+    return json_response(resources.action("Next step enqueued" if job else "No step can run now", job, jobs))
 
 
 async def retry_latest(request: web.Request) -> web.Response:
     _, jobs = await _act(request, ProtocolAction.RETRY_LATEST)
     job = _main_job(jobs)
-    return json_response(action_out("Retry enqueued" if job else "Retried; no step can run now", job, jobs))
+    return json_response(resources.action("Retry enqueued" if job else "Retried; no step can run now", job, jobs))
 
 
 async def open_pr(request: web.Request) -> web.Response:
     _, jobs = await _act(request, ProtocolAction.OPEN_PR)
-    return json_response(action_out("Open PR/MR enqueued", _main_job(jobs), jobs))
+    return json_response(resources.action("Open PR/MR enqueued", _main_job(jobs), jobs))
 
 
 # --- CodeMachine import --------------------------------------------------------------------------
@@ -215,8 +214,9 @@ async def import_codemachine(request: web.Request) -> web.Response:
         await deps.submit([job])
     request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
     message = "Enqueued CodeMachine import job." if job else "Imported CodeMachine workspace."
-    return json_response({"protocol_run": protocol_out(protocol), "job": job_out(job),
-                          "message": message, "steps": [step_out(step) for step in steps]})
+    return json_response(resources.CodeMachineImportResponse.of(
+        protocol_run=resources.ProtocolRun.of(protocol), job=resources.Job.queued(job), message=message,
+        steps=[resources.StepRun.of(step) for step in steps]))
 
 
 async def _import(session, project, protocol: ProtocolRun, workspace: Path, enqueue: bool):

@@ -11,10 +11,10 @@ from bot import store
 from bot.models import QueuedJob
 from bot.statuses import JOB_STATUS_WORDS, JobStatus
 from handlers.api.context import QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.routing import Route, decode_cursor, deps_of, json_response, page_response
 from handlers.api.schemas import CURSOR, limit_param, text_param
-from handlers.api.views import parse_time, queued_job_out
+from handlers.api.views import parse_time
 
 log = logging.getLogger("agentry.api")
 
@@ -60,7 +60,7 @@ async def queue_jobs(request: web.Request) -> web.Response:
     statement = statement.order_by(col(QueuedJob.enqueued_at).desc(), col(QueuedJob.job_id).desc())
     async with deps_of(request).sessions() as session:
         jobs = list((await session.exec(statement.limit(query["limit"] + 1))).all())
-    return page_response(jobs, query["limit"], queued_job_out, lambda job: [job.enqueued_at.isoformat(), job.job_id])
+    return page_response(jobs, query["limit"], resources.Job.of, lambda job: [job.enqueued_at.isoformat(), job.job_id])
 
 
 ROUTES = [

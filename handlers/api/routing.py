@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from sqlmodel import col
 
 from bot.audit import AuditLog
 from bot.deps import Deps
@@ -23,7 +24,7 @@ from bot.protocols import Conflict, NotFound
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY, RAW_BODY, REQUEST_ID
 from handlers.api import auth
 from handlers.api.errors import ApiError, error_response, invalid_fields, not_found
-from handlers.api.schemas import CURSOR, Field, parse_query, read_json, validate
+from handlers.api.schemas import CURSOR, Field, parse_query, path_int, read_json, validate
 from handlers.keys import DEPS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -145,6 +146,12 @@ def page_response(items: list, limit: int, render: Callable[[Any], dict], cursor
     return response
 
 
+async def id_page(session, statement: Any, model: Any, limit: int, render: Callable[[Any], dict]) -> web.Response:
+    """One page of `statement`'s rows in id order, the cursor of the next in X-Next-Cursor."""
+    rows = list((await session.exec(statement.order_by(col(model.id)).limit(limit + 1))).all())
+    return page_response(rows, limit, render, lambda row: row.id)
+
+
 def encode_cursor(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value, default=str).encode()).decode().rstrip("=")
 
@@ -184,6 +191,27 @@ async def protocol_or_404(request: web.Request, session, protocol_id: int | None
         raise not_found(f"protocol run {request.match_info.get('protocol_id', protocol_id)} not found")
     project = await project_or_404(request, session, protocol.project_id)
     return protocol, project
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a path under /projects/{project_id} or /protocols/{protocol_id} names."""
+
+    project: Project
+    protocol: ProtocolRun | None
+
+    def rows_of(self, model: Any) -> Any:
+        """The condition selecting `model`'s rows (messages, clarifications) that belong to this scope."""
+        if self.protocol is not None:
+            return model.protocol_run_id == self.protocol.id
+        return model.project_id == self.project.id
+
+
+async def scope_or_404(request: web.Request, session) -> Scope:
+    if "protocol_id" in request.match_info:
+        protocol, project = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        return Scope(project, protocol)
+    return Scope(await project_or_404(request, session, path_int(request, "project_id")), None)
 
 
 async def step_or_404(request: web.Request, session, step_id: int | None) -> tuple[StepRun, ProtocolRun, Project]:

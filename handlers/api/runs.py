@@ -19,13 +19,14 @@ from bot.models import CodexRun, RunArtifact
 from bot.statuses import RunStatus
 from handlers.api.auth import hidden_projects, visible
 from handlers.api.context import QUERY, REQUEST_ID
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import ApiError, not_found
 from handlers.api.routing import (
     Route,
     decode_cursor,
     deps_of,
     json_response,
+    id_page,
     page_response,
     project_or_404,
     protocol_or_404,
@@ -33,7 +34,7 @@ from handlers.api.routing import (
     step_or_404,
 )
 from handlers.api.schemas import CURSOR, INTEGER, Field, id_param, limit_param, path_int, path_text, text_param
-from handlers.api.views import artifact_out, parse_time, run_out
+from handlers.api.views import parse_time
 
 MAX_ARTIFACT_BYTES = 1_000_000
 CHUNK_BYTES = 64 * 1024
@@ -58,7 +59,7 @@ async def _run_page(request: web.Request, session, *conditions) -> web.Response:
     statement = (select(CodexRun).where(*conditions)
                  .order_by(col(CodexRun.created_at).desc(), col(CodexRun.run_id).desc()).limit(limit + 1))
     runs = list((await session.exec(statement)).all())
-    return page_response(runs, limit, run_out, lambda run: [run.created_at.isoformat(), run.run_id])
+    return page_response(runs, limit, resources.CodexRun.of, lambda run: [run.created_at.isoformat(), run.run_id])
 
 
 RUN_FILTERS = ("job_type", "status", "run_kind")
@@ -104,7 +105,7 @@ async def step_runs(request: web.Request) -> web.Response:
 async def get_run(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         run = await run_or_404(request, session, path_text(request, "run_id"))
-    return json_response(run_out(run))
+    return json_response(resources.CodexRun.of(run))
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -181,8 +182,8 @@ async def run_log_tail(request: web.Request) -> web.Response:
     finally:
         os.close(fd)
     end = start + len(data)
-    return json_response({"run_id": run.run_id, "offset": start, "next_offset": end, "eof": end >= size,
-                          "chunk": data.decode("utf-8", "replace")})
+    return json_response(resources.LogTail.of(run_id=run.run_id, offset=start, next_offset=end, eof=end >= size,
+                                              chunk=data.decode("utf-8", "replace")))
 
 
 async def list_artifacts(request: web.Request) -> web.Response:
@@ -195,8 +196,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
         after = decode_cursor(request, lambda value: isinstance(value, int) and not isinstance(value, bool))
         if after is not None:
             statement = statement.where(col(RunArtifact.id) > after)
-        items = list((await session.exec(statement.order_by(col(RunArtifact.id)).limit(query["limit"] + 1))).all())
-    return page_response(items, query["limit"], artifact_out, lambda item: item.id)
+        return await id_page(session, statement, RunArtifact, query["limit"], resources.RunArtifact.of)
 
 
 async def artifact_content(request: web.Request) -> web.Response:

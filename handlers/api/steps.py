@@ -11,7 +11,7 @@ from bot.models import ProtocolRun, StepRun
 from bot.protocols import apply_step_action
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, QaPolicy, StepAction, StepStatus
 from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
-from handlers.api import answers
+from handlers.api import answers, resources
 from handlers.api.errors import conflict, invalid_fields
 from handlers.api.routing import (
     Route,
@@ -24,7 +24,6 @@ from handlers.api.routing import (
     step_or_404,
 )
 from handlers.api.schemas import BOOLEAN, CURSOR, INTEGER, POLICY, Field, limit_param, path_int
-from handlers.api.views import action_out, step_out
 
 STEP_CREATE = (
     Field("step_index", INTEGER, required=True, minimum=0, maximum=10_000),
@@ -54,7 +53,7 @@ async def create_step(request: web.Request) -> web.Response:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
         step = await _insert_step(session, protocol, values)
     request[AUDIT_IDS] = {"step_run_id": step.id}
-    return json_response(step_out(step))
+    return json_response(resources.StepRun.of(step))
 
 
 async def _insert_step(session, protocol: ProtocolRun, values: dict) -> StepRun:
@@ -98,13 +97,13 @@ async def list_steps(request: web.Request) -> web.Response:
         if after is not None:
             statement = statement.where(col(StepRun.step_index) > after)
         steps = list((await session.exec(statement.order_by(col(StepRun.step_index)).limit(limit + 1))).all())
-    return page_response(steps, limit, step_out, lambda step: step.step_index)
+    return page_response(steps, limit, resources.StepRun.of, lambda step: step.step_index)
 
 
 async def get_step(request: web.Request) -> web.Response:
     async with deps_of(request).sessions() as session:
         step, _, _ = await step_or_404(request, session, path_int(request, "step_id"))
-    return json_response(step_out(step))
+    return json_response(resources.StepRun.of(step))
 
 
 async def _act(request: web.Request, action: StepAction, refused: tuple, reason: str) -> tuple[StepRun, list]:
@@ -127,18 +126,18 @@ async def run_step(request: web.Request) -> web.Response:
     not_runnable = tuple(status for status in StepStatus if status not in RUNNABLE)
     step, jobs = await _act(request, StepAction.RUN, not_runnable, "Step already running or completed")
     job = _first(jobs, "execute_step_job")
-    return json_response(action_out("Step execution enqueued" if job else "Step reset; it runs when its turn comes",
+    return json_response(resources.action("Step execution enqueued" if job else "Step reset; it runs when its turn comes",
                                     job, jobs))
 
 
 async def run_qa(request: web.Request) -> web.Response:
     _, jobs = await _act(request, StepAction.RUN_QA, NO_QA, "Step already completed or cancelled")
-    return json_response(action_out("QA enqueued", _first(jobs, "run_quality_job"), jobs))
+    return json_response(resources.action("QA enqueued", _first(jobs, "run_quality_job"), jobs))
 
 
 async def approve(request: web.Request) -> web.Response:
     step, _ = await _act(request, StepAction.APPROVE, (), "")
-    return json_response(step_out(step))
+    return json_response(resources.StepRun.of(step))
 
 
 PROTOCOL = {"protocol_id": "integer"}

@@ -118,6 +118,11 @@ def github_repository(shape: payloads.InRepo) -> Repository:
     )
 
 
+def app_login(app_slug: str | None) -> str | None:
+    """The login a GitHub App acts as (`<slug>[bot]`), whose comments are never commands."""
+    return f"{app_slug}[bot]" if app_slug else None
+
+
 def github_actor(user: payloads.User | None) -> Actor:
     login = user.login if user else ""
     return Actor(login=login, is_bot=bool(user and user.type == "Bot") or login.endswith("[bot]"))

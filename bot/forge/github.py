@@ -36,6 +36,7 @@ import gidgethub.aiohttp
 import gidgethub.apps
 
 from bot.forge import NewPullRequest, PermissionCache, RepoRef
+from bot.forge.events import app_login
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ class GitHubForge:
             sleep=sleep,
         )
         self._graphql_url = graphql_url(api_url)
-        self._bot_login = f"{app_slug}[bot]" if app_slug else None
+        self._bot_login = app_login(app_slug)
         self._app_slug = app_slug
         self._permissions = PermissionCache(permission_ttl)
 

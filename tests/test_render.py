@@ -1,4 +1,4 @@
-"""Tables for bot/render.py: GitHub limits, check-run schemas, escaping, the status comment."""
+"""Tables for bot/render/: GitHub limits, check-run schemas, escaping, the status comment."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ class StatusText(TypeDecorator[StrEnum]):
 
 
 class StateJSON(TypeDecorator[Any]):
-    """A typed state (`bot.state`) as a JSON column: stored as its set keys, read back into its model."""
+    """A typed state (`bot.state`) as a JSON column: stored as its set keys (a plain mapping written
+    here is validated, so an undeclared key is refused), read back into its model."""
 
     impl = JSON
     cache_ok = True
@@ -67,7 +68,7 @@ class StateJSON(TypeDecorator[Any]):
         self.model = model
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> dict[str, Any]:
-        return (value if isinstance(value, self.model) else self.model.read(value)).shown()
+        return (value if isinstance(value, self.model) else self.model.model_validate(value or {})).shown()
 
     def process_result_value(self, value: Any, dialect: Dialect) -> ProtocolState | StepState:
         return self.model.read(value)

@@ -34,14 +34,16 @@ Items = Annotated[list[Any], BeforeValidator(lambda value: value or [])]
 Redacted = Annotated[dict[str, Literal["[redacted]"]],
                      BeforeValidator(lambda value: {str(key): REDACTED for key in (value or {})})]
 MessageType = Literal["USER", "FACT", "PROGRESS", "DECISION", "ERROR", "QUESTION"]
-JobWord = Annotated[str, AfterValidator(lambda word: _job_word(word)),
-                    WithJsonSchema({"type": "string", "enum": list(JOB_STATUS_WORDS.values())})]
 
 
 def _job_word(word: str) -> str:
     if word not in JOB_STATUS_WORDS.values():
         raise ValueError(f"{word!r} is not a job state of the queue API")
     return word
+
+
+JobWord = Annotated[str, AfterValidator(_job_word),
+                    WithJsonSchema({"type": "string", "enum": list(JOB_STATUS_WORDS.values())})]
 
 
 class Resource(BaseModel):

@@ -68,6 +68,7 @@ async def run(args) -> None:
     agent = base / "agent.py"
     agent.write_text(AGENT)
     settings = Settings.from_env({
+        **os.environ,
         "AGENTRY_DATA_DIR": str(base / "data"), "AGENTRY_WEBHOOK_SECRET": "x", "AGENTRY_LOG_LEVEL": "warning",
         "AGENTRY_DEFAULT_ENGINE": "command", "AGENTRY_ENGINE_COMMAND": f"{sys.executable} {agent}",
         "AGENTRY_ALLOWED_PATHS": str(base),  # the remote is a local bare repository

@@ -260,8 +260,11 @@ async def _await_fork_approval(request: Request, protocol: ProtocolRun) -> list[
 async def approve_fork(request: Request, protocol: ProtocolRun) -> list[Job]:
     """Pins the fork's current head as the approved start of the protocol's branch, then starts."""
     fork = protocol.state.fork or Fork()
+    if not fork.head_ref:
+        raise NotFound(f"protocol #{protocol.id} has no fork head to approve; start it again with "
+                       f"`{request.prefix} run` on the pull request")
     mirror = await workspace.mirror(request.deps, request.project, await workspace.git_token(request.deps, request.project))
-    sha = await git.fetch_ref(mirror, fork.head_ref or "")
+    sha = await git.fetch_ref(mirror, fork.head_ref)
     protocol.state = protocol.state.changed(fork=fork.changed(approved_sha=sha, approved_by=request.actor.login))
     await store.record_event(request.session, "fork_approved", f"{request.actor.login} approved {sha[:12]}",
                              project_id=protocol.project_id, protocol_run_id=protocol.id, meta={"sha": sha})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import os
 import re
 import secrets
 import shlex
@@ -211,7 +210,7 @@ class Settings:
         reader = _Reader(env)
         values = {spec_field.name: read(reader, variable_of(spec_field.name, spec), spec_field.default)
                   for spec_field, spec in declared() if (read := spec.read) is not None}
-        return cls(**values, **_derive(reader, values), environment=dict(os.environ))
+        return cls(**values, **_derive(reader, values), environment=dict(env))
 
 
 def declared() -> list[tuple[Any, Spec]]:

@@ -84,6 +84,11 @@ def state_field(model: type[ProtocolState] | type[StepState]) -> Any:
 AS_TEXT = PlainSerializer(str, return_type=str)
 
 
+def scope_indexes(table: str) -> tuple[Index, Index]:
+    """The indexes of a table read a project's or a protocol run's rows at a time, in id order."""
+    return (Index(f"ix_{table}_project", "project_id", "id"), Index(f"ix_{table}_protocol", "protocol_run_id", "id"))
+
+
 def status_field(default: StrEnum, **options: Any) -> Any:
     return Field(default=default, sa_type=StatusText(type(default)), **options)
 
@@ -121,7 +126,16 @@ class Project(SQLModel, table=True):
     updated_at: datetime = created_field()
 
 
-class ProtocolRun(SQLModel, table=True):
+class Spending(SQLModel):
+    """What a protocol run or a step run has spent, and when it was made and last changed."""
+
+    tokens_used: int = 0
+    cost_usd: Optional[float] = None
+    created_at: datetime = created_field()
+    updated_at: datetime = created_field()
+
+
+class ProtocolRun(Spending, table=True):
     __tablename__ = "protocol_runs"
     __table_args__ = (
         Index("ix_protocol_runs_project_issue", "project_id", "issue_number"),
@@ -160,10 +174,6 @@ class ProtocolRun(SQLModel, table=True):
     check_run_id: Optional[int] = forge_id_field()
     check_run_sha: Optional[str] = None
     check_run_completed: bool = False
-    tokens_used: int = 0
-    cost_usd: Optional[float] = None
-    created_at: datetime = created_field()
-    updated_at: datetime = created_field()
 
     @property
     def runtime_state(self) -> dict[str, Any]:
@@ -172,7 +182,7 @@ class ProtocolRun(SQLModel, table=True):
         return {**self.state.shown(), **flags}
 
 
-class StepRun(SQLModel, table=True):
+class StepRun(Spending, table=True):
     __tablename__ = "step_runs"
     __table_args__ = (UniqueConstraint("protocol_run_id", "step_index", name="uq_step_runs_index"),)
 
@@ -192,10 +202,6 @@ class StepRun(SQLModel, table=True):
     policy: dict = json_field()
     state: StepState = state_field(StepState)
     summary: Optional[str] = text_field()
-    tokens_used: int = 0
-    cost_usd: Optional[float] = None
-    created_at: datetime = created_field()
-    updated_at: datetime = created_field()
 
     @property
     def runtime_state(self) -> dict[str, Any]:
@@ -205,10 +211,7 @@ class StepRun(SQLModel, table=True):
 
 class Event(SQLModel, table=True):
     __tablename__ = "events"
-    __table_args__ = (
-        Index("ix_events_protocol", "protocol_run_id", "id"),
-        Index("ix_events_project", "project_id", "id"),
-    )
+    __table_args__ = scope_indexes("events")
 
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: Optional[int] = None
@@ -336,10 +339,7 @@ class QueuedJob(SQLModel, table=True):
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
-    __table_args__ = (
-        Index("ix_messages_project", "project_id", "id"),
-        Index("ix_messages_protocol", "protocol_run_id", "id"),
-    )
+    __table_args__ = scope_indexes("messages")
 
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="projects.id")

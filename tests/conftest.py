@@ -80,6 +80,7 @@ async def database_url(tmp_path, postgres_template):
 @pytest.fixture
 def settings_env(tmp_path, database_url) -> dict:
     return {
+        **process_env(),
         "AGENTRY_DATA_DIR": str(tmp_path / "data"),
         "AGENTRY_DATABASE_URL": database_url,
         "AGENTRY_WEBHOOK_SECRET": WEBHOOK_SECRET,
@@ -88,6 +89,11 @@ def settings_env(tmp_path, database_url) -> dict:
         # The test agents keep their call log and signals there (the only place outside the worktree).
         "AGENTRY_SANDBOX_WRITE_PATHS": str(agent_state(tmp_path)),
     }
+
+
+def process_env() -> dict[str, str]:
+    """The test process's variables (PATH, HOME …) for the agents and git, without agentry's own settings."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("AGENTRY_")}
 
 
 def agent_state(tmp_path: Path) -> Path:

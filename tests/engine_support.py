@@ -23,7 +23,7 @@ from bot.config import Settings
 from bot.deps import open_deps
 
 from bot.models import Clarification, CodexRun, Event, ProtocolRun, StepRun
-from tests.conftest import FIXTURES, load_payload, post_webhook, run_jobs
+from tests.conftest import FIXTURES, load_payload, post_webhook, process_env, run_jobs
 from tests.fakes.github_server import FakeGitHub
 from tests.flow_support import git
 
@@ -234,6 +234,7 @@ async def start(aiohttp_client, settings_env, github, remote):
     async def start(**env: str) -> Flow:
         settings = Settings.from_env({
             **settings_env,
+            **process_env(),  # as it is now: a test may have set a provider's variables since
             "AGENTRY_GITHUB_APP_ID": github.app_id,
             "AGENTRY_GITHUB_PRIVATE_KEY": github.private_key_pem,
             "AGENTRY_GITHUB_API_URL": github.url,

@@ -70,6 +70,26 @@ async def test_a_fork_pull_request_runs_only_after_approval_of_its_head(flow, gi
     assert log == ["Link it", "Write greeting", "add fork.txt"]
 
 
+async def test_approving_a_fork_without_a_known_head_is_refused_with_a_reply(flow, github, remote):
+    deps, client = flow
+    sha = push_branch(remote, "fork-work", "fork.txt")
+    number = github.add_pull(REPO, head="fork-work", head_sha=sha, head_repo="stranger/Hello-World")
+    await post_webhook(client, "issue_comment", on_pull_request(comment_payload(github, remote, "/agent run"), number))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    async with deps.sessions() as session:
+        stored = await session.get(ProtocolRun, protocol.id)
+        stored.state = stored.state.changed(fork=stored.state.fork.changed(head_ref=None))
+        session.add(stored)
+        await session.commit()
+    await post_webhook(client, "issue_comment",
+                       on_pull_request(comment_payload(github, remote, "/agent approve"), number))
+    await run_jobs(deps)
+    [protocol] = await protocols_in(deps)
+    assert protocol.status == "pending" and protocol.runtime_state["fork"]["approved_sha"] is None
+    assert "no fork head to approve" in list(github.comments.values())[-1]["body"]
+
+
 async def test_a_label_starts_a_run_with_the_labellers_permission(flow, github, remote):
     deps, client = flow
     payload = copy.deepcopy(load_payload("issues", "labeled.payload.json"))

@@ -12,17 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    ParseOutcome,
-    StreamParser,
-    TokenUsage,
-    executable,
-    extra_args,
-    model_and_session,
-    prompt_argument,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, ParseOutcome, StreamParser, TokenUsage
 
 NAME = "aider"
 INSTALL_HINT = "pip install aider-chat"
@@ -73,11 +64,11 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
 
     aider has no session id; ``request.session_id`` is ignored.
     """
-    argv = [executable(NAME, config), *extra_args(NAME, config)]
-    argv += ["--message", prompt_argument(request.prompt), *HEADLESS_ARGS]
+    argv = [cli.executable(NAME, config), *cli.extra_args(NAME, config)]
+    argv += ["--message", cli.prompt_argument(request.prompt), *HEADLESS_ARGS]
     if request.read_only:
         argv += READ_ONLY_ARGS
-    return argv + model_and_session(request, "--model")
+    return argv + cli.model_and_session(request, "--model")
 
 
 def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:

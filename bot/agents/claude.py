@@ -9,22 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    JsonLinesParser,
-    ParseOutcome,
-    TokenUsage,
-    as_dict,
-    as_float,
-    as_int,
-    executable,
-    extra_args,
-    has_option,
-    model_and_session,
-    no_run_env,
-    prompt_argument,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, JsonLinesParser, ParseOutcome, TokenUsage, as_dict, as_float, as_int
 
 NAME = "claude"
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
@@ -41,23 +27,23 @@ PROMPT_ON_STDIN = False
 
 def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     """``claude [extra] -p PROMPT --output-format stream-json --verbose --permission-mode M ...``."""
-    extra = extra_args(NAME, config)
-    argv = [executable(NAME, config), *extra, "-p", prompt_argument(request.prompt)]
+    extra = cli.extra_args(NAME, config)
+    argv = [cli.executable(NAME, config), *extra, "-p", cli.prompt_argument(request.prompt)]
     argv += ["--output-format", "stream-json", "--verbose"]  # stream-json needs --verbose
     argv += _permission_mode(request, extra)
-    argv += model_and_session(request, "--model", "--resume")
+    argv += cli.model_and_session(request, "--model", "--resume")
     return argv
 
 
 def _permission_mode(request: AgentRequest, extra: list[str]) -> list[str]:
     if request.read_only:
         return ["--permission-mode", "plan"]
-    if has_option(extra, ("--permission-mode", "--dangerously-skip-permissions")):
+    if cli.has_option(extra, ("--permission-mode", "--dangerously-skip-permissions")):
         return []  # the operator chose it in AGENTRY_CLAUDE_ARGS
     return ["--permission-mode", "acceptEdits"]
 
 
-run_env = no_run_env
+run_env = cli.no_run_env
 
 
 class ClaudeParser(JsonLinesParser):

@@ -8,23 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    JsonLinesParser,
-    ParseOutcome,
-    TokenUsage,
-    as_dict,
-    as_int,
-    executable,
-    extra_args,
-    has_option,
-    model_and_session,
-    no_run_env,
-    outer_sandbox,
-    prompt_argument,
-    without_options,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, JsonLinesParser, ParseOutcome, TokenUsage, as_dict, as_int
 
 NAME = "codex"
 INSTALL_HINT = "npm install -g @openai/codex"
@@ -49,14 +34,14 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
 
     Every option goes before ``resume``: only some of them are global in clap.
     """
-    extra = extra_args(NAME, config)
-    chosen = _sandbox(request, extra, outer_sandbox(config))
+    extra = cli.extra_args(NAME, config)
+    chosen = _sandbox(request, extra, cli.outer_sandbox(config))
     if chosen:
-        extra = without_options(extra, SANDBOX_FLAGS, SANDBOX_VALUED)
-    argv = [executable(NAME, config), "exec", *extra, "--json", "--skip-git-repo-check", *chosen]
+        extra = cli.without_options(extra, SANDBOX_FLAGS, SANDBOX_VALUED)
+    argv = [cli.executable(NAME, config), "exec", *extra, "--json", "--skip-git-repo-check", *chosen]
     argv += ["-C", str(request.cwd), *QUIET_ARGS]
-    argv += model_and_session(request, "-m", "resume")
-    argv.append(prompt_argument(request.prompt))
+    argv += cli.model_and_session(request, "-m", "resume")
+    argv.append(cli.prompt_argument(request.prompt))
     return argv
 
 
@@ -68,12 +53,12 @@ def _sandbox(request: AgentRequest, extra: list[str], outer: bool) -> list[str]:
         return ["--dangerously-bypass-approvals-and-sandbox"]
     if request.read_only:
         return ["-s", "read-only"]
-    if has_option(extra, (*SANDBOX_FLAGS, *SANDBOX_VALUED)):
+    if cli.has_option(extra, (*SANDBOX_FLAGS, *SANDBOX_VALUED)):
         return []  # the operator chose the sandbox of writing runs in AGENTRY_CODEX_ARGS
     return ["-s", "workspace-write"]
 
 
-run_env = no_run_env
+run_env = cli.no_run_env
 
 
 class CodexParser(JsonLinesParser):

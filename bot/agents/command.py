@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    EngineNotInstalled,
-    ParseOutcome,
-    StreamParser,
-    extra_args,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, EngineNotInstalled, ParseOutcome, StreamParser
 
 NAME = "command"
 INSTALL_HINT = "set `AGENTRY_ENGINE_COMMAND` to the command line of your agent"
@@ -30,7 +24,7 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     """``AGENTRY_ENGINE_COMMAND`` (already split) followed by ``AGENTRY_COMMAND_ARGS``."""
     if not config.command_line:
         raise EngineNotInstalled(f"the command engine has no command: {INSTALL_HINT}")
-    return [*config.command_line, *extra_args(NAME, config)]
+    return [*config.command_line, *cli.extra_args(NAME, config)]
 
 
 def run_env(request: AgentRequest, home: Path, config_file: Path | None, config: EngineConfig) -> dict[str, str]:

@@ -12,21 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    JsonLinesParser,
-    ParseOutcome,
-    TokenUsage,
-    as_dict,
-    as_int,
-    executable,
-    extra_args,
-    has_option,
-    model_and_session,
-    no_run_env,
-    prompt_argument,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, JsonLinesParser, ParseOutcome, TokenUsage, as_dict, as_int
 
 NAME = "gemini"
 INSTALL_HINT = "npm install -g @google/gemini-cli"
@@ -48,22 +35,22 @@ APPROVAL_OPTIONS = ("-y", "--yolo", "--approval-mode")
 
 def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
     """``gemini [extra] -p PROMPT --output-format stream-json --yolo|--approval-mode plan --skip-trust``."""
-    extra = extra_args(NAME, config)
-    argv = [executable(NAME, config), *extra, "-p", prompt_argument(request.prompt)]
+    extra = cli.extra_args(NAME, config)
+    argv = [cli.executable(NAME, config), *extra, "-p", cli.prompt_argument(request.prompt)]
     argv += ["--output-format", "stream-json", *_approval(request, extra), "--skip-trust"]
-    argv += model_and_session(request, "-m", "--resume")
+    argv += cli.model_and_session(request, "-m", "--resume")
     return argv
 
 
 def _approval(request: AgentRequest, extra: list[str]) -> list[str]:
     if request.read_only:
         return ["--approval-mode", "plan"]
-    if has_option(extra, APPROVAL_OPTIONS):
+    if cli.has_option(extra, APPROVAL_OPTIONS):
         return []  # the operator chose it in AGENTRY_GEMINI_ARGS
     return ["--yolo"]
 
 
-run_env = no_run_env
+run_env = cli.no_run_env
 
 
 MAX_ATTEMPTS = 3  # gemini-cli's own retries of a failing request (its default, 10, takes minutes)

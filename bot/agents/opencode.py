@@ -12,21 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .base import (
-    AgentRequest,
-    EngineConfig,
-    JsonLinesParser,
-    ParseOutcome,
-    TokenUsage,
-    as_dict,
-    as_float,
-    as_int,
-    executable,
-    extra_args,
-    model_and_session,
-    outer_sandbox,
-    prompt_argument,
-)
+from . import cli
+from .base import AgentRequest, EngineConfig, JsonLinesParser, ParseOutcome, TokenUsage, as_dict, as_float, as_int
 
 NAME = "opencode"
 INSTALL_HINT = "npm install -g opencode-ai"
@@ -42,11 +29,11 @@ def build_command(request: AgentRequest, config: EngineConfig) -> list[str]:
 
     Read-only runs use opencode's built-in ``plan`` agent, which denies edits.
     """
-    argv = [executable(NAME, config), "run", *extra_args(NAME, config), "--format", "json", *LOG_ARGS]
+    argv = [cli.executable(NAME, config), "run", *cli.extra_args(NAME, config), "--format", "json", *LOG_ARGS]
     if request.read_only:
         argv += ["--agent", "plan"]
-    argv += model_and_session(request, "--model", "-s")
-    argv.append(prompt_argument(request.prompt))
+    argv += cli.model_and_session(request, "--model", "-s")
+    argv.append(cli.prompt_argument(request.prompt))
     return argv
 
 
@@ -65,7 +52,7 @@ def run_env(request: AgentRequest, home: Path, config_file: Path | None, config:
     if config_file:
         env["OPENCODE_CONFIG"] = str(config_file)
     if request.read_only:
-        denied = READ_ONLY_DENIED if outer_sandbox(config) else (*READ_ONLY_DENIED, "bash")
+        denied = READ_ONLY_DENIED if cli.outer_sandbox(config) else (*READ_ONLY_DENIED, "bash")
         env["OPENCODE_CONFIG_CONTENT"] = json.dumps({"permission": dict.fromkeys(denied, "deny"),
                                                      "agent": {"plan": {"permission": dict.fromkeys(denied, "deny")}}})
         env["OPENCODE_PERMISSION"] = json.dumps(dict.fromkeys(denied, "deny"))  # merged last of all

@@ -2,44 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from pydantic import Field
 from sqlmodel import col, select
 
 from bot.models import Clarification, ProtocolRun
 from bot.protocols import answer_clarification
 from bot.statuses import ClarificationStatus
-from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers, resources
+from handlers.api.context import ACTOR, AUDIT_IDS
 from handlers.api.errors import not_found
-from handlers.api.routing import (
-    Route,
-    decode_cursor,
-    deps_of,
-    is_id,
-    json_response,
-    id_page,
-    project_or_404,
-    protocol_or_404,
-    scope_or_404,
-)
-from handlers.api.schemas import ANY, CURSOR, Field, limit_param, path_int, path_text, text_param
+from handlers.api.lookups import project_or_404, protocol_or_404, scoped_page
+from handlers.api.pages import decode_cursor, is_id
+from handlers.api.raw import path_int, path_text
+from handlers.api.requests import Body, Paged, page_limit
+from handlers.api.routing import Route, deps_of, json_response
 
-ANSWER = (
-    Field("answer", ANY, description="Any JSON; a non-object is stored as {\"value\": answer}."),
-    Field("answered_by", max_length=200),
-)
-LIST_QUERY = (text_param("status", "open or answered", tuple(ClarificationStatus)), limit_param(200, 500), CURSOR)
+
+class ClarificationAnswer(Body):
+    answer: Any = Field(None, description="Any JSON; a non-object is stored as {\"value\": answer}.")
+    answered_by: str | None = Field(None, max_length=200)
+
+
+class ClarificationPage(Paged):
+    status: ClarificationStatus | None = Field(None, strict=False, description="open or answered")
+    limit: int = page_limit(200, 500)
 
 
 async def list_clarifications(request: web.Request) -> web.Response:
-    query = request[QUERY]
-    after = decode_cursor(request, is_id) or 0
-    async with deps_of(request).sessions() as session:
-        scope = await scope_or_404(request, session)
-        statement = select(Clarification).where(scope.rows_of(Clarification), col(Clarification.id) > after)
-        if query["status"]:
-            statement = statement.where(Clarification.status == query["status"])
-        return await id_page(session, statement, Clarification, query["limit"], resources.Clarification.of)
+    query = ClarificationPage.given(request)
+    status = [Clarification.status == query.status] if query.status else []
+    return await scoped_page(request, Clarification, decode_cursor(request, is_id) or 0, query.limit,
+                             resources.Clarification.of, *status)
 
 
 async def answer_project_clarification(request: web.Request) -> web.Response:
@@ -73,9 +69,9 @@ async def _answer(request: web.Request, session, protocol: ProtocolRun | None, c
         raise not_found(f"no clarification with key {key!r}")
     if protocol is None and clarification.protocol_run_id is not None:
         protocol = await session.get(ProtocolRun, clarification.protocol_run_id)
-    body = request[BODY]
-    actor = body["answered_by"] or request.get(ACTOR)
-    answer = body["answer"] if isinstance(body["answer"], dict) or body["answer"] is None else {"value": body["answer"]}
+    body = ClarificationAnswer.given(request)
+    actor = body.answered_by or request.get(ACTOR)
+    answer = body.answer if isinstance(body.answer, dict) or body.answer is None else {"value": body.answer}
     jobs = await answer_clarification(session, protocol, clarification, answer, actor=actor)
     await session.commit()
     await deps_of(request).submit(jobs)
@@ -88,14 +84,14 @@ PROTOCOL = {"protocol_id": "integer"}
 ROUTES = [
     Route("GET", "/projects/{project_id}/clarifications", list_clarifications,
           "A project's clarification questions (?status=open|answered)", "clarifications",
-          answers.ok_list("Clarification"), PROJECT, query=LIST_QUERY, paginated=True),
+          answers.ok_list("Clarification"), PROJECT, query=ClarificationPage),
     Route("POST", "/projects/{project_id}/clarifications/{key}", answer_project_clarification,
           "Answer a project clarification by key", "clarifications", answers.ok("Clarification"),
-          {**PROJECT, "key": "string"}, body=ANSWER, write=True),
+          {**PROJECT, "key": "string"}, body=ClarificationAnswer, write=True),
     Route("GET", "/protocols/{protocol_id}/clarifications", list_clarifications,
           "A protocol run's clarification questions", "clarifications", answers.ok_list("Clarification"), PROTOCOL,
-          query=LIST_QUERY, paginated=True),
+          query=ClarificationPage),
     Route("POST", "/protocols/{protocol_id}/clarifications/{key}", answer_protocol_clarification,
           "Answer a protocol clarification by key (answering the last blocking one resumes the protocol)",
-          "clarifications", answers.ok("Clarification"), {**PROTOCOL, "key": "string"}, body=ANSWER, write=True),
+          "clarifications", answers.ok("Clarification"), {**PROTOCOL, "key": "string"}, body=ClarificationAnswer, write=True),
 ]

@@ -12,7 +12,7 @@ def _key(name: str, kind: type):
 
 REQUEST_ID = _key("api_request_id", str)
 ACTOR = _key("api_actor", str)
-QUERY = _key("api_query", dict)
-BODY = _key("api_body", dict)
+QUERY = _key("api_query", object)  # a requests.Query
+BODY = _key("api_body", object)  # a requests.Body
 RAW_BODY = _key("api_raw_body", dict)
 AUDIT_IDS = _key("api_audit_ids", dict)

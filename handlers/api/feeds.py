@@ -20,19 +20,22 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy import func
 from sqlmodel import col, or_, select
 
 from bot.models import CodexRun, Event, Message
 from bot.statuses import FINISHED_RUN_STATUSES
-from handlers.api.auth import hidden_projects, visible
-from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers, resources
+from handlers.api.auth import hidden_projects, visible
+from handlers.api.context import REQUEST_ID
 from handlers.api.errors import bad_request
 from handlers.api.events import events_with_names, render_row
-from handlers.api.routing import Route, deps_of, protocol_or_404, project_or_404, run_or_404
+from handlers.api.lookups import project_or_404, protocol_or_404, run_or_404
+from handlers.api.raw import path_int, path_text
+from handlers.api.requests import Query, id_filter
+from handlers.api.routing import Route, deps_of
 from handlers.api.runs import open_registered
-from handlers.api.schemas import INTEGER, Field, id_param, path_int, path_text
 from handlers.keys import DEPS
 
 log = logging.getLogger("agentry.api.feeds")
@@ -354,7 +357,7 @@ def sse(data: str, *, event_id: int | None = None, event: str | None = None) -> 
 
 
 def last_event_id(request: web.Request) -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request[QUERY].get("after")
+    raw = request.headers.get("Last-Event-ID") or Resume.given(request).after
     if raw is None:
         return None
     try:
@@ -423,8 +426,8 @@ async def _scope(request: web.Request, project_id: int | None, protocol_run_id: 
 
 
 async def events_stream(request: web.Request) -> web.StreamResponse:
-    query = request[QUERY]
-    return await row_feed(request, "events", await _scope(request, query["project_id"], query["protocol_run_id"]))
+    query = FeedFilter.given(request)
+    return await row_feed(request, "events", await _scope(request, query.project_id, query.protocol_run_id))
 
 
 async def project_messages_stream(request: web.Request) -> web.StreamResponse:
@@ -441,8 +444,8 @@ async def protocol_messages_stream(request: web.Request) -> web.StreamResponse:
 
 async def events_socket(request: web.Request) -> web.StreamResponse:
     """The events feed as WebSocket text frames, one JSON event each."""
-    query = request[QUERY]
-    scope = await _scope(request, query["project_id"], query["protocol_run_id"])
+    query = FeedFilter.given(request)
+    scope = await _scope(request, query.project_id, query.protocol_run_id)
     socket = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
     if not socket.can_prepare(request).ok:
         raise bad_request("GET /ws needs a WebSocket upgrade")
@@ -451,8 +454,8 @@ async def events_socket(request: web.Request) -> web.StreamResponse:
     try:
         await socket.prepare(request)
         listener = asyncio.create_task(_until_closed(socket, subscriber))
-        if query["after"] is not None:
-            for item in await backlog_all(hub, "events", scope, query["after"], snapshot):
+        if query.after is not None:
+            for item in await backlog_all(hub, "events", scope, query.after, snapshot):
                 await socket.send_str(item.text)
         await _pump_socket(socket, subscriber)
         listener.cancel()
@@ -512,7 +515,7 @@ def _log_start(request: web.Request) -> int:
             return max(int(raw), 0)
         except ValueError:
             raise bad_request("Last-Event-ID must be a byte offset of the log") from None
-    return request[QUERY]["offset"]
+    return LogFrom.given(request).offset
 
 
 async def _send_file(request: web.Request, response, run: CodexRun, start: int, end: int | None) -> None:
@@ -579,24 +582,33 @@ async def stop_hub(app: web.Application) -> None:
         await hub.close()
 
 
-AFTER = id_param("after", "Resume after this event id (like the Last-Event-ID header)")
-FEED_QUERY = (id_param("project_id", "Only this project's events"),
-              id_param("protocol_run_id", "Only this protocol run's events"), AFTER)
+class Resume(Query):
+    after: int | None = id_filter("Resume after this event id (like the Last-Event-ID header)")
+
+
+class FeedFilter(Resume):
+    project_id: int | None = id_filter("Only this project's events")
+    protocol_run_id: int | None = id_filter("Only this protocol run's events")
+
+
+class LogFrom(Query):
+    offset: int = Field(0, ge=0, le=2**62, description="Start at this byte offset (like the Last-Event-ID header)")
+
+
 ROUTES = [
     Route("GET", "/events/stream", events_stream, "Events as Server-Sent Events (Last-Event-ID resumes)", "feeds",
-          answers.stream("One `data:` JSON event per event, `id:` its id"), query=FEED_QUERY),
+          answers.stream("One `data:` JSON event per event, `id:` its id"), query=FeedFilter),
     Route("GET", "/ws", events_socket, "Events over a WebSocket, one JSON text frame each", "feeds",
-          {101: answers.stream("Switching to the WebSocket protocol")[200]}, query=FEED_QUERY),
+          {101: answers.stream("Switching to the WebSocket protocol")[200]}, query=FeedFilter),
     Route("GET", "/codex/runs/{run_id}/logs/stream", log_stream,
           "The run's log as Server-Sent Events: the log so far, new lines, then `done` with the run's status",
           "feeds", answers.stream("`event: log` with {run_id, offset, next_offset, chunk}; `event: done`"),
           {"run_id": "string"},
-          query=(Field("offset", INTEGER, default=0, minimum=0, maximum=2**62, nullable=False,
-                       description="Start at this byte offset (like the Last-Event-ID header)"),)),
+          query=LogFrom),
     Route("GET", "/projects/{project_id}/messages/stream", project_messages_stream,
           "Messages on the project as Server-Sent Events", "feeds", answers.stream("One `data:` JSON message each"),
-          {"project_id": "integer"}, query=(AFTER,)),
+          {"project_id": "integer"}, query=Resume),
     Route("GET", "/protocols/{protocol_id}/messages/stream", protocol_messages_stream,
           "Messages on the protocol run as Server-Sent Events", "feeds",
-          answers.stream("One `data:` JSON message each"), {"protocol_id": "integer"}, query=(AFTER,)),
+          answers.stream("One `data:` JSON message each"), {"protocol_id": "integer"}, query=Resume),
 ]

@@ -6,7 +6,6 @@ from aiohttp import web
 
 from handlers.api import answers
 from handlers.api.routing import JSON, Answer, Route, json_response, route_name
-from handlers.api.schemas import body_schema
 from handlers.api.views import ref, schemas
 
 TITLE = "agentry REST API"
@@ -65,15 +64,14 @@ def operation(route: Route) -> dict:
         op["security"] = []
     if route.body is not None:
         op["requestBody"] = {"required": not route.body_optional,
-                             "content": {JSON: {"schema": body_schema(route.body)}}}
+                             "content": {JSON: {"schema": route.body.json_schema()}}}
     return op
 
 
 def parameters(route: Route) -> list[dict]:
     found = [{"name": name, "in": "path", "required": True, "schema": _path_schema(kind)}
              for name, kind in route.path_params.items()]
-    found += [{"name": field.name, "in": "query", "required": False, "schema": field.schema(),
-               **({"description": field.description} if field.description else {})} for field in route.query]
+    found += route.query.parameters()
     if route.path not in UNAUTHENTICATED:
         found.append({"name": "X-Project-Token", "in": "header", "required": False, "schema": {"type": "string"},
                       "description": "The project's secrets.api_token, for projects that have one."})
@@ -97,7 +95,7 @@ def responses(route: Route) -> dict:
 
 
 def _common(route: Route) -> list[tuple[int, str, bool]]:
-    ids_in_query = any(field.name.endswith("_id") for field in route.query)
+    ids_in_query = any(name.endswith("_id") for name in route.query.model_fields)
     return [
         (400, "Malformed request, malformed JSON or invalid fields (which and why)", True),
         (401, "Missing or invalid bearer token, or project token", route.path not in UNAUTHENTICATED),

@@ -6,55 +6,50 @@ import uuid
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import Field
 from sqlmodel import col, or_, select
 
 from bot import git, queue, store
 from bot.models import Event, Project
 from bot.paths import PathNotAllowed, allowed_roots, confine, confine_git_url
 from bot.statuses import ProjectStatus
-from handlers.api.auth import hidden_projects, visible
-from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers, resources
+from handlers.api.auth import hidden_projects, visible
+from handlers.api.context import ACTOR, AUDIT_IDS
 from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
-from handlers.api.routing import (
-    Route,
-    decode_cursor,
-    deps_of,
-    is_id,
-    json_response,
-    id_page,
-    project_or_404,
-)
-from handlers.api.schemas import (
-    BOOLEAN,
-    CURSOR,
-    OBJECT,
-    Field,
-    branch_problem,
-    limit_param,
-    path_int,
-    path_text,
-)
+from handlers.api.lookups import project_or_404
+from handlers.api.pages import decode_cursor, id_page, is_id
+from handlers.api.raw import BRANCH, branch_problem, path_int, path_text
+from handlers.api.requests import Body, JsonObject, Paged, page_limit
+from handlers.api.routing import Route, deps_of, json_response
 from handlers.keys import JOB_RUNNER
 
-BRANCH_NAME = r"^[A-Za-z0-9._/-]{1,255}$"
 
-PROJECT_CREATE = (
-    Field("name", required=True, min_length=1, max_length=200),
-    Field("git_url", required=True, min_length=1, max_length=2000,
-          description="Clone URL or path of the repository; a path (or file:// URL) must be inside the data "
-                      "directory or AGENTRY_ALLOWED_PATHS."),
-    Field("local_path", max_length=4096,
-          description="Absolute path of an existing clone, used instead of cloning; inside the data directory or "
-                      "AGENTRY_ALLOWED_PATHS."),
-    Field("base_branch", default="main", max_length=255, pattern=BRANCH_NAME, nullable=False),
-    Field("ci_provider", max_length=50),
-    Field("default_models", OBJECT, description="Engine and model per role (plan, execute, qa)."),
-    Field("secrets", OBJECT, description="Never returned; api_token here enables X-Project-Token."),
-)
-ONBOARDING_START = (Field("inline", BOOLEAN, default=False, nullable=False,
-                          description="Run the setup job in this process instead of queueing it."),)
-BRANCH_DELETE = (Field("confirm", BOOLEAN, default=False, nullable=False, description="Must be true."),)
+class ProjectCreate(Body):
+    name: str = Field(min_length=1, max_length=200)
+    git_url: str = Field(min_length=1, max_length=2000,
+                         description="Clone URL or path of the repository; a path (or file:// URL) must be inside "
+                                     "the data directory or AGENTRY_ALLOWED_PATHS.")
+    local_path: str | None = Field(None, max_length=4096,
+                                   description="Absolute path of an existing clone, used instead of cloning; inside "
+                                               "the data directory or AGENTRY_ALLOWED_PATHS.")
+    base_branch: str = Field("main", max_length=255, pattern=BRANCH.pattern)
+    ci_provider: str | None = Field(None, max_length=50)
+    default_models: JsonObject | None = Field(None, description="Engine and model per role (plan, execute, qa).")
+    secrets: JsonObject | None = Field(None, description="Never returned; api_token here enables X-Project-Token.")
+
+
+class OnboardingStart(Body):
+    inline: bool = Field(False, description="Run the setup job in this process instead of queueing it.")
+
+
+class BranchDelete(Body):
+    confirm: bool = Field(False, description="Must be true.")
+
+
+class ProjectPage(Paged):
+    limit: int = page_limit(100, 500)
+
 
 # event type -> (stage, status); agentry's setup job and the reference's names both count
 EVENT_STAGES = {
@@ -74,14 +69,14 @@ SUMMARY_STATUS = {"project_ready": "completed", "setup_completed": "completed", 
 
 
 async def create_project(request: web.Request) -> web.Response:
-    values = request[BODY]
+    values = ProjectCreate.given(request)
     deps = deps_of(request)
     local_path = _check_paths(values, allowed_roots(deps.settings))
     async with deps.sessions() as session:
-        project = Project(name=values["name"], git_url=values["git_url"], local_path=local_path,
-                          base_branch=values["base_branch"], ci_provider=values["ci_provider"],
-                          default_models=values["default_models"] or {},
-                          secrets=deps.secret_box.seal_all(values["secrets"] or {}))
+        project = Project(name=values.name, git_url=values.git_url, local_path=local_path,
+                          base_branch=values.base_branch, ci_provider=values.ci_provider,
+                          default_models=values.default_models or {},
+                          secrets=deps.secret_box.seal_all(values.secrets or {}))
         session.add(project)
         await session.flush()
         job = await _setup_requested(session, project, "Project setup enqueued.")
@@ -91,15 +86,15 @@ async def create_project(request: web.Request) -> web.Response:
     return json_response(resources.Project.of(project))
 
 
-def _check_paths(values: dict, roots: tuple[Path, ...]) -> str | None:
+def _check_paths(values: ProjectCreate, roots: tuple[Path, ...]) -> str | None:
     """The resolved local_path; 400 naming local_path and git_url when either is a path outside the roots."""
     local_path, problems = None, {}
     try:
-        local_path = _check_local_path(values["local_path"], roots)
+        local_path = _check_local_path(values.local_path, roots)
     except PathNotAllowed as exc:
         problems["local_path"] = str(exc)
     try:
-        confine_git_url(values["git_url"], roots)
+        confine_git_url(values.git_url, roots)
     except PathNotAllowed as exc:
         problems["git_url"] = str(exc)
     if problems:
@@ -117,7 +112,7 @@ async def _setup_requested(session, project: Project, message: str) -> queue.Job
 
 
 async def list_projects(request: web.Request) -> web.Response:
-    limit = request[QUERY]["limit"]
+    limit = ProjectPage.given(request).limit
     after = decode_cursor(request, is_id) or 0
     async with deps_of(request).sessions() as session:
         shown = visible(col(Project.id), await hidden_projects(request, session))
@@ -195,7 +190,7 @@ async def start_onboarding(request: web.Request) -> web.Response:
         job = await _setup_requested(session, project, "Project setup requested.")
         await session.commit()
     runner = request.app.get(JOB_RUNNER)
-    if request[BODY]["inline"] and runner is not None:
+    if OnboardingStart.given(request).inline and runner is not None:
         return json_response(resources.action(await _run_inline(runner, job), None))
     await deps.submit([job])
     return json_response(resources.action("Project setup enqueued", job, [job]))
@@ -235,7 +230,7 @@ async def delete_branch(request: web.Request) -> web.Response:
     problem = branch_problem(branch)
     if problem:
         raise invalid_fields({"branch": problem}, "path")
-    if not request[BODY]["confirm"]:
+    if not BranchDelete.given(request).confirm:
         raise bad_request("confirm=true required to delete a remote branch")
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
@@ -269,21 +264,21 @@ async def _git(operation):
 PROJECT = {"project_id": "integer"}
 ROUTES = [
     Route("POST", "/projects", create_project, "Create a project and queue its setup (project_setup_job)",
-          "projects", answers.ok("Project"), body=PROJECT_CREATE, write=True),
+          "projects", answers.ok("Project"), body=ProjectCreate, write=True),
     Route("GET", "/projects", list_projects, "List projects", "projects", answers.ok_list("Project"),
-          query=(limit_param(100, 500), CURSOR), paginated=True),
+          query=ProjectPage),
     Route("GET", "/projects/{project_id}", get_project, "Read a project (secrets redacted)", "projects",
           answers.ok("Project"), PROJECT),
     Route("GET", "/projects/{project_id}/onboarding", onboarding_summary, "Onboarding summary: stages and events",
           "projects", answers.ok("OnboardingSummary"), PROJECT),
     Route("POST", "/projects/{project_id}/onboarding/actions/start", start_onboarding,
           "Start (or restart) onboarding: queue project_setup_job, or run it inline", "projects",
-          answers.ok("ActionResponse"), PROJECT, body=ONBOARDING_START, body_optional=True, write=True),
+          answers.ok("ActionResponse"), PROJECT, body=OnboardingStart, body_optional=True, write=True),
     Route("GET", "/projects/{project_id}/branches", list_branches, "Branches of the project's remote", "projects",
           {**answers.ok("BranchList"), **answers.conflict("The repository is not available locally")}, PROJECT),
     Route("POST", "/projects/{project_id}/branches/{branch}/delete", delete_branch,
           "Delete a remote branch (body {\"confirm\": true})", "projects",
           {**answers.ok("BranchDeleted"), **answers.error(404, "The remote has no such branch"),
            **answers.conflict("The repository is not available locally, or git refused")},
-          {"project_id": "integer", "branch": "path"}, body=BRANCH_DELETE, body_optional=True, write=True),
+          {"project_id": "integer", "branch": "path"}, body=BranchDelete, body_optional=True, write=True),
 ]

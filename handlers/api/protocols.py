@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from aiohttp import web
+from pydantic import Field
 from sqlmodel import col, select
 
 from bot import codemachine, queue, store
@@ -12,75 +14,72 @@ from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import apply_protocol_action, create_protocol, facts_of, set_protocol_status, steps_of
 from bot.workflow import Fact, ProtocolAction, ProtocolStatus, StepStatus
-from handlers.api.auth import hidden_projects, visible
-from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers, resources
+from handlers.api.auth import hidden_projects, visible
+from handlers.api.context import ACTOR, AUDIT_IDS
 from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
-from handlers.api.routing import (
-    Route,
-    decode_cursor,
-    deps_of,
-    is_id,
-    json_response,
-    page_response,
-    project_or_404,
-    protocol_or_404,
-)
-from handlers.api.schemas import (
-    BOOLEAN,
-    CURSOR,
-    INTEGER,
-    OBJECT,
-    Field,
-    limit_param,
-    path_int,
-    text_param,
-)
+from handlers.api.lookups import project_or_404, protocol_or_404
+from handlers.api.pages import decode_cursor, is_id, page_response
+from handlers.api.raw import BRANCH, INT32_MAX, path_int
+from handlers.api.requests import Body, JsonObject, Paged, only, page_limit
+from handlers.api.routing import Route, deps_of, json_response
 
-STATUSES = tuple(status.value for status in ProtocolStatus)
-PROTOCOL_CREATE = (
-    Field("protocol_name", required=True, min_length=1, max_length=200),
-    Field("status", default=ProtocolStatus.PENDING.value, choices=STATUSES, nullable=False,
-          description="A new protocol starts pending; other states are reached through the actions."),
-    Field("base_branch", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$"),
-    Field("worktree_path", max_length=4096, description="Accepted for compatibility; agentry picks the worktree."),
-    Field("protocol_root", max_length=4096, description="Accepted for compatibility; agentry picks the worktree."),
-    Field("description", max_length=65_536),
-    Field("template_config", OBJECT),
-    Field("template_source", OBJECT),
-    Field("kind", default="run", choices=("run", "plan", "ralph", "ask"), nullable=False),
-    Field("engine", max_length=50),
-    Field("model", max_length=200),
-    Field("issue_number", INTEGER, minimum=1),
-    Field("policy", OBJECT),
-)
-IMPORT_REQUEST = (
-    Field("protocol_name", required=True, min_length=1, max_length=200),
-    Field("workspace_path", required=True, min_length=1, max_length=4096,
-          description="The workspace holding .codemachine/; inside the project's local_path (else the data "
-                      "directory) and inside the data directory or AGENTRY_ALLOWED_PATHS."),
-    Field("base_branch", default="main", max_length=255, pattern=r"^[A-Za-z0-9._/-]{1,255}$", nullable=False),
-    Field("description", max_length=65_536),
-    Field("enqueue", BOOLEAN, default=False, nullable=False,
-          description="true: queue codemachine_import_job; false: import now."),
-)
+COMPATIBILITY = "Accepted for compatibility; agentry picks the worktree."
+
+
+class ProtocolCreate(Body):
+    protocol_name: str = Field(min_length=1, max_length=200)
+    status: Annotated[ProtocolStatus, only(ProtocolStatus.PENDING, "a new protocol starts pending; move it with "
+                                                                   "/protocols/{id}/actions")] = Field(
+        ProtocolStatus.PENDING, strict=False,
+        description="A new protocol starts pending; other states are reached through the actions.")
+    base_branch: str | None = Field(None, max_length=255, pattern=BRANCH.pattern)
+    worktree_path: str | None = Field(None, max_length=4096, description=COMPATIBILITY)
+    protocol_root: str | None = Field(None, max_length=4096, description=COMPATIBILITY)
+    description: str | None = Field(None, max_length=65_536)
+    template_config: JsonObject | None = None
+    template_source: JsonObject | None = None
+    kind: Literal["run", "plan", "ralph", "ask"] = "run"
+    engine: str | None = Field(None, max_length=50)
+    model: str | None = Field(None, max_length=200)
+    issue_number: int | None = Field(None, ge=1, le=INT32_MAX)
+    policy: JsonObject | None = None
+
+
+class CodeMachineImport(Body):
+    protocol_name: str = Field(min_length=1, max_length=200)
+    workspace_path: str = Field(min_length=1, max_length=4096,
+                                description="The workspace holding .codemachine/; inside the project's local_path "
+                                            "(else the data directory) and inside the data directory or "
+                                            "AGENTRY_ALLOWED_PATHS.")
+    base_branch: str = Field("main", max_length=255, pattern=BRANCH.pattern)
+    description: str | None = Field(None, max_length=65_536)
+    enqueue: bool = Field(False, description="true: queue codemachine_import_job; false: import now.")
+
+
+class ProtocolPage(Paged):
+    limit: int = page_limit(100, 500)
+
+
+class ProtocolFilter(ProtocolPage):
+    status: ProtocolStatus | None = Field(None, strict=False, description="Only runs in this state")
+
+
 # statuses from which the reference's run_next_step and retry_latest find a step to work on
 NEXT_STEP_STATUSES = (StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED)
 RETRY_STEP_STATUSES = (StepStatus.FAILED, StepStatus.BLOCKED)
 
 
 async def create_protocol_run(request: web.Request) -> web.Response:
-    values = request[BODY]
-    if values["status"] != ProtocolStatus.PENDING:
-        raise invalid_fields({"status": "a new protocol starts pending; move it with /protocols/{id}/actions"})
+    values = ProtocolCreate.given(request)
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
         protocol = await create_protocol(
-            session, project, title=values["protocol_name"], kind=values["kind"], description=values["description"],
-            issue_number=values["issue_number"], engine=values["engine"], model=values["model"],
-            created_by=request.get(ACTOR), base_branch=values["base_branch"], policy=values["policy"],
-            template_config=values["template_config"])
-        protocol.template_source = values["template_source"]
+            session, project, title=values.protocol_name, kind=values.kind, description=values.description,
+            issue_number=values.issue_number, engine=values.engine, model=values.model,
+            created_by=request.get(ACTOR), base_branch=values.base_branch, policy=values.policy,
+            template_config=values.template_config)
+        protocol.template_source = values.template_source
         await session.commit()
     request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
     return json_response(resources.ProtocolRun.of(protocol))
@@ -93,7 +92,7 @@ async def list_project_protocols(request: web.Request) -> web.Response:
 
 
 async def list_protocols(request: web.Request) -> web.Response:
-    status = request[QUERY]["status"]
+    status = ProtocolFilter.given(request).status
     async with deps_of(request).sessions() as session:
         shown = visible(col(ProtocolRun.project_id), await hidden_projects(request, session))
         return await _protocol_page(request, session, *([ProtocolRun.status == status] if status else []), *shown)
@@ -101,7 +100,7 @@ async def list_protocols(request: web.Request) -> web.Response:
 
 async def _protocol_page(request: web.Request, session, *conditions) -> web.Response:
     """Newest first; the cursor is the last id of the previous page."""
-    limit = request[QUERY]["limit"]
+    limit = ProtocolPage.given(request).limit
     before = decode_cursor(request, is_id)
     if before is not None:
         conditions = (*conditions, col(ProtocolRun.id) < before)
@@ -197,18 +196,18 @@ async def open_pr(request: web.Request) -> web.Response:
 
 
 async def import_codemachine(request: web.Request) -> web.Response:
-    values = request[BODY]
+    values = CodeMachineImport.given(request)
     deps = deps_of(request)
     async with deps.sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
-        workspace = _workspace(request, project, values["workspace_path"])
-        protocol = await create_protocol(session, project, title=values["protocol_name"],
-                                         description=values["description"], base_branch=values["base_branch"],
+        workspace = _workspace(request, project, values.workspace_path)
+        protocol = await create_protocol(session, project, title=values.protocol_name,
+                                         description=values.description, base_branch=values.base_branch,
                                          created_by=request.get(ACTOR))
         protocol.protocol_root = str(workspace / ".codemachine")
         await set_protocol_status(session, protocol, ProtocolAction.PLAN, actor=request.get(ACTOR),
                                   message="CodeMachine import")
-        job, steps = await _import(session, project, protocol, workspace, values["enqueue"])
+        job, steps = await _import(session, project, protocol, workspace, values.enqueue)
         await session.commit()
     if job is not None:
         await deps.submit([job])
@@ -250,7 +249,6 @@ def _workspace(request: web.Request, project, given: str) -> Path:
 
 PROJECT = {"project_id": "integer"}
 PROTOCOL = {"protocol_id": "integer"}
-LIST_QUERY = (limit_param(100, 500), CURSOR)
 STATE_CONFLICT = answers.conflict("The protocol's state does not allow the action")
 
 
@@ -263,12 +261,11 @@ ROUTES = [
     Route("POST", "/projects/{project_id}/protocols", create_protocol_run, "Create a protocol run (pending)",
           "protocols", {**answers.ok("ProtocolRun"),
                         **answers.conflict("Another protocol is already working on that issue")},
-          PROJECT, body=PROTOCOL_CREATE, write=True),
+          PROJECT, body=ProtocolCreate, write=True),
     Route("GET", "/projects/{project_id}/protocols", list_project_protocols, "A project's protocol runs, newest first",
-          "protocols", answers.ok_list("ProtocolRun"), PROJECT, query=LIST_QUERY, paginated=True),
+          "protocols", answers.ok_list("ProtocolRun"), PROJECT, query=ProtocolPage),
     Route("GET", "/protocols", list_protocols, "All protocol runs, newest first", "protocols",
-          answers.ok_list("ProtocolRun"), query=(*LIST_QUERY, text_param("status", "Only runs in this state",
-                                                                          STATUSES)), paginated=True),
+          answers.ok_list("ProtocolRun"), query=ProtocolFilter),
     Route("GET", "/protocols/{protocol_id}", get_protocol, "Read a protocol run", "protocols",
           answers.ok("ProtocolRun"), PROTOCOL),
     _action("start", start, "Start: plan a pending protocol (plan_protocol_job) or run a planned one",
@@ -284,5 +281,5 @@ ROUTES = [
     _action("open_pr", open_pr, "Open or update the pull request (open_pr_job)", "ActionResponse"),
     Route("POST", "/projects/{project_id}/codemachine/import", import_codemachine,
           "Import a CodeMachine workspace as a protocol run with steps (now, or queued with enqueue=true)",
-          "protocols", answers.ok("CodeMachineImportResponse"), PROJECT, body=IMPORT_REQUEST, write=True),
+          "protocols", answers.ok("CodeMachineImportResponse"), PROJECT, body=CodeMachineImport, write=True),
 ]

@@ -347,26 +347,27 @@ def components() -> dict[str, dict[str, Any]]:
     for model in models:
         schema = model.model_json_schema(ref_template=REF + "{model}", mode="serialization")
         for name, definition in schema.pop("$defs", {}).items():
-            found[name] = _openapi(definition)
-        found[model.__name__] = _openapi(schema)
+            found[name] = openapi_dialect(definition)
+        found[model.__name__] = openapi_dialect(schema)
     return found
 
 
 REF = "#/components/schemas/"
 
 
-def _openapi(node: Any) -> Any:
+def openapi_dialect(node: Any) -> Any:
     """JSON Schema as OpenAPI 3.0 has it: `nullable` instead of a null alternative, `enum` for `const`,
     no titles."""
     if isinstance(node, list):
-        return [_openapi(item) for item in node]
+        return [openapi_dialect(item) for item in node]
     if not isinstance(node, dict):
         return node
     alternatives = node.get("anyOf", [])
-    if {"type": "null"} in alternatives and len(alternatives) == 2:
-        [other] = [item for item in alternatives if item != {"type": "null"}]
+    if {"type": "null"} in alternatives:
+        others = [item for item in alternatives if item != {"type": "null"}]
         rest = {key: value for key, value in node.items() if key != "anyOf"}
+        [other] = others if len(others) == 1 else [{"anyOf": others}]
         node = {**rest, **({"allOf": [other]} if "$ref" in other else other), "nullable": True}
     if "const" in node:
         node = {**{key: value for key, value in node.items() if key != "const"}, "enum": [node["const"]]}
-    return {key: _openapi(value) for key, value in node.items() if key != "title"}
+    return {key: openapi_dialect(value) for key, value in node.items() if key != "title"}

@@ -13,31 +13,47 @@ import stat
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import Field
 from sqlmodel import and_, col, or_, select
 
 from bot.models import CodexRun, RunArtifact
 from bot.statuses import RunStatus
-from handlers.api.auth import hidden_projects, visible
-from handlers.api.context import QUERY, REQUEST_ID
 from handlers.api import answers, resources
+from handlers.api.auth import hidden_projects, visible
+from handlers.api.context import REQUEST_ID
 from handlers.api.errors import ApiError, not_found
-from handlers.api.routing import (
-    Route,
-    decode_cursor,
-    deps_of,
-    json_response,
-    id_page,
-    page_response,
-    project_or_404,
-    protocol_or_404,
-    run_or_404,
-    step_or_404,
-)
-from handlers.api.schemas import CURSOR, INTEGER, Field, id_param, limit_param, path_int, path_text, text_param
+from handlers.api.lookups import project_or_404, protocol_or_404, run_or_404, step_or_404
+from handlers.api.pages import decode_cursor, id_page, page_response
+from handlers.api.raw import path_int, path_text
+from handlers.api.requests import Paged, Query, id_filter, page_limit, text_filter
+from handlers.api.routing import Route, deps_of, json_response
 from handlers.api.views import parse_time
 
 MAX_ARTIFACT_BYTES = 1_000_000
 CHUNK_BYTES = 64 * 1024
+
+
+class RunPage(Paged):
+    run_kind: str | None = text_filter("plan, exec, qa, setup, pr, import, ralph or ask")
+    limit: int = page_limit(100, 500)
+
+
+class RunFilter(RunPage):
+    job_type: str | None = text_filter("Only runs of this job")
+    status: RunStatus | None = Field(None, strict=False, description="Only runs in this state")
+    project_id: int | None = id_filter("Only this project's runs")
+    protocol_run_id: int | None = id_filter("Only this protocol run's runs")
+    step_run_id: int | None = id_filter("Only this step's runs")
+
+
+class LogPiece(Query):
+    offset: int = Field(0, ge=0, le=2**62)
+    max_bytes: int = Field(65536, ge=1024, le=1_000_000)
+
+
+class ArtifactPage(Paged):
+    kind: str | None = text_filter("Only artifacts of this kind")
+    limit: int = page_limit(100, 500)
 
 
 # --- listing -------------------------------------------------------------------------------------
@@ -50,7 +66,7 @@ def _cursor_shape(value) -> bool:
 
 async def _run_page(request: web.Request, session, *conditions) -> web.Response:
     """Newest first; the cursor is the (created_at, run_id) of the last run shown."""
-    limit = request[QUERY]["limit"]
+    limit = RunPage.given(request).limit
     after = decode_cursor(request, _cursor_shape)
     if after is not None:
         created, run_id = parse_time(after[0]), after[1]
@@ -67,27 +83,27 @@ ID_FILTERS = ("project_id", "protocol_run_id", "step_run_id")
 
 
 async def list_runs(request: web.Request) -> web.Response:
-    query = request[QUERY]
+    query = RunFilter.given(request)
     async with deps_of(request).sessions() as session:
         await _check_filters(request, session, query)
-        conditions = [getattr(CodexRun, name) == query[name] for name in (*RUN_FILTERS, *ID_FILTERS)
-                      if query[name] is not None]
+        conditions = [getattr(CodexRun, name) == getattr(query, name) for name in (*RUN_FILTERS, *ID_FILTERS)
+                      if getattr(query, name) is not None]
         conditions += visible(col(CodexRun.project_id), await hidden_projects(request, session))
         return await _run_page(request, session, *conditions)
 
 
-async def _check_filters(request: web.Request, session, query: dict) -> None:
+async def _check_filters(request: web.Request, session, query: RunFilter) -> None:
     """A filter on a project, protocol or step needs that project's token, when it has one."""
-    if query["project_id"] is not None:
-        await project_or_404(request, session, query["project_id"])
-    if query["protocol_run_id"] is not None:
-        await protocol_or_404(request, session, query["protocol_run_id"])
-    if query["step_run_id"] is not None:
-        await step_or_404(request, session, query["step_run_id"])
+    if query.project_id is not None:
+        await project_or_404(request, session, query.project_id)
+    if query.protocol_run_id is not None:
+        await protocol_or_404(request, session, query.protocol_run_id)
+    if query.step_run_id is not None:
+        await step_or_404(request, session, query.step_run_id)
 
 
 async def protocol_runs(request: web.Request) -> web.Response:
-    kind = request[QUERY]["run_kind"]
+    kind = RunPage.given(request).run_kind
     async with deps_of(request).sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
         conditions = [CodexRun.protocol_run_id == protocol.id, *([CodexRun.run_kind == kind] if kind else [])]
@@ -95,7 +111,7 @@ async def protocol_runs(request: web.Request) -> web.Response:
 
 
 async def step_runs(request: web.Request) -> web.Response:
-    kind = request[QUERY]["run_kind"]
+    kind = RunPage.given(request).run_kind
     async with deps_of(request).sessions() as session:
         step, _, _ = await step_or_404(request, session, path_int(request, "step_id"))
         conditions = [CodexRun.step_run_id == step.id, *([CodexRun.run_kind == kind] if kind else [])]
@@ -171,14 +187,14 @@ async def run_log(request: web.Request) -> web.StreamResponse:
 
 
 async def run_log_tail(request: web.Request) -> web.Response:
-    query = request[QUERY]
+    query = LogPiece.given(request)
     async with deps_of(request).sessions() as session:
         run = await run_or_404(request, session, path_text(request, "run_id"))
     fd = _open_or_404(request, run.log_path, "log")
     try:
         size = os.fstat(fd).st_size
-        start = min(query["offset"], size)
-        data = await asyncio.to_thread(_read, fd, start, query["max_bytes"])
+        start = min(query.offset, size)
+        data = await asyncio.to_thread(_read, fd, start, query.max_bytes)
     finally:
         os.close(fd)
     end = start + len(data)
@@ -187,16 +203,16 @@ async def run_log_tail(request: web.Request) -> web.Response:
 
 
 async def list_artifacts(request: web.Request) -> web.Response:
-    query = request[QUERY]
+    query = ArtifactPage.given(request)
     async with deps_of(request).sessions() as session:
         run = await run_or_404(request, session, path_text(request, "run_id"))
         statement = select(RunArtifact).where(RunArtifact.run_id == run.run_id)
-        if query["kind"]:
-            statement = statement.where(RunArtifact.kind == query["kind"])
+        if query.kind:
+            statement = statement.where(RunArtifact.kind == query.kind)
         after = decode_cursor(request, lambda value: isinstance(value, int) and not isinstance(value, bool))
         if after is not None:
             statement = statement.where(col(RunArtifact.id) > after)
-        return await id_page(session, statement, RunArtifact, query["limit"], resources.RunArtifact.of)
+        return await id_page(session, statement, RunArtifact, query.limit, resources.RunArtifact.of)
 
 
 async def artifact_content(request: web.Request) -> web.Response:
@@ -217,30 +233,22 @@ async def artifact_content(request: web.Request) -> web.Response:
 
 
 RUN = {"run_id": "string"}
-KIND = text_param("run_kind", "plan, exec, qa, setup, pr, import, ralph or ask")
-RUN_PAGE = (limit_param(100, 500), CURSOR)
 ROUTES = [
     Route("GET", "/codex/runs", list_runs, "Runs (every job attempt), newest first, with filters", "runs",
-          answers.ok_list("CodexRun"),
-          query=(text_param("job_type", "Only runs of this job"),
-                 text_param("status", "Only runs in this state", tuple(RunStatus)),
-                 id_param("project_id", "Only this project's runs"),
-                 id_param("protocol_run_id", "Only this protocol run's runs"),
-                 id_param("step_run_id", "Only this step's runs"), KIND, *RUN_PAGE), paginated=True),
+          answers.ok_list("CodexRun"), query=RunFilter),
     Route("GET", "/protocols/{protocol_id}/runs", protocol_runs, "A protocol run's runs, newest first", "runs",
-          answers.ok_list("CodexRun"), {"protocol_id": "integer"}, query=(KIND, *RUN_PAGE), paginated=True),
+          answers.ok_list("CodexRun"), {"protocol_id": "integer"}, query=RunPage),
     Route("GET", "/steps/{step_id}/runs", step_runs, "A step's runs, newest first", "runs",
-          answers.ok_list("CodexRun"), {"step_id": "integer"}, query=(KIND, *RUN_PAGE), paginated=True),
+          answers.ok_list("CodexRun"), {"step_id": "integer"}, query=RunPage),
     Route("GET", "/codex/runs/{run_id}", get_run, "Read a run", "runs", answers.ok("CodexRun"), RUN),
     Route("GET", "/codex/runs/{run_id}/logs", run_log, "The run's log as plain text", "runs",
           answers.text("The log so far"), RUN),
     Route("GET", "/codex/runs/{run_id}/logs/tail", run_log_tail, "A piece of the log from a byte offset", "runs",
           answers.ok("LogTail"), RUN,
-          query=(Field("offset", INTEGER, default=0, minimum=0, maximum=2**62, nullable=False),
-                 Field("max_bytes", INTEGER, default=65536, minimum=1024, maximum=1_000_000, nullable=False))),
+          query=LogPiece),
     Route("GET", "/codex/runs/{run_id}/artifacts", list_artifacts, "The run's registered artifacts", "runs",
           answers.ok_list("RunArtifact"), RUN,
-          query=(text_param("kind", "Only artifacts of this kind"), *RUN_PAGE), paginated=True),
+          query=ArtifactPage),
     Route("GET", "/codex/runs/{run_id}/artifacts/{artifact_id}/content", artifact_content,
           "An artifact's content as text (at most 1 MB)", "runs",
           {**answers.text("The artifact"), **answers.error(413, "The artifact is larger than 1 MB")},

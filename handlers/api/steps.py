@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -10,45 +13,46 @@ from bot import store
 from bot.models import ProtocolRun, StepRun
 from bot.protocols import apply_step_action
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, QaPolicy, StepAction, StepStatus
-from handlers.api.context import ACTOR, AUDIT_IDS, BODY, QUERY
 from handlers.api import answers, resources
-from handlers.api.errors import conflict, invalid_fields
-from handlers.api.routing import (
-    Route,
-    decode_cursor,
-    deps_of,
-    is_id,
-    json_response,
-    page_response,
-    protocol_or_404,
-    step_or_404,
-)
-from handlers.api.schemas import BOOLEAN, CURSOR, INTEGER, POLICY, Field, limit_param, path_int
+from handlers.api.context import ACTOR, AUDIT_IDS
+from handlers.api.errors import conflict
+from handlers.api.lookups import protocol_or_404, step_or_404
+from handlers.api.pages import decode_cursor, is_id, page_response
+from handlers.api.raw import path_int
+from handlers.api.requests import Body, Paged, Policy, only, page_limit
+from handlers.api.routing import Route, deps_of, json_response
 
-STEP_CREATE = (
-    Field("step_index", INTEGER, required=True, minimum=0, maximum=10_000),
-    Field("step_name", required=True, min_length=1, max_length=200),
-    Field("step_type", required=True, min_length=1, max_length=50),
-    Field("status", default=StepStatus.PENDING.value, choices=tuple(status.value for status in StepStatus), nullable=False,
-          description="A new step starts pending; other states are reached through the actions."),
-    Field("model", max_length=200),
-    Field("summary", max_length=65_536),
-    Field("engine_id", max_length=50),
-    Field("policy", POLICY, description="agentry's {loop, trigger} object, or a list of CodeMachine module policies."),
-    Field("prompt", max_length=262_144),
-    Field("qa_policy", default="full", choices=tuple(policy.value for policy in QaPolicy), nullable=False),
-    Field("changes_files", BOOLEAN, default=True, nullable=False,
-          description="false for a check-only step; otherwise a run that changes no file fails."),
-)
+
+class StepCreate(Body):
+    step_index: int = Field(ge=0, le=10_000)
+    step_name: str = Field(min_length=1, max_length=200)
+    step_type: str = Field(min_length=1, max_length=50)
+    status: Annotated[StepStatus, only(StepStatus.PENDING, "a new step starts pending; move it with "
+                                                           "/steps/{id}/actions")] = Field(
+        StepStatus.PENDING, strict=False,
+        description="A new step starts pending; other states are reached through the actions.")
+    model: str | None = Field(None, max_length=200)
+    summary: str | None = Field(None, max_length=65_536)
+    engine_id: str | None = Field(None, max_length=50)
+    policy: Policy | None = Field(None, description="agentry's {loop, trigger} object, or a list of CodeMachine "
+                                                    "module policies.")
+    prompt: str | None = Field(None, max_length=262_144)
+    qa_policy: QaPolicy = Field(QaPolicy.FULL, strict=False)
+    changes_files: bool = Field(True, description="false for a check-only step; otherwise a run that changes no "
+                                                  "file fails.")
+
+
+class StepPage(Paged):
+    limit: int = page_limit(500, 1000)
+
+
 # the reference's 409 rules for the step actions, checked before the state machine's own
 RUNNABLE = (StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED)
 NO_QA = (StepStatus.COMPLETED, StepStatus.CANCELLED)
 
 
 async def create_step(request: web.Request) -> web.Response:
-    values = request[BODY]
-    if values["status"] != StepStatus.PENDING:
-        raise invalid_fields({"status": "a new step starts pending; move it with /steps/{id}/actions"})
+    values = StepCreate.given(request)
     async with deps_of(request).sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
         step = await _insert_step(session, protocol, values)
@@ -56,20 +60,20 @@ async def create_step(request: web.Request) -> web.Response:
     return json_response(resources.StepRun.of(step))
 
 
-async def _insert_step(session, protocol: ProtocolRun, values: dict) -> StepRun:
+async def _insert_step(session, protocol: ProtocolRun, values: StepCreate) -> StepRun:
     if protocol.status in TERMINAL_PROTOCOL_STATUSES:
         raise conflict(f"cannot add a step: the protocol is {protocol.status}")
-    if await _index_taken(session, protocol.id, values["step_index"]):
-        raise conflict(f"the protocol already has a step at index {values['step_index']}")
-    step = StepRun(protocol_run_id=protocol.id, step_index=values["step_index"], step_name=values["step_name"],
-                   step_type=values["step_type"], model=values["model"], summary=values["summary"],
-                   engine_id=values["engine_id"], policy=policy_object(values["policy"]), prompt=values["prompt"],
-                   qa_policy=values["qa_policy"], changes_files=values["changes_files"])
+    if await _index_taken(session, protocol.id, values.step_index):
+        raise conflict(f"the protocol already has a step at index {values.step_index}")
+    step = StepRun(protocol_run_id=protocol.id, step_index=values.step_index, step_name=values.step_name,
+                   step_type=values.step_type, model=values.model, summary=values.summary,
+                   engine_id=values.engine_id, policy=policy_object(values.policy), prompt=values.prompt,
+                   qa_policy=values.qa_policy, changes_files=values.changes_files)
     session.add(step)
     try:
         await session.flush()
     except IntegrityError:
-        raise conflict(f"the protocol already has a step at index {values['step_index']}") from None
+        raise conflict(f"the protocol already has a step at index {values.step_index}") from None
     await store.record_event(session, "step_created", f"{step.step_name} added", project_id=protocol.project_id,
                              protocol_run_id=protocol.id, step_run_id=step.id)
     await session.commit()
@@ -89,7 +93,7 @@ async def _index_taken(session, protocol_id: int, step_index: int) -> bool:
 
 
 async def list_steps(request: web.Request) -> web.Response:
-    limit = request[QUERY]["limit"]
+    limit = StepPage.given(request).limit
     after = decode_cursor(request, is_id)
     async with deps_of(request).sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
@@ -146,9 +150,9 @@ STATE_CONFLICT = answers.conflict("The step's or the protocol's state does not a
 ROUTES = [
     Route("POST", "/protocols/{protocol_id}/steps", create_step, "Add a step to a protocol run (nothing is queued)",
           "steps", {**answers.ok("StepRun"), **answers.conflict("The index is taken, or the protocol has ended")},
-          PROTOCOL, body=STEP_CREATE, write=True),
+          PROTOCOL, body=StepCreate, write=True),
     Route("GET", "/protocols/{protocol_id}/steps", list_steps, "A protocol run's steps, by index", "steps",
-          answers.ok_list("StepRun"), PROTOCOL, query=(limit_param(500, 1000), CURSOR), paginated=True),
+          answers.ok_list("StepRun"), PROTOCOL, query=StepPage),
     Route("GET", "/steps/{step_id}", get_step, "Read a step run", "steps", answers.ok("StepRun"), STEP),
     Route("POST", "/steps/{step_id}/actions/run", run_step, "Run (or re-run) the step (execute_step_job)", "steps",
           {**answers.ok("ActionResponse"), **STATE_CONFLICT}, STEP, write=True),

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import db, store
 from bot.audit import AuditLog
 from bot.config import Settings
+from bot.delivery_writer import DeliveryWriter
 from bot.forge import Forge, RecordingForge
 from bot.forge.github import GitHubAppAuth, GitHubForge
 from bot.forge.gitlab import GitLabForge
@@ -36,6 +37,7 @@ class Deps:
     metrics: Metrics
     worker_id: str
     secret_box: SecretBox
+    deliveries: DeliveryWriter
     agent_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     forges: dict[str, Forge] = field(default_factory=dict)
     audit: AuditLog | None = None
@@ -66,6 +68,7 @@ class Deps:
         return fresh
 
     async def close(self) -> None:
+        await self.deliveries.close()
         await self.http.close()
         await self.queue.close()
         await self.engine.dispose()
@@ -77,15 +80,17 @@ async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Dep
     if queue is None:
         redis = await connect_redis(settings.redis_url) if settings.redis_url else embedded_redis()
         queue = JobQueue(redis)
+    sessions = db.make_sessions(engine)
     deps = Deps(
         settings=settings,
         engine=engine,
-        sessions=db.make_sessions(engine),
+        sessions=sessions,
         http=aiohttp.ClientSession(headers={"User-Agent": "agentry"}),
         queue=queue,
         metrics=Metrics.create(),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         secret_box=secret_box,
+        deliveries=DeliveryWriter(sessions, queue),
         agent_slots=asyncio.Semaphore(settings.max_concurrent_jobs),
         audit=AuditLog(settings.data_dir),
         sandbox=make_sandbox(settings),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -21,6 +22,23 @@ class Metrics:
     jobs: Counter
     job_seconds: Histogram
     queue_depth: Gauge
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # labels -> child, looked up once
+
+    def served(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request answered."""
+        self._child(self.requests, method, route, str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
+
+    def delivered(self, forge: str, outcome: str) -> None:
+        """One webhook delivery and what became of it."""
+        self._child(self.deliveries, forge, outcome).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     @classmethod
     def create(cls) -> "Metrics":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated, Any, Optional
@@ -310,6 +311,27 @@ class WebhookDelivery(SQLModel, table=True):
     error: Optional[str] = text_field()
     received_at: datetime = created_field()
     processed_at: Optional[datetime] = optional_time_field()
+
+
+@dataclass(frozen=True)
+class IncomingDelivery:
+    """A delivery as intake records it (a `webhook_deliveries` row): its JSON stored as received,
+    not decoded and encoded again."""
+
+    delivery_id: str
+    forge: str
+    event: str
+    status: DeliveryStatus
+    payload_json: str = "{}"
+    action: str | None = None
+    repo: str | None = None
+    installation_id: int | None = None
+    error: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {"delivery_id": self.delivery_id, "forge": self.forge, "event": self.event, "action": self.action,
+                "status": self.status, "repo": self.repo, "installation_id": self.installation_id,
+                "payload_json": self.payload_json, "error": self.error, "received_at": utcnow()}
 
 
 class QueuedJob(SQLModel, table=True):

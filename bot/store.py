@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Sequence, TypeVar
 
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import JSON, Table, Text, and_, bindparam, cast, delete, or_, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
+from bot.models import Event, IncomingDelivery, Project, QueuedJob, WebhookDelivery, utcnow
 from bot.queue import Job
 from bot.statuses import DeliveryStatus, JobStatus
 from bot.workflow import StepStatus
@@ -31,19 +31,41 @@ async def row(session: AsyncSession, model: type[Row], key: int) -> Row:
 
 
 
+def _on_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _table(model: type) -> Table:
+    table: Table = getattr(model, "__table__")
+    return table
+
+
+def _insert_ignoring(session: AsyncSession, model: type) -> Any:
+    return (postgresql if _on_postgresql(session) else sqlite).insert(_table(model))
+
+
 async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str | list[str]) -> int:
     """INSERT … ON CONFLICT DO NOTHING; returns how many rows were new."""
     if not rows:
         return 0
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     keys = [key] if isinstance(key, str) else key
     # The rows go as parameters, not .values(): the statement then compiles once per process.
-    statement = dialect.insert(model.__table__).on_conflict_do_nothing(index_elements=keys)
+    statement = _insert_ignoring(session, model).on_conflict_do_nothing(index_elements=keys)
     connection = await session.connection()
     inserted = 0
     for row in rows:
         inserted += (await connection.execute(statement, row)).rowcount or 0
     return inserted
+
+
+async def insert_new(session: AsyncSession, model: type, rows: Sequence[dict], key: str) -> set[Any]:
+    """INSERT … ON CONFLICT DO NOTHING of many rows in one statement; the keys of the rows that were new."""
+    if not rows:
+        return set()
+    statement = (_insert_ignoring(session, model).on_conflict_do_nothing(index_elements=[key])
+                 .returning(_table(model).c[key]))
+    connection = await session.connection()
+    return set((await connection.execute(statement, list(rows))).scalars())
 
 
 def job_row(job: Job) -> dict:
@@ -62,13 +84,18 @@ def job_row(job: Job) -> dict:
 
 
 async def record_jobs(session: AsyncSession, jobs: Iterable[Job]) -> list[Job]:
-    """Records jobs not seen before and returns them; a job id already known is a duplicate."""
+    """Records jobs not seen before and returns them in order; a job id already known, or given
+    twice, is a duplicate. A coalescing job waiting to start already stands for a new one."""
+    jobs = list(jobs)
+    new = await insert_new(session, QueuedJob, [job_row(job) for job in jobs if not job.coalesce], "job_id")
     fresh = []
     for job in jobs:
-        if job.coalesce and await _waiting(session, job):
-            continue
-        if await insert_ignore(session, QueuedJob, [job_row(job)], "job_id"):
+        if job.coalesce:
+            if not await _waiting(session, job) and await insert_ignore(session, QueuedJob, [job_row(job)], "job_id"):
+                fresh.append(job)
+        elif job.job_id in new:
             fresh.append(job)
+            new.discard(job.job_id)
     return fresh
 
 
@@ -80,21 +107,41 @@ async def _waiting(session: AsyncSession, job: Job) -> bool:
     return (await session.exec(statement)).first() is not None
 
 
-async def record_delivery(session: AsyncSession, delivery: WebhookDelivery, jobs: Sequence[Job]) -> list[Job] | None:
-    """Stores the delivery and its jobs in one transaction; None when the delivery id was seen before.
+async def record_deliveries(session: AsyncSession,
+                            deliveries: Sequence[tuple[IncomingDelivery, Sequence[Job]]]) -> list[list[Job] | None]:
+    """Stores deliveries and their jobs and commits; for each, the jobs that were new, or None when its
+    delivery id was seen before (earlier, or earlier in the same batch).
 
     A delivery refused as invalid is replaced when it comes again: a redelivery after an upgrade
     that reads it is not a duplicate."""
-    row = delivery.model_dump(exclude={"id"})
-    if not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
-        refused = await session.exec(delete(WebhookDelivery).where(
-            col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == DeliveryStatus.INVALID))
-        if refused.rowcount != 1 or not await insert_ignore(session, WebhookDelivery, [row], "delivery_id"):
-            await session.rollback()
-            return None
-    fresh = await record_jobs(session, jobs)
+    new = await _insert_deliveries(session, [delivery for delivery, _ in deliveries])
+    seen: set[str] = set()
+    accepted: list[Sequence[Job] | None] = []
+    for delivery, jobs in deliveries:
+        first = delivery.delivery_id not in seen
+        seen.add(delivery.delivery_id)
+        fresh = first and (delivery.delivery_id in new or await _replaced_invalid(session, delivery))
+        accepted.append(jobs if fresh else None)
+    recorded = await record_jobs(session, [job for jobs in accepted for job in jobs or ()])
     await session.commit()
-    return fresh
+    kept = {job.job_id for job in recorded}
+    return [None if jobs is None else [job for job in jobs if job.job_id in kept] for jobs in accepted]
+
+
+async def _insert_deliveries(session: AsyncSession, deliveries: Sequence[IncomingDelivery]) -> set[str]:
+    """The ids of the deliveries that were new; their JSON goes in as the text it came as."""
+    text = bindparam("payload_json", type_=Text)
+    payload = cast(text, JSON) if _on_postgresql(session) else type_coerce(text, Text)
+    statement = (_insert_ignoring(session, WebhookDelivery).values(payload=payload)
+                 .on_conflict_do_nothing(index_elements=["delivery_id"]).returning(_table(WebhookDelivery).c.delivery_id))
+    connection = await session.connection()
+    return set((await connection.execute(statement, [delivery.row() for delivery in deliveries])).scalars())
+
+
+async def _replaced_invalid(session: AsyncSession, delivery: IncomingDelivery) -> bool:
+    refused = await session.exec(delete(WebhookDelivery).where(
+        col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == DeliveryStatus.INVALID))
+    return refused.rowcount == 1 and bool(await _insert_deliveries(session, [delivery]))
 
 
 async def get_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelivery | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,19 +27,23 @@ def verify_github_signature(secret: str, body: bytes, header: str | None) -> boo
     return hmac.compare_digest(github_signature(secret, body), header.strip())
 
 
-def parse_github_body(body: bytes, content_type: str) -> dict[str, Any]:
-    """GitHub sends JSON, or a form with the JSON in its `payload` field."""
+def github_json(body: bytes, content_type: str) -> bytes:
+    """The JSON of a GitHub delivery: its body, or the `payload` field of a form."""
     if not content_type.startswith("application/x-www-form-urlencoded"):
-        return read_json(body)
+        return body
     fields = parse_qs(_decode(body))
     if "payload" not in fields:
         raise InvalidPayload("form body has no payload field")
-    return read_json(fields["payload"][0].encode())
+    return fields["payload"][0].encode()
 
 
 MAX_JSON_DEPTH = 200  # the parser's own limit; GitHub's and GitLab's payloads nest about 10 deep
 INT64 = range(-(2**63), 2**63)
-_MAYBE_UNSAFE = re.compile(rb"\\u0000|\d{19}|[eE]\+?\d{3}")
+# The body with every digit as 0, e, E and + as e, and all else a space: what might hold an integer
+# beyond 64 bits (19 digits) or an overflowing exponent (e000, e+000) is then a substring search.
+_NUMBER_SHAPES = bytes(ord("0") if char in b"0123456789" else ord("e") if char in b"eE+" else ord(" ")
+                       for char in range(256))
+_MAYBE_UNSAFE_NUMBERS = (b"0" * 19, b"e000")
 
 
 def read_json(body: bytes) -> dict[str, Any]:
@@ -53,9 +56,32 @@ def read_json(body: bytes) -> dict[str, Any]:
         raise InvalidPayload(f"body is not JSON agentry reads: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidPayload("body is JSON but not an object")
-    if _MAYBE_UNSAFE.search(body) and (problem := _unsafe_value(payload)) is not None:
+    if _maybe_unsafe(body) and (problem := _unsafe_value(payload)) is not None:
         raise InvalidPayload(problem)
     return payload
+
+
+def check_storable(body: bytes) -> None:
+    """InvalidPayload when a JSON body holds what the database cannot store (see `read_json`); the
+    body is only parsed for it when a quick look at its bytes says it might."""
+    if _maybe_unsafe(body):
+        read_json(body)
+
+
+def storable_text(body: bytes) -> str:
+    """The JSON text of a body as it is recorded: itself when `read_json` reads it, else `{}`."""
+    try:
+        read_json(body)
+    except InvalidPayload:
+        return "{}"
+    return body.decode()
+
+
+def _maybe_unsafe(body: bytes) -> bool:
+    """Whether the body might hold what `read_json` refuses after parsing it (most bodies do not)."""
+    shapes = body.translate(_NUMBER_SHAPES)
+    return (b"\\u0000" in body or any(shape in shapes for shape in _MAYBE_UNSAFE_NUMBERS)
+            or b"NaN" in body or b"Infinity" in body)  # JSON has no such numbers, but not every parser knows
 
 
 def _unsafe_value(payload: dict[str, Any]) -> str | None:

@@ -18,9 +18,6 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
-
-from bot.webhooks import read_json
 
 GITLAB_MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -115,8 +112,3 @@ def gitlab_delivery_id(headers: Mapping[str, str], body: bytes) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def parse_gitlab_body(body: bytes) -> dict[str, Any]:
-    """GitLab sends a JSON object; InvalidPayload says why anything else is unreadable."""
-    return read_json(body)

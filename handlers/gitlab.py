@@ -31,10 +31,10 @@ from bot.forge.payloads import (
     NoteHookPayload,
     PipelineHookPayload,
     gitlab_event_kind,
-    gitlab_shape,
+    gitlab_shape_from_json,
 )
 from bot.logs import log_context
-from bot.models import WebhookDelivery
+from bot.models import IncomingDelivery
 from bot.queue import (
     HANDLE_CI_RESULT,
     HANDLE_LABEL,
@@ -44,11 +44,10 @@ from bot.queue import (
     delivery_job,
 )
 from bot.statuses import DeliveryStatus
-from bot.webhooks import InvalidPayload
+from bot.webhooks import InvalidPayload, storable_text
 from bot.webhooks_gitlab import (
     GITLAB_MAX_PAYLOAD_BYTES,
     gitlab_delivery_id,
-    parse_gitlab_body,
     verify_gitlab_token,
     verify_standard_webhook,
 )
@@ -73,35 +72,34 @@ def error(status: int, message: str) -> web.Response:
 
 
 async def gitlab_webhook(request: web.Request, deps: Deps) -> web.Response:
-    counted = deps.metrics.deliveries
     if (rejection := token_problem(deps.settings, request.headers)) is not None:  # before the body is read
-        counted.labels(FORGE, "rejected").inc()
+        deps.metrics.delivered(FORGE, "rejected")
         return error(401, rejection)
     try:
         body = await read_body(request, GITLAB_MAX_PAYLOAD_BYTES)
     except TooLarge as exc:
-        counted.labels(FORGE, "invalid").inc()
+        deps.metrics.delivered(FORGE, "invalid")
         return error(413, str(exc))
     rejection = authentication_problem(deps.settings, request.headers, body, now=time.time())
     if rejection is not None:
-        counted.labels(FORGE, "rejected").inc()
+        deps.metrics.delivered(FORGE, "rejected")
         return error(401, rejection)
     event = request.headers.get("X-Gitlab-Event")
     if not event:
-        counted.labels(FORGE, "invalid").inc()
+        deps.metrics.delivered(FORGE, "invalid")
         return error(400, "missing X-Gitlab-Event header")
     delivery_id = gitlab_delivery_id(request.headers, body)
     with log_context(delivery_id=delivery_id, event=event):
-        payload: dict = {}
         try:
-            payload = parse_gitlab_body(body)
-            shape = gitlab_shape(event, payload)
+            shape = gitlab_shape_from_json(event, body)
         except InvalidPayload as exc:
-            await refuse(deps, forge=FORGE, delivery_id=delivery_id, event=event, payload=payload, reason=str(exc))
+            await refuse(deps, forge=FORGE, delivery_id=delivery_id, event=event, payload_json=storable_text(body),
+                         reason=str(exc))
             return error(400, str(exc))
         kind, action = gitlab_event_kind(event), shape.object_attributes.action if shape.object_attributes else None
         jobs = router.decide(deps.settings, kind, action, delivery_id, shape)
-        return await answer(deps, delivery_row(event, delivery_id, payload, shape, status=DeliveryStatus.of(jobs)), jobs)
+        delivery = delivery_row(event, delivery_id, body.decode(), shape, status=DeliveryStatus.of(jobs))
+        return await answer(deps, delivery, jobs)
 
 
 def token_problem(settings: Settings, headers: Mapping[str, str]) -> str | None:
@@ -129,16 +127,16 @@ def authentication_problem(
     return None
 
 
-def delivery_row(event: str, delivery_id: str, payload: dict, shape: GitLabEnvelope, *,
-                 status: DeliveryStatus) -> WebhookDelivery:
-    return WebhookDelivery(
+def delivery_row(event: str, delivery_id: str, payload_json: str, shape: GitLabEnvelope, *,
+                 status: DeliveryStatus) -> IncomingDelivery:
+    return IncomingDelivery(
         delivery_id=delivery_id,
         forge=FORGE,
         event=event,
         action=shape.object_attributes.action if shape.object_attributes else None,
         status=status,
         repo=shape.project.path_with_namespace if shape.project else None,
-        payload=payload,
+        payload_json=payload_json,
     )
 
 

@@ -13,11 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bot import store
 from bot.config import Settings
 from bot.deps import Deps
 from bot.forge.events import Actor
-from bot.models import WebhookDelivery
+from bot.models import IncomingDelivery
 from bot.queue import Job
 from bot.statuses import DeliveryStatus
 
@@ -55,28 +54,27 @@ def is_ours_or_a_bot(actor: Actor, own_login: str | None = None) -> bool:
     return bool(own_login) and actor.login.lower() == (own_login or "").lower()
 
 
-async def refuse(deps: Deps, *, forge: str, delivery_id: str, event: str, payload: dict, reason: str) -> None:
+async def refuse(deps: Deps, *, forge: str, delivery_id: str, event: str, payload_json: str, reason: str) -> None:
     """Records a delivery refused as invalid, with its reason, and queues nothing."""
-    await accept(deps, WebhookDelivery(delivery_id=delivery_id, forge=forge, event=event, status=DeliveryStatus.INVALID,
-                                       payload=payload, error=reason), [])
+    await accept(deps, IncomingDelivery(delivery_id=delivery_id, forge=forge, event=event, status=DeliveryStatus.INVALID,
+                                        payload_json=payload_json, error=reason), [])
 
 
-async def accept(deps: Deps, delivery: WebhookDelivery, jobs: list[Job]) -> list[Job] | None:
-    """Records the delivery with its jobs in one transaction, then wakes the queue.
+async def accept(deps: Deps, delivery: IncomingDelivery, jobs: list[Job]) -> list[Job] | None:
+    """Records the delivery with its jobs (committed with the deliveries of concurrent requests), and
+    the queue is woken for them.
 
     Returns the jobs that were new, or None when the delivery id was seen before."""
-    async with deps.sessions() as session:
-        fresh = await store.record_delivery(session, delivery, jobs)
+    fresh = await deps.deliveries.record(delivery, jobs)
     if fresh is None:
-        deps.metrics.deliveries.labels(delivery.forge, "duplicate").inc()
+        deps.metrics.delivered(delivery.forge, "duplicate")
         return None
-    await deps.queue.wake(fresh)
-    deps.metrics.deliveries.labels(delivery.forge, delivery.status).inc()
+    deps.metrics.delivered(delivery.forge, delivery.status)
     log.info("delivery %s", delivery.status, extra={"jobs": [job.job_id for job in fresh]})
     return fresh
 
 
-async def answer(deps: Deps, delivery: WebhookDelivery, jobs: list[Job], **extra: Any) -> web.Response:
+async def answer(deps: Deps, delivery: IncomingDelivery, jobs: list[Job], **extra: Any) -> web.Response:
     """Records the delivery and says what became of it: 202 with the new jobs, or 200 for a duplicate."""
     fresh = await accept(deps, delivery, jobs)
     if fresh is None:

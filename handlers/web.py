@@ -10,12 +10,19 @@ from aiohttp import web
 
 from bot import db
 from bot.deps import Deps
-from bot.forge.payloads import Envelope, github_shape
+from bot.forge.payloads import Envelope, github_shape_from_json
 from bot.logs import log_context
 from bot.metrics import CONTENT_TYPE
-from bot.models import WebhookDelivery
+from bot.models import IncomingDelivery
 from bot.statuses import DeliveryStatus
-from bot.webhooks import GITHUB_MAX_PAYLOAD_BYTES, InvalidPayload, parse_github_body, verify_github_signature
+from bot.webhooks import (
+    GITHUB_MAX_PAYLOAD_BYTES,
+    InvalidPayload,
+    github_json,
+    read_json,
+    storable_text,
+    verify_github_signature,
+)
 from handlers.api import add_api_routes
 from handlers.bodies import TooLarge, add_body_slots, read_body
 from handlers.github import router as github_router
@@ -73,8 +80,7 @@ async def measure(request: web.Request, handler) -> web.StreamResponse:
     finally:
         metrics = request.app[DEPS].metrics
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        metrics.served(request.method, route, status, time.perf_counter() - started)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -118,42 +124,41 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def github_webhook(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    counted = deps.metrics.deliveries
     signature = request.headers.get("X-Hub-Signature-256")
     if not signature:  # refused before its body is read
-        counted.labels("github", "rejected").inc()
+        deps.metrics.delivered("github", "rejected")
         return error(401, "missing X-Hub-Signature-256")
     try:
         body = await read_body(request, GITHUB_MAX_PAYLOAD_BYTES)
     except TooLarge as exc:
-        counted.labels("github", "invalid").inc()
+        deps.metrics.delivered("github", "invalid")
         return error(413, f"{exc} (GitHub caps payloads at 25 MB)")
     if not verify_github_signature(deps.settings.webhook_secret, body, signature):
-        counted.labels("github", "rejected").inc()
+        deps.metrics.delivered("github", "rejected")
         return error(401, "invalid X-Hub-Signature-256")
     event_name = request.headers.get("X-GitHub-Event")
     delivery_id = request.headers.get("X-GitHub-Delivery")
     if not event_name or not delivery_id:
-        counted.labels("github", "invalid").inc()
+        deps.metrics.delivered("github", "invalid")
         return error(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
     with log_context(delivery_id=delivery_id, event=event_name):
-        payload: dict = {}
+        raw = b"{}"
         try:
-            payload = parse_github_body(body, request.content_type)
-            shape = github_shape(event_name, payload)
+            raw = github_json(body, request.content_type)
+            shape = github_shape_from_json(event_name, raw)
         except InvalidPayload as exc:
-            await refuse(deps, forge="github", delivery_id=delivery_id, event=event_name, payload=payload,
-                         reason=str(exc))
+            await refuse(deps, forge="github", delivery_id=delivery_id, event=event_name,
+                         payload_json=storable_text(raw), reason=str(exc))
             return error(400, str(exc))
         jobs = github_router.decide(deps.settings, event_name, shape.action, delivery_id, shape)
-        delivery = _delivery_row(event_name, delivery_id, payload, shape, status=DeliveryStatus.of(jobs))
-        pong = {"status": "pong", "zen": payload.get("zen")} if event_name == "ping" else {}
+        delivery = _delivery_row(event_name, delivery_id, raw.decode(), shape, status=DeliveryStatus.of(jobs))
+        pong = {"status": "pong", "zen": read_json(raw).get("zen")} if event_name == "ping" else {}
         return await answer(deps, delivery, jobs, **pong)
 
 
-def _delivery_row(event: str, delivery_id: str, payload: dict, shape: Envelope, *,
-                  status: DeliveryStatus) -> WebhookDelivery:
-    return WebhookDelivery(
+def _delivery_row(event: str, delivery_id: str, payload_json: str, shape: Envelope, *,
+                  status: DeliveryStatus) -> IncomingDelivery:
+    return IncomingDelivery(
         delivery_id=delivery_id,
         forge="github",
         event=event,
@@ -161,5 +166,5 @@ def _delivery_row(event: str, delivery_id: str, payload: dict, shape: Envelope, 
         status=status,
         repo=shape.repository.full_name if shape.repository else None,
         installation_id=shape.installation.id if shape.installation else None,
-        payload=payload,
+        payload_json=payload_json,
     )

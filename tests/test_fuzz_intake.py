@@ -11,6 +11,7 @@ names the seed and the mutations that led to it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -104,7 +105,7 @@ def mutate(rng: random.Random, delivery: Delivery) -> tuple[Delivery, list[str]]
             del parent[key]
             done.append(f"delete {path}")
         elif kind < 0.6:
-            parent[key] = rng.choice(HOSTILE)
+            parent[key] = copy.deepcopy(rng.choice(HOSTILE))  # never the shared constant itself
             done.append(f"{path} = {_short(parent[key])}")
         elif kind < 0.75:
             parent[key] = json.loads(json.dumps(_at(payload, rng.choice(places))))

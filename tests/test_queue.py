@@ -5,21 +5,23 @@ import json
 from sqlmodel import select
 
 from bot import store
+from bot.maintenance import redrive_lost_jobs
 from bot.models import Event, QueuedJob
 from bot.queue import HANDLE_INSTALLATION, delivery_job
-from bot.maintenance import redrive_lost_jobs
 from tests.conftest import FIXTURES, run_jobs
 
 INSTALLATION = json.loads((FIXTURES / "github-webhooks/installation/created.payload.json").read_text())
 
 
 async def accept_installation(deps, delivery_id: str, *, wake: bool = True):
-    from bot.models import WebhookDelivery
+    from bot.models import IncomingDelivery
+    from bot.statuses import DeliveryStatus
 
     job = delivery_job(HANDLE_INSTALLATION, delivery_id)
-    delivery = WebhookDelivery(delivery_id=delivery_id, event="installation", action="created", payload=INSTALLATION)
+    delivery = IncomingDelivery(delivery_id=delivery_id, forge="github", event="installation", action="created",
+                                status=DeliveryStatus.ACCEPTED, payload_json=json.dumps(INSTALLATION))
     async with deps.sessions() as session:
-        fresh = await store.record_delivery(session, delivery, [job])
+        [fresh] = await store.record_deliveries(session, [(delivery, [job])])
     if wake:
         await deps.queue.wake(fresh)
     return job

@@ -1,6 +1,6 @@
 import pytest
 
-from bot.webhooks import InvalidPayload, github_signature, parse_github_body, verify_github_signature
+from bot.webhooks import InvalidPayload, github_json, github_signature, read_json, verify_github_signature
 
 DOCS_SECRET = "It's a Secret to Everybody"
 DOCS_BODY = b"Hello, World!"
@@ -26,6 +26,10 @@ def test_the_documented_test_vector():
 )
 def test_signatures_that_must_be_rejected(secret, body, header):
     assert not verify_github_signature(secret, body, header)
+
+
+def parse_github_body(body: bytes, content_type: str) -> dict:
+    return read_json(github_json(body, content_type))
 
 
 @pytest.mark.parametrize(

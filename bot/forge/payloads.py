@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bot.webhooks import InvalidPayload
+from bot.webhooks import InvalidPayload, check_storable, read_json
 
 S = TypeVar("S", bound="Shape")
 
@@ -198,7 +198,7 @@ class InstallationRepositoriesPayload(Envelope):
     repositories_removed: list[InstalledRepo] = []
 
 
-GITHUB_SHAPES: dict[tuple[str, str | None], type[Envelope]] = {
+GITHUB_SHAPES: dict[tuple[str, str | None], type[Envelope]] = {  # (event, action or None for any)
     ("issue_comment", None): IssueCommentPayload,
     ("issues", "labeled"): IssueLabeled,
     ("pull_request", "labeled"): PullRequestLabeled,
@@ -210,14 +210,25 @@ GITHUB_SHAPES: dict[tuple[str, str | None], type[Envelope]] = {
     ("installation", None): InstallationPayload,
     ("installation_repositories", None): InstallationRepositoriesPayload,
 }
+_EVENTS_SHAPED_BY_ACTION = frozenset(event for event, action in GITHUB_SHAPES if action is not None)
 
 
 def github_shape(event: str, payload: dict[str, Any]) -> Envelope:
     """The payload read into the shape of its event (and action); InvalidPayload names the first bad field."""
-    action = payload.get("action")
+    return _read(_github_shape_of(event, payload.get("action")), payload, f"a GitHub {event} event")
+
+
+def github_shape_from_json(event: str, body: bytes) -> Envelope:
+    """`github_shape` of the JSON body `read_json` would read, straight from its text: only what the
+    shape declares becomes Python objects. InvalidPayload says what `read_json` or `github_shape` would."""
+    action = _action(body) if event in _EVENTS_SHAPED_BY_ACTION else None
+    return _read_json(_github_shape_of(event, action), body, f"a GitHub {event} event")
+
+
+def _github_shape_of(event: str, action: object) -> type[Envelope]:
+    """The shape of the event's deliveries with that action (some events have one per action)."""
     key = (event, action if isinstance(action, str) else None)
-    shape = GITHUB_SHAPES.get(key) or GITHUB_SHAPES.get((event, None)) or Envelope
-    return _read(shape, payload, f"a GitHub {event} event")
+    return GITHUB_SHAPES.get(key) or GITHUB_SHAPES.get((event, None)) or Envelope
 
 
 # -- GitLab -----------------------------------------------------------------------------------------
@@ -373,10 +384,42 @@ def gitlab_shape(event: str, payload: dict[str, Any]) -> GitLabEnvelope:
     return _read(shape, payload, f"a GitLab {event}")
 
 
+def gitlab_shape_from_json(event: str, body: bytes) -> GitLabEnvelope:
+    """`gitlab_shape` of the JSON body, straight from its text (see `github_shape_from_json`)."""
+    return _read_json(GITLAB_SHAPES.get(gitlab_event_kind(event), GitLabEnvelope), body, f"a GitLab {event}")
+
+
+class _Action(BaseModel):
+    action: Any = None
+
+
+def _action(body: bytes) -> object:
+    """The body's top-level `action`; InvalidPayload when the body is no JSON object."""
+    try:
+        return _Action.model_validate_json(body).action
+    except ValidationError:
+        read_json(body)  # read_json says why
+        raise  # unreachable: what read_json reads is an object
+
+
 def _read(shape: type[S], payload: dict[str, Any], what: str) -> S:
     try:
         return shape.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        path = ".".join(str(part) for part in first["loc"]) or "the payload"
-        raise InvalidPayload(f"payload does not have the shape of {what}: {path}: {first['msg']}") from None
+        raise _not_the_shape(exc, what) from None
+
+
+def _read_json(shape: type[S], body: bytes, what: str) -> S:
+    try:
+        found = shape.model_validate_json(body)
+    except ValidationError as exc:
+        read_json(body)  # what the database cannot store, or no JSON object at all, is said first
+        raise _not_the_shape(exc, what) from None
+    check_storable(body)
+    return found
+
+
+def _not_the_shape(exc: ValidationError, what: str) -> InvalidPayload:
+    first = exc.errors(include_url=False)[0]
+    path = ".".join(str(part) for part in first["loc"]) or "the payload"
+    return InvalidPayload(f"payload does not have the shape of {what}: {path}: {first['msg']}")

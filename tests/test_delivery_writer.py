@@ -1,0 +1,78 @@
+"""The delivery writer: concurrent deliveries share commits, duplicates are told apart even within one
+batch, one bad delivery fails alone, and closing writes what is still waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import event, func
+from sqlmodel import select
+
+from bot.delivery_writer import DeliveryWriter
+from bot.models import IncomingDelivery, QueuedJob, WebhookDelivery
+from bot.queue import HANDLE_INSTALLATION, delivery_job
+from bot.statuses import DeliveryStatus
+
+
+def incoming(delivery_id: str, **overrides) -> IncomingDelivery:
+    fields = dict(delivery_id=delivery_id, forge="github", event="installation", status=DeliveryStatus.ACCEPTED,
+                  payload_json='{"action": "created"}', action="created")
+    return IncomingDelivery(**{**fields, **overrides})
+
+
+async def count(deps, model) -> int:
+    async with deps.sessions() as session:
+        return (await session.exec(select(func.count()).select_from(model))).one()
+
+
+def commits_of(deps) -> list[int]:
+    """Counts the transactions committed on the engine from now on."""
+    seen = [0]
+    event.listen(deps.engine.sync_engine, "commit", lambda connection: seen.__setitem__(0, seen[0] + 1))
+    return seen
+
+
+async def test_concurrent_deliveries_share_commits_and_each_learns_its_fate(deps):
+    writer = DeliveryWriter(deps.sessions, deps.queue)
+    commits = commits_of(deps)
+    ids = [f"w-{number % 40}" for number in range(60)]  # 20 of them a second time, at the same moment
+    results = await asyncio.gather(*(writer.record(incoming(delivery_id), [delivery_job(HANDLE_INSTALLATION, delivery_id)])
+                                     for delivery_id in ids))
+    await writer.close()
+    assert all(result is not None and len(result) == 1 for result in results[:40])
+    assert results[40:] == [None] * 20
+    assert await count(deps, WebhookDelivery) == 40 and await count(deps, QueuedJob) == 40
+    assert commits[0] < 10  # 60 deliveries, a handful of transactions
+
+
+async def test_a_delivery_the_database_refuses_fails_alone(deps):
+    writer = DeliveryWriter(deps.sessions, deps.queue)
+    good = [writer.record(incoming(f"good-{number}"), []) for number in range(5)]
+    bad = writer.record(incoming("bad", event=None), [])  # NOT NULL
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    await writer.close()
+    assert results[:5] == [[]] * 5
+    assert isinstance(results[5], Exception)
+    assert await count(deps, WebhookDelivery) == 5
+
+
+async def test_a_delivery_refused_as_invalid_is_replaced_when_it_comes_again(deps):
+    writer = DeliveryWriter(deps.sessions, deps.queue)
+    assert await writer.record(incoming("again", status=DeliveryStatus.INVALID, error="bad shape"), []) == []
+    assert await writer.record(incoming("again"), []) == []
+    assert await writer.record(incoming("again"), []) is None
+    await writer.close()
+    async with deps.sessions() as session:
+        [row] = (await session.exec(select(WebhookDelivery))).all()
+    assert (row.status, row.error, row.payload) == (DeliveryStatus.ACCEPTED, None, {"action": "created"})
+
+
+@pytest.mark.timeout(30)
+async def test_closing_writes_what_is_waiting(deps):
+    writer = DeliveryWriter(deps.sessions, deps.queue, window=10)  # nothing would be written for 10 s
+    waiting = [asyncio.create_task(writer.record(incoming(f"late-{number}"), [])) for number in range(3)]
+    await asyncio.sleep(0.05)
+    await writer.close()
+    assert [await task for task in waiting] == [[]] * 3
+    assert await count(deps, WebhookDelivery) == 3

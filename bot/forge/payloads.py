@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bot.webhooks import InvalidPayload, check_storable, read_json
 
 S = TypeVar("S", bound="Shape")
+M = TypeVar("M", bound=BaseModel)
 
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
@@ -395,11 +396,7 @@ class _Action(BaseModel):
 
 def _action(body: bytes) -> object:
     """The body's top-level `action`; InvalidPayload when the body is no JSON object."""
-    try:
-        return _Action.model_validate_json(body).action
-    except ValidationError:
-        read_json(body)  # read_json says why
-        raise  # unreachable: what read_json reads is an object
+    return _parsed(_Action, body, "a JSON object").action
 
 
 def _read(shape: type[S], payload: dict[str, Any], what: str) -> S:
@@ -410,13 +407,17 @@ def _read(shape: type[S], payload: dict[str, Any], what: str) -> S:
 
 
 def _read_json(shape: type[S], body: bytes, what: str) -> S:
+    found = _parsed(shape, body, what)
+    check_storable(body)
+    return found
+
+
+def _parsed(shape: type[M], body: bytes, what: str) -> M:
     try:
-        found = shape.model_validate_json(body)
+        return shape.model_validate_json(body)
     except ValidationError as exc:
         read_json(body)  # what the database cannot store, or no JSON object at all, is said first
         raise _not_the_shape(exc, what) from None
-    check_storable(body)
-    return found
 
 
 def _not_the_shape(exc: ValidationError, what: str) -> InvalidPayload:

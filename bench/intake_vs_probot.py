@@ -156,6 +156,8 @@ async def run(args) -> None:
         agentry_env["AGENTRY_DATABASE_URL"] = args.database
     if args.redis:
         agentry_env["AGENTRY_REDIS_URL"] = args.redis
+    if args.web_processes:
+        agentry_env["AGENTRY_WEB_PROCESSES"] = str(args.web_processes)
     probot_env = {**base_env, "PORT": str(args.probot_port), "WEBHOOK_SECRET": SECRET,
                   "PRIVATE_KEY": private_key_pem(), "NODE_ENV": "production"}
     app = install_probot(Path(args.probot_dir))
@@ -191,6 +193,12 @@ async def run(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def web_rss_mib(pid: int) -> float:
+    """The resident memory of the main web process and of the web processes it started."""
+    children = [int(child) for task in Path(f"/proc/{pid}/task").glob("*/children") for child in task.read_text().split()]
+    return rss_mib(pid) + sum(rss_mib(child) for child in children)
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -201,18 +209,20 @@ def rss_mib(pid: int) -> float:
 async def memory_phase(args, pid: int, url: str, work: Path, database: str) -> None:
     """More load in slices until `--memory` deliveries of it are recorded, with the web process's RSS."""
     prefix = f"memory-{uuid.uuid4().hex[:8]}-"
-    print(f"memory: web process RSS {rss_mib(pid):.1f} MiB before")
+    print(f"memory: web processes' RSS {web_rss_mib(pid):.1f} MiB before")
     chunk, recorded = 0, 0
     while recorded < args.memory:
         run_wrk(url, wrk_script(work, "/webhooks/github", f"{prefix}{chunk}-"),
                 argparse.Namespace(**{**vars(args), "seconds": 5}), "memory")
         chunk += 1
         recorded = await recorded_deliveries(database, prefix)
-        print(f"memory: {recorded:>7} deliveries recorded, RSS {rss_mib(pid):.1f} MiB")
+        print(f"memory: {recorded:>7} deliveries recorded, RSS {web_rss_mib(pid):.1f} MiB")
 
 
 def report(args, rounds: list[Round], recorded: int) -> None:
     setup = ("PostgreSQL + Redis, a separate worker" if args.redis else "embedded (SQLite + in-process queue)")
+    processes = args.web_processes or len(os.sched_getaffinity(0))
+    setup += f", {processes} web process{'es' if processes > 1 else ''}"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"Node {subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()}")
     print(f"setup: agentry {setup}; Probot {PROBOT_VERSION}, no-op handler")
@@ -244,6 +254,8 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=0, metavar="N",
                         help="then load on until N more deliveries are recorded, printing the web process's RSS")
     parser.add_argument("--redis", help="arq Redis URL (starts a separate worker process)")
+    parser.add_argument("--web-processes", type=int, default=0, metavar="N",
+                        help="AGENTRY_WEB_PROCESSES (default: agentry's, one per core)")
     parser.add_argument("--database", help="database URL (default: SQLite in a temporary data dir)")
     asyncio.run(run(parser.parse_args()))
 

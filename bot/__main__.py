@@ -7,8 +7,11 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 import sys
+from pathlib import Path
 
+import uvloop
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -18,6 +21,13 @@ from bot.deps import Deps, open_deps
 from bot.logs import configure_logging
 from bot.sandbox import make_sandbox
 from bot.secretbox import SecretBoxError, seal_legacy_secrets
+from bot.web_processes import (
+    WebProcesses,
+    fresh_metrics_directory,
+    listening_socket,
+    metrics_directory,
+    stop_when_main_process_goes,
+)
 
 log = logging.getLogger("agentry")
 GC_YOUNGEST_THRESHOLD = 20_000  # allocations between collections of the youngest generation (Python's default: 700)
@@ -32,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     private_files.prepare(settings)
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if args.channel is not None:
+        return web_process(settings, args.channel)
     return args.run(settings)
 
 
@@ -41,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="the web service (and the embedded worker unless AGENTRY_REDIS_URL is set)").set_defaults(run=serve)
     commands.add_parser("worker", help="a worker process for the Redis queue").set_defaults(run=worker)
     commands.add_parser("migrate", help="apply pending database migrations").set_defaults(run=migrate)
+    web_command = commands.add_parser("web", help="one of the web processes `serve` starts beside itself")
+    web_command.add_argument("--channel", type=int, required=True, help="this process's end of its socket pair")
+    parser.set_defaults(channel=None)
     return parser
 
 
@@ -67,18 +83,30 @@ def serve(settings: Settings) -> int:
     if not settings.api_token:
         log.warning("AGENTRY_API_TOKEN is not set: the REST API accepts requests without authentication")
     warn_about_the_sandbox(settings)
+    count = settings.web_process_count
     try:
-        web.run_app(build_service(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+        listening = listening_socket(settings.host, settings.port, shared=count > 1)
+    except OSError as exc:  # address in use, not ours, unknown host
+        print(f"agentry: cannot listen on {settings.host}:{settings.port} (AGENTRY_HOST, AGENTRY_PORT): "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        web.run_app(build_service(settings, web_processes=count, port=listening.getsockname()[1]), sock=listening,
+                    print=None, access_log=None)
     except SecretBoxError as exc:
         print(f"agentry: {exc}", file=sys.stderr)
         return 2
     except DatabaseUnreachable as exc:
         print(f"agentry: cannot use the database of AGENTRY_DATABASE_URL: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the listening socket: address in use, not ours, unknown host
-        print(f"agentry: cannot listen on {settings.host}:{settings.port} (AGENTRY_HOST, AGENTRY_PORT): "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return 2
+    return 0
+
+
+def web_process(settings: Settings, channel: int) -> int:
+    """One of the web processes beside `serve`'s (see `bot.web_processes`)."""
+    listening = listening_socket(settings.host, settings.port, shared=True)
+    web.run_app(build_web_process(settings, socket.socket(fileno=channel)), sock=listening, print=None,
+                access_log=None)
     return 0
 
 
@@ -86,26 +114,69 @@ class DatabaseUnreachable(Exception):
     """The database could not be reached or migrated at start-up; the message says why."""
 
 
-async def build_service(settings: Settings) -> web.Application:
-    from handlers.keys import JOB_RUNNER
-    from handlers.web import make_app
-    from jobs.worker import embedded_worker, run_inline
+async def build_service(settings: Settings, *, web_processes: int = 1, port: int | None = None) -> web.Application:
+    """The main web process's application; with `web_processes` > 1 it starts the others, on `port`."""
+    from jobs.worker import embedded_worker
 
+    shared_metrics = fresh_metrics_directory(settings.data_dir) if web_processes > 1 else None
     try:
         if db.is_sqlite(settings.database_url):
             await db.upgrade_in_thread(settings.database_url)
             private_files.private_database(settings)
-        deps = await _open_with_sealed_secrets(settings)
+        deps = await _open_with_sealed_secrets(settings, shared_metrics)
     except (OSError, SQLAlchemyError) as exc:
         raise DatabaseUnreachable(str(exc).splitlines()[0][:300]) from None
-    app = make_app(deps)
-    app[JOB_RUNNER] = run_inline(deps)
+    app = _application(deps)
     if settings.embedded_queue:
         app.cleanup_ctx.append(_run_worker(lambda: embedded_worker(deps)))
+    if shared_metrics is not None:
+        siblings = WebProcesses(web_processes, _sibling_environment(settings, port or settings.port, shared_metrics),
+                                deps.queue if settings.embedded_queue else None)
+        app.cleanup_ctx.append(_running(siblings))
+    log.info("listening", extra={"host": settings.host, "port": port or settings.port, "web_processes": web_processes,
+                                 "embedded_queue": settings.embedded_queue})
+    return app
+
+
+async def build_web_process(settings: Settings, channel: socket.socket) -> web.Application:
+    reader, writer = await asyncio.open_unix_connection(sock=channel)
+    deps = await open_deps(settings, relay=writer, shared_metrics=metrics_directory(settings.data_dir))
+    app = _application(deps)
+    watch = asyncio.create_task(stop_when_main_process_goes(reader, writer))
+    app.on_cleanup.append(lambda _app: _cancel(watch))
+    return app
+
+
+def _application(deps: Deps) -> web.Application:
+    from handlers.keys import JOB_RUNNER
+    from handlers.web import make_app
+    from jobs.worker import run_inline
+
+    app = make_app(deps)
+    app[JOB_RUNNER] = run_inline(deps)
     app.on_cleanup.append(lambda _app: deps.close())
     settle_garbage_collection()
-    log.info("listening", extra={"host": settings.host, "port": settings.port, "embedded_queue": settings.embedded_queue})
     return app
+
+
+def _sibling_environment(settings: Settings, port: int, shared_metrics: os.PathLike[str]) -> dict[str, str]:
+    """The environment of the other web processes: this one's, with what it settled at start-up."""
+    return {**settings.environment, "AGENTRY_PORT": str(port), "AGENTRY_WEBHOOK_SECRET": settings.webhook_secret,
+            "PROMETHEUS_MULTIPROC_DIR": os.fspath(shared_metrics)}
+
+
+def _running(siblings: WebProcesses):
+    async def lifecycle(_app: web.Application):
+        siblings.start()
+        yield
+        await siblings.stop()
+
+    return lifecycle
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def settle_garbage_collection() -> None:
@@ -117,9 +188,9 @@ def settle_garbage_collection() -> None:
     gc.set_threshold(GC_YOUNGEST_THRESHOLD, 20, 20)
 
 
-async def _open_with_sealed_secrets(settings: Settings) -> Deps:
+async def _open_with_sealed_secrets(settings: Settings, shared_metrics: Path | None = None) -> Deps:
     """The dependencies, once any project secret still stored in clear is sealed."""
-    deps = await open_deps(settings)
+    deps = await open_deps(settings, shared_metrics=shared_metrics)
     try:
         await seal_legacy_secrets(deps.sessions, deps.secret_box)
     except BaseException:

@@ -275,6 +275,9 @@ def _without_html_comments(body: str) -> str:
 
 def _command_lines(body: str, triggers: list[str]) -> Iterator[tuple[int, str, str, str]]:
     """Yield (line number, stripped line, trigger, text after trigger) of each command line."""
+    folded = body.lower()
+    if not any(trigger.lower() in folded for trigger in triggers):  # most comments: no line to look at
+        return
     may_matter = _first_characters(["```", "~~~", *triggers])
     open_fence: tuple[str, int] | None = None
     for number, line in enumerate(_split_lines(_without_html_comments(body)), start=1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
 import secrets
 import shlex
@@ -105,6 +106,9 @@ def method(name: str) -> Read:
     return lambda reader, variable, default: getattr(reader, name)(variable, default)
 
 
+DEFAULT_WEB_PROCESSES_MAX = 4  # each holds its own database connections
+
+
 @dataclass(frozen=True)
 class Labels:
     run: str
@@ -169,6 +173,9 @@ class Settings:
     auto_qa_on_ci: bool = setting(False, "enqueue QA when CI succeeds on the branch", method("flag"))
     ci_fix_attempts: int = setting(0, "further attempts of a step when CI fails on its branch", integer(0))
     max_concurrent_jobs: int = setting(2, "agent runs at once per worker", integer(1))
+    web_processes: int = setting(0, "processes serving HTTP on the port together; `0`: one per CPU core, at most "
+                                 f"{DEFAULT_WEB_PROCESSES_MAX}", integer(0, 64), shown="one per core, at most "
+                                 f"{DEFAULT_WEB_PROCESSES_MAX}")
     starts_per_user_per_hour: int = setting(20, "protocol starts a user may make in an hour", integer(1))
     starts_per_repo_per_hour: int = setting(60, "protocol starts a repository may have in an hour", integer(1))
     git_author_name: str = setting("agentry[bot]", "name on agentry's commits", text)
@@ -188,6 +195,10 @@ class Settings:
                                               "`workspace_path`) may name", method("paths"), shown="the data dir only")
     webhook_secret_generated: bool = False
     environment: Mapping[str, str] = field(default_factory=dict, repr=False)  # the process's, for agents and git
+
+    @property
+    def web_process_count(self) -> int:
+        return self.web_processes or min(len(os.sched_getaffinity(0)), DEFAULT_WEB_PROCESSES_MAX)
 
     @property
     def labels(self) -> Labels:

@@ -21,7 +21,7 @@ def make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
@@ -49,11 +49,11 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations (blocking; alembic runs its own event loop for async drivers). On SQLite,
     processes starting together (a web service and its workers) take turns through a lock file."""
-    if not is_sqlite(url) or _sqlite_path(url) in ("", ":memory:"):
+    if not is_sqlite(url) or sqlite_path(url) in ("", ":memory:"):
         command.upgrade(alembic_config(url), revision)
         return
     _ensure_sqlite_dir(url)
-    with open(f"{_sqlite_path(url)}.migrate-lock", "a") as lock:
+    with open(f"{sqlite_path(url)}.migrate-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(alembic_config(url), revision)
 
@@ -62,17 +62,17 @@ async def upgrade_in_thread(url: str) -> None:
     await asyncio.to_thread(upgrade, url)
 
 
-def _sqlite_path(url: str) -> str:
+def sqlite_path(url: str) -> str:
     return url.split(":///", 1)[-1]
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

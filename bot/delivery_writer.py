@@ -1,10 +1,13 @@
 """One writer of webhook deliveries per process, committing concurrent deliveries together.
 
 A request hands its delivery and jobs over and waits for the commit; the writer takes everything
-that has arrived, writes it in one transaction (`store.record_deliveries`) and answers each request.
+that has arrived, writes it in one transaction (`bot.delivery_tables`) and answers each request.
 While it writes, new deliveries gather for the next batch: when the load is light every delivery is
-written at once, under load a commit carries many. So SQLite has one writer of deliveries instead of
-a pool of connections taking turns on its lock, and every request is answered after its commit.
+written at once, under load a commit carries many. So SQLite has one writer of deliveries per web
+process (they take turns through a lock file) instead of a pool of connections contending for its
+lock, and every request is answered after its commit.
+PostgreSQL takes several batches at once (`in_flight`): while one waits on the database the next
+is written, so intake is not held to one round trip at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from bot import db, store
+from bot.delivery_tables import DeliveryTables
 from bot.models import IncomingDelivery
 from bot.queue import Job, JobQueue
 
@@ -21,6 +24,7 @@ log = logging.getLogger("agentry.intake")
 
 MAX_BATCH = 256
 WINDOW_SECONDS = 0.002  # how long a delivery may wait for others to share its commit
+IN_FLIGHT = {"sqlite": 1, "postgresql": 4}  # batches written at once, by database
 
 
 @dataclass
@@ -32,12 +36,14 @@ class _Pending:
 
 
 class DeliveryWriter:
-    def __init__(self, sessions: db.Sessions, queue: JobQueue, *, window: float = WINDOW_SECONDS,
-                 max_batch: int = MAX_BATCH) -> None:
-        self._sessions = sessions
+    def __init__(self, tables: DeliveryTables, queue: JobQueue, *, window: float = WINDOW_SECONDS,
+                 max_batch: int = MAX_BATCH, in_flight: int = 1) -> None:
+        self._tables = tables
         self._queue = queue
         self._window = window
         self._max_batch = max_batch
+        self._slots = asyncio.Semaphore(in_flight)
+        self._writes: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,24 +65,35 @@ class DeliveryWriter:
         self._arrived.set()
         if self._task is not None:
             await self._task
+        await asyncio.gather(*self._writes)
         while self._pending:
             await self._write(self._take())
+        await self._tables.close()
 
     async def _run(self) -> None:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
             while self._pending:
+                await self._slots.acquire()  # a batch gathers while the writes before it are under way
                 if not self._closing:
                     await self._gathered()
-                await self._write(self._take())
+                write = asyncio.create_task(self._write_in_slot(self._take()))
+                self._writes.add(write)
+                write.add_done_callback(self._writes.discard)
             if self._closing:
                 return
+
+    async def _write_in_slot(self, batch: list[_Pending]) -> None:
+        try:
+            await self._write(batch)
+        finally:
+            self._slots.release()
 
     async def _gathered(self) -> None:
         """Waits until the oldest delivery waiting has waited the window, or a batch is full."""
         loop = asyncio.get_running_loop()
-        while len(self._pending) < self._max_batch:
+        while len(self._pending) < self._max_batch and not self._closing:
             left = self._pending[0].since + self._window - loop.time()
             if left <= 0:
                 return
@@ -92,8 +109,7 @@ class DeliveryWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            async with self._sessions() as session:
-                results = await store.record_deliveries(session, [(item.delivery, item.jobs) for item in batch])
+            results = await self._tables.record([(item.delivery, item.jobs) for item in batch])
         except asyncio.CancelledError:  # the loop is going away: the batch waits for `close`
             self._pending[:0] = batch
             raise

@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,15 +17,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import db, store
 from bot.audit import AuditLog
 from bot.config import Settings
-from bot.delivery_writer import DeliveryWriter
+from bot.delivery_tables import delivery_tables
+from bot.delivery_writer import IN_FLIGHT, DeliveryWriter
 from bot.forge import Forge, RecordingForge
 from bot.forge.github import GitHubAppAuth, GitHubForge
 from bot.forge.gitlab import GitLabForge
 from bot.metrics import Metrics
-from bot.queue import Job, JobQueue, connect_redis, embedded_redis
+from bot.queue import Job, JobQueue, RelayedQueue, connect_redis, embedded_redis
 from bot.redact import Redactor
 from bot.sandbox import NoSandbox, Sandbox, make_sandbox
 from bot.secretbox import SecretBox
+from bot.statuses import JobStatus
 
 
 @dataclass
@@ -74,23 +77,29 @@ class Deps:
         await self.engine.dispose()
 
 
-async def open_deps(settings: Settings, *, queue: JobQueue | None = None) -> Deps:
+async def open_deps(settings: Settings, *, queue: JobQueue | None = None, relay: asyncio.StreamWriter | None = None,
+                    shared_metrics: Path | None = None) -> Deps:
+    """With `relay`, this is a web process beside the main one, whose embedded queue it wakes
+    through it; with `shared_metrics`, one of several web processes keeping their metrics there."""
     secret_box = SecretBox.load(settings)
     engine = db.make_engine(settings.database_url)
-    if queue is None:
+    sessions = db.make_sessions(engine)
+    if queue is None and relay is not None and settings.embedded_queue:
+        queue = RelayedQueue(relay, waiting=lambda: _waiting_jobs(sessions))
+    elif queue is None:
         redis = await connect_redis(settings.redis_url) if settings.redis_url else embedded_redis()
         queue = JobQueue(redis)
-    sessions = db.make_sessions(engine)
     deps = Deps(
         settings=settings,
         engine=engine,
         sessions=sessions,
         http=aiohttp.ClientSession(headers={"User-Agent": "agentry"}),
         queue=queue,
-        metrics=Metrics.create(),
+        metrics=Metrics.create(shared_metrics),
         worker_id=f"{socket.gethostname()}:{os.getpid()}",
         secret_box=secret_box,
-        deliveries=DeliveryWriter(sessions, queue),
+        deliveries=DeliveryWriter(delivery_tables(engine, settings.database_url), queue,
+                                  in_flight=IN_FLIGHT.get(engine.dialect.name, 1)),
         agent_slots=asyncio.Semaphore(settings.max_concurrent_jobs),
         audit=AuditLog(settings.data_dir),
         sandbox=make_sandbox(settings),
@@ -127,6 +136,11 @@ def gitlab_forge(deps: Deps) -> Forge:
         return GitLabForge(deps.http, url=settings.gitlab_url, token=settings.gitlab_token,
                            bot_username=settings.gitlab_bot_username)
     return recording_forge(deps)
+
+
+async def _waiting_jobs(sessions: db.Sessions) -> int:
+    async with sessions() as session:
+        return (await store.job_counts(session)).get(JobStatus.QUEUED, 0)
 
 
 def recording_forge(deps: Deps) -> Forge:

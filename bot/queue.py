@@ -7,9 +7,12 @@ maintenance job and queued anew under the same id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
@@ -151,6 +154,51 @@ class JobQueue:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+class RelayedQueue(JobQueue):
+    """The queue of a web process that is not the main one, when the queue is the main process's
+    embedded one: each wake-up goes to the main process over `channel`, one JSON line a job, and
+    the main process wakes its queue. The jobs are recorded before, so a wake-up lost with the main
+    process is made up by the maintenance job; how many wait is counted in the database."""
+
+    def __init__(self, channel: asyncio.StreamWriter, waiting: Callable[[], Awaitable[int]]) -> None:
+        self._channel = channel
+        self._waiting = waiting
+
+    async def wake_by_id(self, function: str, args: list, job_id: str, *, urgent: bool = False) -> bool:
+        if self._channel.is_closing():
+            raise ConnectionError("the main web process is gone")
+        line = {"function": function, "args": args, "job_id": job_id, "urgent": urgent}
+        self._channel.write(json.dumps(line).encode() + b"\n")
+        await self._channel.drain()
+        return True
+
+    async def is_known(self, job_id: str) -> bool:
+        raise NotImplementedError("only the main web process sees its embedded queue")
+
+    async def taken_by_a_worker(self, job_id: str) -> bool:
+        raise NotImplementedError("only the main web process sees its embedded queue")
+
+    async def depth(self) -> int:
+        return await self._waiting()
+
+    async def ping(self) -> None:
+        if self._channel.is_closing():
+            raise ConnectionError("the main web process is gone")
+
+    async def close(self) -> None:
+        self._channel.close()
+
+
+async def wake_relayed(queue: JobQueue, channel: asyncio.StreamReader) -> None:
+    """Wakes `queue` for each job a `RelayedQueue` sends over `channel`, until the channel closes."""
+    while line := await channel.readline():
+        try:
+            job = json.loads(line)
+            await queue.wake_by_id(job["function"], job["args"], job["job_id"], urgent=job["urgent"])
+        except Exception:  # recorded already; the maintenance job re-drives it
+            log.exception("could not enqueue a job relayed by a web process")
 
 
 async def connect_redis(url: str) -> ArqRedis:

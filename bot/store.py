@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence, TypeVar
 
-from sqlalchemy import JSON, Table, Text, and_, bindparam, cast, delete, or_, type_coerce, update
+from sqlalchemy import Table, and_, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import Event, IncomingDelivery, Project, QueuedJob, WebhookDelivery, utcnow
+from bot.models import Event, Project, QueuedJob, WebhookDelivery, utcnow
 from bot.queue import Job
-from bot.statuses import DeliveryStatus, JobStatus
+from bot.statuses import JobStatus
 from bot.workflow import StepStatus
 
 Row = TypeVar("Row")
@@ -105,43 +105,6 @@ async def _waiting(session: AsyncSession, job: Job) -> bool:
         col(QueuedJob.function) == job.function, col(QueuedJob.protocol_run_id) == job.protocol_run_id,
         col(QueuedJob.status) == JobStatus.QUEUED).limit(1)
     return (await session.exec(statement)).first() is not None
-
-
-async def record_deliveries(session: AsyncSession,
-                            deliveries: Sequence[tuple[IncomingDelivery, Sequence[Job]]]) -> list[list[Job] | None]:
-    """Stores deliveries and their jobs and commits; for each, the jobs that were new, or None when its
-    delivery id was seen before (earlier, or earlier in the same batch).
-
-    A delivery refused as invalid is replaced when it comes again: a redelivery after an upgrade
-    that reads it is not a duplicate."""
-    new = await _insert_deliveries(session, [delivery for delivery, _ in deliveries])
-    seen: set[str] = set()
-    accepted: list[Sequence[Job] | None] = []
-    for delivery, jobs in deliveries:
-        first = delivery.delivery_id not in seen
-        seen.add(delivery.delivery_id)
-        fresh = first and (delivery.delivery_id in new or await _replaced_invalid(session, delivery))
-        accepted.append(jobs if fresh else None)
-    recorded = await record_jobs(session, [job for jobs in accepted for job in jobs or ()])
-    await session.commit()
-    kept = {job.job_id for job in recorded}
-    return [None if jobs is None else [job for job in jobs if job.job_id in kept] for jobs in accepted]
-
-
-async def _insert_deliveries(session: AsyncSession, deliveries: Sequence[IncomingDelivery]) -> set[str]:
-    """The ids of the deliveries that were new; their JSON goes in as the text it came as."""
-    text = bindparam("payload_json", type_=Text)
-    payload = cast(text, JSON) if _on_postgresql(session) else type_coerce(text, Text)
-    statement = (_insert_ignoring(session, WebhookDelivery).values(payload=payload)
-                 .on_conflict_do_nothing(index_elements=["delivery_id"]).returning(_table(WebhookDelivery).c.delivery_id))
-    connection = await session.connection()
-    return set((await connection.execute(statement, [delivery.row() for delivery in deliveries])).scalars())
-
-
-async def _replaced_invalid(session: AsyncSession, delivery: IncomingDelivery) -> bool:
-    refused = await session.exec(delete(WebhookDelivery).where(
-        col(WebhookDelivery.delivery_id) == delivery.delivery_id, col(WebhookDelivery.status) == DeliveryStatus.INVALID))
-    return refused.rowcount == 1 and bool(await _insert_deliveries(session, [delivery]))
 
 
 async def get_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelivery | None:

@@ -78,10 +78,23 @@ def storable_text(body: bytes) -> str:
 
 
 def _maybe_unsafe(body: bytes) -> bool:
-    """Whether the body might hold what `read_json` refuses after parsing it (most bodies do not)."""
+    """Whether the body might hold what `read_json` refuses after parsing it (most bodies do not).
+    JSON has no NaN or Infinity, but not every parser knows."""
+    if any(_holds(body, word) for word in (b"\\u0000", b"NaN", b"Infinity")):
+        return True
     shapes = body.translate(_NUMBER_SHAPES)
-    return (b"\\u0000" in body or any(shape in shapes for shape in _MAYBE_UNSAFE_NUMBERS)
-            or b"NaN" in body or b"Infinity" in body)  # JSON has no such numbers, but not every parser knows
+    return any(shape in shapes for shape in _MAYBE_UNSAFE_NUMBERS)
+
+
+def _holds(body: bytes, word: bytes) -> bool:
+    """`word in body`, looking only where its first byte is: that byte is rare in payloads, and
+    finding one byte is many times faster than a substring search."""
+    at = body.find(word[:1])
+    while at != -1:
+        if body.startswith(word, at):
+            return True
+        at = body.find(word[:1], at + 1)
+    return False
 
 
 def _unsafe_value(payload: dict[str, Any]) -> str | None:

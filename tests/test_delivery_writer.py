@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import event, func
+from sqlalchemy import func
 from sqlmodel import select
 
+from bot.delivery_tables import delivery_tables
 from bot.delivery_writer import DeliveryWriter
 from bot.models import IncomingDelivery, QueuedJob, WebhookDelivery
 from bot.queue import HANDLE_INSTALLATION, delivery_job
@@ -26,16 +27,28 @@ async def count(deps, model) -> int:
         return (await session.exec(select(func.count()).select_from(model))).one()
 
 
-def commits_of(deps) -> list[int]:
-    """Counts the transactions committed on the engine from now on."""
-    seen = [0]
-    event.listen(deps.engine.sync_engine, "commit", lambda connection: seen.__setitem__(0, seen[0] + 1))
-    return seen
+class Counted:
+    """The delivery tables, counting their transactions."""
+
+    def __init__(self, deps) -> None:
+        self.tables = delivery_tables(deps.engine, deps.settings.database_url)
+        self.transactions = 0
+
+    async def record(self, batch):
+        self.transactions += 1
+        return await self.tables.record(batch)
+
+    async def close(self) -> None:
+        await self.tables.close()
+
+
+def writer_of(deps, **options) -> DeliveryWriter:
+    return DeliveryWriter(delivery_tables(deps.engine, deps.settings.database_url), deps.queue, **options)
 
 
 async def test_concurrent_deliveries_share_commits_and_each_learns_its_fate(deps):
-    writer = DeliveryWriter(deps.sessions, deps.queue)
-    commits = commits_of(deps)
+    tables = Counted(deps)
+    writer = DeliveryWriter(tables, deps.queue)
     ids = [f"w-{number % 40}" for number in range(60)]  # 20 of them a second time, at the same moment
     results = await asyncio.gather(*(writer.record(incoming(delivery_id), [delivery_job(HANDLE_INSTALLATION, delivery_id)])
                                      for delivery_id in ids))
@@ -43,11 +56,11 @@ async def test_concurrent_deliveries_share_commits_and_each_learns_its_fate(deps
     assert all(result is not None and len(result) == 1 for result in results[:40])
     assert results[40:] == [None] * 20
     assert await count(deps, WebhookDelivery) == 40 and await count(deps, QueuedJob) == 40
-    assert commits[0] < 10  # 60 deliveries, a handful of transactions
+    assert tables.transactions < 10  # 60 deliveries, a handful of transactions
 
 
 async def test_a_delivery_the_database_refuses_fails_alone(deps):
-    writer = DeliveryWriter(deps.sessions, deps.queue)
+    writer = writer_of(deps)
     good = [writer.record(incoming(f"good-{number}"), []) for number in range(5)]
     bad = writer.record(incoming("bad", event=None), [])  # NOT NULL
     results = await asyncio.gather(*good, bad, return_exceptions=True)
@@ -58,7 +71,7 @@ async def test_a_delivery_the_database_refuses_fails_alone(deps):
 
 
 async def test_a_delivery_refused_as_invalid_is_replaced_when_it_comes_again(deps):
-    writer = DeliveryWriter(deps.sessions, deps.queue)
+    writer = writer_of(deps)
     assert await writer.record(incoming("again", status=DeliveryStatus.INVALID, error="bad shape"), []) == []
     assert await writer.record(incoming("again"), []) == []
     assert await writer.record(incoming("again"), []) is None
@@ -70,9 +83,19 @@ async def test_a_delivery_refused_as_invalid_is_replaced_when_it_comes_again(dep
 
 @pytest.mark.timeout(30)
 async def test_closing_writes_what_is_waiting(deps):
-    writer = DeliveryWriter(deps.sessions, deps.queue, window=10)  # nothing would be written for 10 s
+    writer = writer_of(deps, window=10)  # nothing would be written for 10 s
     waiting = [asyncio.create_task(writer.record(incoming(f"late-{number}"), [])) for number in range(3)]
     await asyncio.sleep(0.05)
     await writer.close()
     assert [await task for task in waiting] == [[]] * 3
     assert await count(deps, WebhookDelivery) == 3
+
+
+async def test_intake_refuses_a_job_that_coalesces(deps):
+    from bot.queue import report_protocol_job
+
+    writer = writer_of(deps)
+    with pytest.raises(ValueError, match="coalesces"):
+        await writer.record(incoming("coalescing"), [report_protocol_job(1, "intake")])
+    await writer.close()
+    assert await count(deps, WebhookDelivery) == 0

@@ -1,5 +1,6 @@
 """A 202 means recorded: `kill -9` of the service in the middle of a burst loses no delivery it
-answered 202, nor the jobs it queued for it (on SQLite, and on PostgreSQL when configured)."""
+answered 202, nor the jobs it queued for it (on SQLite, and on PostgreSQL when configured), whether
+one web process or two took them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bot.db import make_engine
 from bot.webhooks import github_signature
 from tests.conftest import FIXTURES
 from tests.test_service import ROOT, _wait_healthy, free_port
+from tests.test_web_processes import listeners, until
 
 SECRET = "durability-secret"
 INSTALLATION = (FIXTURES / "github-webhooks/installation/created.payload.json").read_bytes()
@@ -50,16 +52,19 @@ async def recorded(database_url: str) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.timeout(120)
-async def test_a_killed_service_has_recorded_every_delivery_it_answered_202(tmp_path, database_url):
+@pytest.mark.parametrize("web_processes", [1, 2])
+async def test_a_killed_service_has_recorded_every_delivery_it_answered_202(tmp_path, database_url, web_processes):
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTRY_")}
     env.update(AGENTRY_WEBHOOK_SECRET=SECRET, AGENTRY_PORT=str(port), AGENTRY_DATA_DIR=str(tmp_path / "data"),
-               AGENTRY_DATABASE_URL=database_url, AGENTRY_LOG_LEVEL="warning")
+               AGENTRY_DATABASE_URL=database_url, AGENTRY_LOG_LEVEL="warning",
+               AGENTRY_WEB_PROCESSES=str(web_processes))
     service = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env)
     answered: list[str] = []
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
             await _wait_healthy(http, f"http://127.0.0.1:{port}")
+            await until(lambda: listeners(port) == web_processes)
             stop = asyncio.Event()
             senders = [asyncio.create_task(send_until_stopped(http, f"http://127.0.0.1:{port}/webhooks/github", sender,
                                                               answered, stop)) for sender in range(SENDERS)]
@@ -73,6 +78,7 @@ async def test_a_killed_service_has_recorded_every_delivery_it_answered_202(tmp_
         if service.returncode is None:
             service.kill()
             await service.wait()
+    await until(lambda: listeners(port) == 0)  # the other web process stopped with the main one
     deliveries, jobs = await recorded(database_url)
     assert len(answered) >= 300
     assert set(answered) <= deliveries, f"answered 202 but lost: {sorted(set(answered) - deliveries)[:5]}"

@@ -26,3 +26,31 @@ def test_the_protocol_flags_leave_runtime_state_for_their_columns_and_the_rest_s
             "SELECT runtime_state, awaiting_merge, awaiting_answers FROM protocol_runs").fetchone()
     assert (json.loads(stored), merge, answers) == ({"plan_summary": "two steps", "log_url": "written by nothing"}, 1, 0)
     assert ProtocolState.read(json.loads(stored)).shown() == {"plan_summary": "two steps"}  # what no one declares goes
+
+
+
+async def test_a_large_payload_is_stored_whole_and_compressed_with_lz4_on_postgresql(database_url):
+    """pglz cost more CPU per stored webhook than everything else PostgreSQL did for it."""
+    from sqlalchemy import text
+
+    from bot.delivery_tables import delivery_tables
+    from bot.models import IncomingDelivery
+    from bot.statuses import DeliveryStatus
+    from tests.conftest import FIXTURES
+
+    body = (FIXTURES / "github-webhooks/issue_comment/created.payload.json").read_text()
+    engine = db.make_engine(database_url)
+    tables = delivery_tables(engine, database_url)
+    try:
+        await tables.record([(IncomingDelivery(delivery_id="large", forge="github", event="issue_comment",
+                                               status=DeliveryStatus.IGNORED, payload_json=body), [])])
+        async with engine.connect() as connection:
+            stored = (await connection.execute(text("SELECT CAST(payload AS TEXT) FROM webhook_deliveries"))).scalar_one()
+            method = None if db.is_sqlite(database_url) else (await connection.execute(text(
+                "SELECT CAST(attcompression AS TEXT) FROM pg_attribute WHERE attrelid = 'webhook_deliveries'::regclass "
+                "AND attname = 'payload'"))).scalar_one()
+    finally:
+        await tables.close()
+        await engine.dispose()
+    assert json.loads(stored) == json.loads(body)
+    assert method == (None if db.is_sqlite(database_url) else "l")

@@ -5,6 +5,7 @@ import json
 from sqlmodel import select
 
 from bot import store
+from bot.delivery_tables import delivery_tables
 from bot.maintenance import redrive_lost_jobs
 from bot.models import Event, QueuedJob
 from bot.queue import HANDLE_INSTALLATION, delivery_job
@@ -20,8 +21,9 @@ async def accept_installation(deps, delivery_id: str, *, wake: bool = True):
     job = delivery_job(HANDLE_INSTALLATION, delivery_id)
     delivery = IncomingDelivery(delivery_id=delivery_id, forge="github", event="installation", action="created",
                                 status=DeliveryStatus.ACCEPTED, payload_json=json.dumps(INSTALLATION))
-    async with deps.sessions() as session:
-        [fresh] = await store.record_deliveries(session, [(delivery, [job])])
+    tables = delivery_tables(deps.engine, deps.settings.database_url)
+    [fresh] = await tables.record([(delivery, [job])])
+    await tables.close()
     if wake:
         await deps.queue.wake(fresh)
     return job

@@ -142,18 +142,22 @@ async def _wait_for_job(http, base: str) -> None:
     raise AssertionError("the webhook's job never ran")
 
 
-async def test_an_unhandled_error_is_a_json_500_and_is_logged(aiohttp_client, caplog):
+async def test_an_unhandled_error_is_a_json_500_logged_and_counted(aiohttp_client, caplog, deps):
     from aiohttp import web
 
-    from handlers.web import json_errors
+    from handlers.keys import DEPS
+    from handlers.web import measured_with_json_errors
 
     async def broken(request):
         raise RuntimeError("a bug")
 
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[measured_with_json_errors])
+    app[DEPS] = deps
     app.router.add_get("/broken", broken)
     client = await aiohttp_client(app)
     response = await client.get("/broken")
     assert response.status == 500 and response.content_type == "application/json"
     assert "internal error" in (await response.json())["error"]
     assert any("a bug" in (record.exc_text or str(record.exc_info)) for record in caplog.records)
+    assert 'agentry_http_requests_total{method="GET",route="/broken",status="500"} 1.0' in \
+        deps.metrics.exposition().decode()

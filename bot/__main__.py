@@ -11,7 +11,6 @@ import socket
 import sys
 from pathlib import Path
 
-import uvloop
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,8 +22,10 @@ from bot.sandbox import make_sandbox
 from bot.secretbox import SecretBoxError, seal_legacy_secrets
 from bot.web_processes import (
     WebProcesses,
+    claim_port,
     fresh_metrics_directory,
-    listening_socket,
+    inherited,
+    listening_sockets,
     metrics_directory,
     stop_when_main_process_goes,
 )
@@ -42,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     private_files.prepare(settings)
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.channel is not None:
         return web_process(settings, args.channel)
     return args.run(settings)
@@ -85,14 +85,15 @@ def serve(settings: Settings) -> int:
     warn_about_the_sandbox(settings)
     count = settings.web_process_count
     try:
-        listening = listening_socket(settings.host, settings.port, shared=count > 1)
+        port = claim_port(settings.host, settings.port) if count > 1 else settings.port
+        listening = listening_sockets(settings.host, port, shared=count > 1)
     except OSError as exc:  # address in use, not ours, unknown host
         print(f"agentry: cannot listen on {settings.host}:{settings.port} (AGENTRY_HOST, AGENTRY_PORT): "
               f"{exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        web.run_app(build_service(settings, web_processes=count, port=listening.getsockname()[1]), sock=listening,
-                    print=None, access_log=None)
+        web.run_app(build_service(settings, web_processes=count, listening=listening), sock=listening, print=None,
+                    access_log=None)
     except SecretBoxError as exc:
         print(f"agentry: {exc}", file=sys.stderr)
         return 2
@@ -104,9 +105,8 @@ def serve(settings: Settings) -> int:
 
 def web_process(settings: Settings, channel: int) -> int:
     """One of the web processes beside `serve`'s (see `bot.web_processes`)."""
-    listening = listening_socket(settings.host, settings.port, shared=True)
-    web.run_app(build_web_process(settings, socket.socket(fileno=channel)), sock=listening, print=None,
-                access_log=None)
+    listening = listening_sockets(settings.host, settings.port, shared=True)
+    web.run_app(build_web_process(settings, inherited(channel)), sock=listening, print=None, access_log=None)
     return 0
 
 
@@ -114,8 +114,10 @@ class DatabaseUnreachable(Exception):
     """The database could not be reached or migrated at start-up; the message says why."""
 
 
-async def build_service(settings: Settings, *, web_processes: int = 1, port: int | None = None) -> web.Application:
-    """The main web process's application; with `web_processes` > 1 it starts the others, on `port`."""
+async def build_service(settings: Settings, *, web_processes: int = 1,
+                        listening: list[socket.socket] | None = None) -> web.Application:
+    """The main web process's application; with `web_processes` > 1 it starts the others, which
+    accept on its `listening` sockets."""
     from jobs.worker import embedded_worker
 
     shared_metrics = fresh_metrics_directory(settings.data_dir) if web_processes > 1 else None
@@ -129,11 +131,13 @@ async def build_service(settings: Settings, *, web_processes: int = 1, port: int
     app = _application(deps)
     if settings.embedded_queue:
         app.cleanup_ctx.append(_run_worker(lambda: embedded_worker(deps)))
-    if shared_metrics is not None:
-        siblings = WebProcesses(web_processes, _sibling_environment(settings, port or settings.port, shared_metrics),
+    if shared_metrics is not None and listening:
+        siblings = WebProcesses(web_processes, _sibling_environment(settings, listening, shared_metrics),
                                 deps.queue if settings.embedded_queue else None)
         app.cleanup_ctx.append(_running(siblings))
-    log.info("listening", extra={"host": settings.host, "port": port or settings.port, "web_processes": web_processes,
+        app.on_shutdown.append(lambda _app: _stopping(siblings))
+    port = listening[0].getsockname()[1] if listening else settings.port
+    log.info("listening", extra={"host": settings.host, "port": port, "web_processes": web_processes,
                                  "embedded_queue": settings.embedded_queue})
     return app
 
@@ -159,10 +163,11 @@ def _application(deps: Deps) -> web.Application:
     return app
 
 
-def _sibling_environment(settings: Settings, port: int, shared_metrics: os.PathLike[str]) -> dict[str, str]:
+def _sibling_environment(settings: Settings, listening: list[socket.socket],
+                         shared_metrics: os.PathLike[str]) -> dict[str, str]:
     """The environment of the other web processes: this one's, with what it settled at start-up."""
-    return {**settings.environment, "AGENTRY_PORT": str(port), "AGENTRY_WEBHOOK_SECRET": settings.webhook_secret,
-            "PROMETHEUS_MULTIPROC_DIR": os.fspath(shared_metrics)}
+    return {**settings.environment, "AGENTRY_PORT": str(listening[0].getsockname()[1]),
+            "AGENTRY_WEBHOOK_SECRET": settings.webhook_secret, "PROMETHEUS_MULTIPROC_DIR": os.fspath(shared_metrics)}
 
 
 def _running(siblings: WebProcesses):
@@ -172,6 +177,10 @@ def _running(siblings: WebProcesses):
         await siblings.stop()
 
     return lifecycle
+
+
+async def _stopping(siblings: WebProcesses) -> None:
+    siblings.stopping()  # before the main process waits on its own requests: none is started again meanwhile
 
 
 async def _cancel(task: asyncio.Task) -> None:

@@ -79,7 +79,7 @@ class Prepared:
         names = tuple(compiled.positiontup or ())
         binds = {bind.key: bind for bind in compiled.binds.values()}
         return cls(str(compiled), tuple(name.removeprefix(NEW) for name in names),
-                   tuple(binds[name].type.bind_processor(dialect) for name in names))
+                   tuple(binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names))
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The statement's parameters from values named by column (and `replaceable`)."""
@@ -133,8 +133,11 @@ def _outcome(batch: Batch, written: set[str], new_jobs: set[str]) -> list[list[J
         if not (first and delivery.delivery_id in written):
             outcome.append(None)
             continue
-        fresh = [job for job in jobs if job.job_id in new_jobs]
-        new_jobs.difference_update(job.job_id for job in fresh)
+        fresh = []
+        for job in jobs:
+            if job.job_id in new_jobs:
+                fresh.append(job)
+                new_jobs.discard(job.job_id)  # a job id given twice is new once
         outcome.append(fresh)
     return outcome
 
@@ -257,14 +260,16 @@ class PostgresDeliveryTables:
             .on_conflict_do_nothing(index_elements=["job_id"]).returning(jobs.c.job_id), dialect)
 
     async def record(self, batch: Batch) -> list[list[Job] | None]:
-        firsts = _firsts(batch)
+        # Rows in key order: batches in flight together then lock the keys they share in one order.
+        firsts = sorted(_firsts(batch), key=lambda first: first[0].delivery_id)
         async with self._engine.connect() as connection:
             raw = (await connection.get_raw_connection()).driver_connection
             assert raw is not None
             async with raw.transaction():
                 written = await _written(raw, self._deliveries, [_delivery_values(delivery) for delivery, _ in firsts],
                                          "delivery_id", REPLACEABLE)
-                jobs = [_job_values(job) for delivery, jobs in firsts if delivery.delivery_id in written for job in jobs]
+                jobs = sorted((_job_values(job) for delivery, jobs in firsts if delivery.delivery_id in written
+                               for job in jobs), key=lambda row: row["job_id"])
                 new_jobs = await _written(raw, self._jobs, jobs, "job_id") if jobs else set()
         return _outcome(batch, written, new_jobs)
 

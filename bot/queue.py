@@ -117,6 +117,8 @@ def codemachine_import_job(protocol_run_id: int) -> Job:
 class JobQueue:
     """Wakes arq for jobs already recorded in the database."""
 
+    elsewhere = False  # whether the queue is another process's, which alone reports its depth
+
     def __init__(self, redis: ArqRedis, *, queue_name: str = default_queue_name):
         self.redis = redis
         self.queue_name = queue_name
@@ -161,6 +163,8 @@ class RelayedQueue(JobQueue):
     embedded one: each wake-up goes to the main process over `channel`, one JSON line a job, and
     the main process wakes its queue. The jobs are recorded before, so a wake-up lost with the main
     process is made up by the maintenance job; how many wait is counted in the database."""
+
+    elsewhere = True
 
     def __init__(self, channel: asyncio.StreamWriter, waiting: Callable[[], Awaitable[int]]) -> None:
         self._channel = channel

@@ -117,7 +117,8 @@ async def _check(probe) -> str:
 async def metrics(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     try:
-        deps.metrics.queue_depth.set(await deps.queue.depth())
+        if not deps.queue.elsewhere:
+            deps.metrics.queue_depth.set(await deps.queue.depth())
     except Exception:
         log.warning("queue depth unavailable")
     return web.Response(body=deps.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})

@@ -99,3 +99,28 @@ async def test_intake_refuses_a_job_that_coalesces(deps):
         await writer.record(incoming("coalescing"), [report_protocol_job(1, "intake")])
     await writer.close()
     assert await count(deps, WebhookDelivery) == 0
+
+
+async def test_intake_stores_times_as_the_orm_does(deps):
+    """A job queued by intake and one queued through the ORM read back alike (on SQLite the driver's
+    own conversion would have kept a UTC offset the ORM drops)."""
+    from bot import store
+
+    writer = writer_of(deps)
+    await writer.record(incoming("timed"), [delivery_job(HANDLE_INSTALLATION, "timed")])
+    await writer.close()
+    async with deps.sessions() as session:
+        await store.record_jobs(session, [delivery_job(HANDLE_INSTALLATION, "by-the-orm")])
+        await session.commit()
+        jobs = (await session.exec(select(QueuedJob).order_by(QueuedJob.job_id))).all()
+        latest = max(job.enqueued_at for job in jobs)  # a naive and an aware time would not compare
+        stored = (await session.exec(select(func.count()).select_from(QueuedJob)
+                                     .where(QueuedJob.enqueued_at <= latest))).one()
+    assert stored == 2  # compared in the database as times, not as differently written text
+
+
+async def test_a_job_given_twice_by_one_delivery_is_new_once(deps):
+    writer = writer_of(deps)
+    job = delivery_job(HANDLE_INSTALLATION, "twice")
+    assert await writer.record(incoming("twice"), [job, job]) == [job]
+    await writer.close()

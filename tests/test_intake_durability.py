@@ -17,7 +17,7 @@ from bot.db import make_engine
 from bot.webhooks import github_signature
 from tests.conftest import FIXTURES
 from tests.test_service import ROOT, _wait_healthy, free_port
-from tests.test_web_processes import listeners, until
+from tests.test_web_processes import refuses, until, until_each_answers
 
 SECRET = "durability-secret"
 INSTALLATION = (FIXTURES / "github-webhooks/installation/created.payload.json").read_bytes()
@@ -64,7 +64,7 @@ async def test_a_killed_service_has_recorded_every_delivery_it_answered_202(tmp_
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
             await _wait_healthy(http, f"http://127.0.0.1:{port}")
-            await until(lambda: listeners(port) == web_processes)
+            await until_each_answers(f"http://127.0.0.1:{port}", tmp_path / "data", web_processes)
             stop = asyncio.Event()
             senders = [asyncio.create_task(send_until_stopped(http, f"http://127.0.0.1:{port}/webhooks/github", sender,
                                                               answered, stop)) for sender in range(SENDERS)]
@@ -78,7 +78,7 @@ async def test_a_killed_service_has_recorded_every_delivery_it_answered_202(tmp_
         if service.returncode is None:
             service.kill()
             await service.wait()
-    await until(lambda: listeners(port) == 0)  # the other web process stopped with the main one
+    await until(lambda: refuses(port))  # the other web process stopped with the main one
     deliveries, jobs = await recorded(database_url)
     assert len(answered) >= 300
     assert set(answered) <= deliveries, f"answered 202 but lost: {sorted(set(answered) - deliveries)[:5]}"

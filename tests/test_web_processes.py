@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -37,7 +38,8 @@ async def service(data_dir: Path, database_url: str, web_processes: int = 2):
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
             await _wait_healthy(http, f"http://127.0.0.1:{port}")
-        await until(lambda: len(web_processes_of(main.pid)) == web_processes - 1 and listeners(port) == web_processes)
+        await until(lambda: len(web_processes_of(main.pid)) == web_processes - 1)
+        await until_each_answers(f"http://127.0.0.1:{port}", data_dir, web_processes)
         yield main, f"http://127.0.0.1:{port}"
     finally:
         others = web_processes_of(main.pid)
@@ -47,10 +49,23 @@ async def service(data_dir: Path, database_url: str, web_processes: int = 2):
         await until(lambda: not any(alive(pid) for pid in others))
 
 
-def listeners(port: int) -> int:
-    """How many sockets listen on the port (IPv4)."""
-    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A")
+async def until_each_answers(base: str, data_dir: Path, web_processes: int) -> None:
+    """Until every web process has answered a request (each then keeps its metrics in a file of its own)."""
+    async def answered() -> int:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            await (await http.get(f"{base}/health")).read()
+        return len(list((data_dir / "metrics").glob("counter_*.db")))
+
+    for _ in range(400):
+        if web_processes == 1 or await answered() == web_processes:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("a web process never answered")
+
+
+def refuses(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def web_processes_of(pid: int) -> list[int]:
@@ -145,3 +160,15 @@ async def test_a_web_process_that_dies_is_started_again(tmp_path, database_url):
         os.kill(first, signal.SIGKILL)
         await until(lambda: len(web_processes_of(main.pid)) == 1 and web_processes_of(main.pid) != [first])
         assert await deliver(base, 1) == 202
+
+
+@pytest.mark.timeout(60)
+async def test_a_second_service_on_the_port_is_refused(tmp_path, database_url):
+    async with service(tmp_path / "data", database_url) as (_main, base):
+        env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTRY_")}
+        env.update(AGENTRY_WEBHOOK_SECRET=SECRET, AGENTRY_PORT=base.rsplit(":", 1)[1],
+                   AGENTRY_DATA_DIR=str(tmp_path / "other"), AGENTRY_LOG_LEVEL="warning")
+        second = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env,
+                                                     stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(second.communicate(), 30)
+        assert second.returncode == 2 and b"cannot listen on" in stderr

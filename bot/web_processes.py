@@ -55,9 +55,10 @@ def claim_port(host: str, port: int) -> int:
     """The port (port 0: a free one), once no other program listens on it: bound alone first, as
     with SO_REUSEPORT a second service would otherwise quietly share it."""
     probes = listening_sockets(host, port, shared=False)
+    claimed = probes[0].getsockname()[1]
     for probe in probes:
         probe.close()
-    return probes[0].getsockname()[1] if port == 0 else port
+    return claimed
 
 
 def inherited(descriptor: int) -> socket.socket:

@@ -33,10 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from bot import db
-from bot.models import IncomingDelivery, QueuedJob, WebhookDelivery, utcnow
+from bot import db, store
+from bot.models import IncomingDelivery, QueuedJob, WebhookDelivery
 from bot.queue import Job
-from bot.statuses import DeliveryStatus, JobStatus
+from bot.statuses import DeliveryStatus
 
 log = logging.getLogger("agentry.intake")
 
@@ -95,24 +95,10 @@ def _new(table: Table, name: str) -> Any:
     return bindparam(NEW + name, type_=Text if name in JSON_COLUMNS else table.c[name].type)
 
 
-def _table(model: type) -> Table:
-    table: Table = getattr(model, "__table__")
-    return table
-
-
-def _delivery_values(delivery: IncomingDelivery) -> dict[str, Any]:
-    return {"delivery_id": delivery.delivery_id, "forge": delivery.forge, "event": delivery.event,
-            "action": delivery.action, "status": delivery.status, "repo": delivery.repo,
-            "installation_id": delivery.installation_id, "payload": delivery.payload_json, "error": delivery.error,
-            "received_at": utcnow()}
-
-
 def _job_values(job: Job) -> dict[str, Any]:
     if job.coalesce:
         raise ValueError(f"{job.function}: a job that coalesces is not queued by intake")
-    return {"job_id": job.job_id, "function": job.function, "args": json.dumps(list(job.args)), "status": JobStatus.QUEUED,
-            "attempts": 0, "delivery_id": job.delivery_id, "project_id": job.project_id,
-            "protocol_run_id": job.protocol_run_id, "step_run_id": job.step_run_id, "enqueued_at": utcnow()}
+    return store.job_row(job) | {"args": json.dumps(list(job.args))}  # JSON text, as the payload is
 
 
 def _upsert_deliveries(insert: Any, table: Table) -> Any:
@@ -162,7 +148,7 @@ class SqliteDeliveryTables:
         self._checkpointed_at = 0.0
         self._closed = False
         dialect = sqlite.dialect()
-        deliveries, jobs = _table(WebhookDelivery), _table(QueuedJob)
+        deliveries, jobs = store.table_of(WebhookDelivery), store.table_of(QueuedJob)
         self._deliveries = Prepared.of(_upsert_deliveries(
             sqlite.insert(deliveries).values({name: _new(deliveries, name) for name in DELIVERY_COLUMNS}), deliveries),
             dialect)
@@ -223,7 +209,7 @@ class SqliteDeliveryTables:
         written: set[str] = set()
         new_jobs: set[str] = set()
         for delivery, jobs in firsts:
-            values = _delivery_values(delivery) | REPLACEABLE
+            values = delivery.row() | REPLACEABLE
             if connection.execute(self._deliveries.sql, self._deliveries.parameters(values)).fetchone():
                 written.add(delivery.delivery_id)
                 for job in jobs:
@@ -251,7 +237,7 @@ class PostgresDeliveryTables:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         dialect = engine.dialect
-        deliveries, jobs = _table(WebhookDelivery), _table(QueuedJob)
+        deliveries, jobs = store.table_of(WebhookDelivery), store.table_of(QueuedJob)
         self._deliveries = Prepared.of(_upsert_deliveries(
             postgresql.insert(deliveries).from_select(list(DELIVERY_COLUMNS), _unnested(deliveries, DELIVERY_COLUMNS)),
             deliveries), dialect)
@@ -266,7 +252,7 @@ class PostgresDeliveryTables:
             raw = (await connection.get_raw_connection()).driver_connection
             assert raw is not None
             async with raw.transaction():
-                written = await _written(raw, self._deliveries, [_delivery_values(delivery) for delivery, _ in firsts],
+                written = await _written(raw, self._deliveries, [delivery.row() for delivery, _ in firsts],
                                          "delivery_id", REPLACEABLE)
                 jobs = sorted((_job_values(job) for delivery, jobs in firsts if delivery.delivery_id in written
                                for job in jobs), key=lambda row: row["job_id"])

@@ -329,9 +329,10 @@ class IncomingDelivery:
     error: str | None = None
 
     def row(self) -> dict[str, Any]:
+        """Its `webhook_deliveries` columns, the payload as the JSON text it came as."""
         return {"delivery_id": self.delivery_id, "forge": self.forge, "event": self.event, "action": self.action,
                 "status": self.status, "repo": self.repo, "installation_id": self.installation_id,
-                "payload_json": self.payload_json, "error": self.error, "received_at": utcnow()}
+                "payload": self.payload_json, "error": self.error, "received_at": utcnow()}
 
 
 class QueuedJob(SQLModel, table=True):

@@ -35,13 +35,13 @@ def _on_postgresql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _table(model: type) -> Table:
+def table_of(model: type) -> Table:
     table: Table = getattr(model, "__table__")
     return table
 
 
 def _insert_ignoring(session: AsyncSession, model: type) -> Any:
-    return (postgresql if _on_postgresql(session) else sqlite).insert(_table(model))
+    return (postgresql if _on_postgresql(session) else sqlite).insert(table_of(model))
 
 
 async def insert_ignore(session: AsyncSession, model: type, rows: Sequence[dict], key: str | list[str]) -> int:
@@ -63,7 +63,7 @@ async def insert_new(session: AsyncSession, model: type, rows: Sequence[dict], k
     if not rows:
         return set()
     statement = (_insert_ignoring(session, model).on_conflict_do_nothing(index_elements=[key])
-                 .returning(_table(model).c[key]))
+                 .returning(table_of(model).c[key]))
     connection = await session.connection()
     return set((await connection.execute(statement, list(rows))).scalars())
 

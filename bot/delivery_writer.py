@@ -46,6 +46,7 @@ class DeliveryWriter:
         self._writes: set[asyncio.Task[None]] = set()
         self._pending: list[_Pending] = []
         self._arrived = asyncio.Event()
+        self._batch_ready: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -55,6 +56,8 @@ class DeliveryWriter:
         pending = _Pending(delivery, jobs)
         self._pending.append(pending)
         self._arrived.set()
+        if len(self._pending) >= self._max_batch:
+            self._stop_gathering()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="delivery-writer")
         return await asyncio.shield(pending.answer)
@@ -63,6 +66,7 @@ class DeliveryWriter:
         """Writes what is waiting, then stops."""
         self._closing = True
         self._arrived.set()
+        self._stop_gathering()
         if self._task is not None:
             await self._task
         await asyncio.gather(*self._writes)
@@ -91,17 +95,23 @@ class DeliveryWriter:
             self._slots.release()
 
     async def _gathered(self) -> None:
-        """Waits until the oldest delivery waiting has waited the window, or a batch is full."""
+        """Waits until the oldest delivery waiting has waited the window, or a batch is full (one
+        timer per batch: a `wait_for` per arrival cost more than the write of a delivery)."""
         loop = asyncio.get_running_loop()
-        while len(self._pending) < self._max_batch and not self._closing:
-            left = self._pending[0].since + self._window - loop.time()
-            if left <= 0:
-                return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
-                return
+        left = self._pending[0].since + self._window - loop.time()
+        if left <= 0 or len(self._pending) >= self._max_batch:
+            return
+        self._batch_ready = ready = loop.create_future()
+        timer = loop.call_later(left, self._stop_gathering)
+        try:
+            await ready
+        finally:
+            timer.cancel()
+            self._batch_ready = None
+
+    def _stop_gathering(self) -> None:
+        if self._batch_ready is not None and not self._batch_ready.done():
+            self._batch_ready.set_result(None)
 
     def _take(self) -> list[_Pending]:
         batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]

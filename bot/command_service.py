@@ -399,6 +399,13 @@ def protocol_command(action: ProtocolAction) -> Handler:
     return run
 
 
+@handles("stop")
+async def cmd_stop(request: Request) -> list[Job]:
+    protocol = await _protocol(request)
+    return await protocols.stop_protocol(request.session, protocol, now=bool(request.command.options.get("now")),
+                                         actor=request.actor.login)
+
+
 @handles("status")
 async def cmd_status(request: Request) -> list[Job]:
     protocol = await _protocol(request)

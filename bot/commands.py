@@ -19,7 +19,7 @@ from bot.workflow import ProtocolAction
 MAX_COMMANDS = 20
 MAX_LINE_CHARS = 10_000
 
-OptionValue = str | int | tuple[str, ...]
+OptionValue = str | int | bool | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ _SPECS = (
     CommandSpec("pause", "pause", "Pause the protocol.", "write", action=ProtocolAction.PAUSE),
     CommandSpec("resume", "resume", "Resume a paused protocol.", "write", action=ProtocolAction.RESUME),
     CommandSpec("cancel", "cancel", "Cancel the protocol.", "write", action=ProtocolAction.CANCEL),
+    CommandSpec("stop", "stop [--now]", "Stop after the running step (--now: kill its agent); the pull request "
+                "gets the work done so far.", "write", options=("now",)),
     CommandSpec(
         "retry",
         "retry [step]",
@@ -138,7 +140,6 @@ COMMANDS: Mapping[str, CommandSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: Mapping[str, str] = {
     "open_pr": "open-pr",
     "openpr": "open-pr",
-    "stop": "cancel",
     "rerun": "retry",
 }
 
@@ -149,6 +150,7 @@ OPTION_KINDS: Mapping[str, str] = {
     "feedback": "repeatable",
     "max_tokens": "count",
     "max_iterations": "count",
+    "now": "flag",
 }
 
 TOO_MANY = f"too many commands: only the first {MAX_COMMANDS} in a comment are run"
@@ -433,6 +435,13 @@ def _add_option(
     if key not in spec.options:
         raise _Invalid(_unknown_option_message(spec, flag))
     shown = _flag(key)
+    if OPTION_KINDS[key] == "flag":
+        if has_equals:
+            raise _Invalid(f"`{shown}` takes no value")
+        if key in options:
+            raise _Invalid(f"`{shown}` is given more than once")
+        options[key] = True
+        return
     value = inline_value if has_equals else _next_value(pending)
     if not value:
         raise _Invalid(f"`{shown}` needs a value")

@@ -15,7 +15,7 @@ from bot.models import Clarification, Project, ProtocolRun, StepRun
 from bot.plans import Plan, PlanError, extract_json_object, render_prompt, validate_plan
 from bot.protocols import apply_protocol_action, load_protocol, messages_text, set_protocol_status, steps_of
 from bot.reporting import request_report
-from bot.runs import add_artifact, agent_slot, engine_config, finish_run, start_run, stop_on_cancel
+from bot.runs import add_artifact, agent_slot, engine_config, finish_run, start_run, stop_when_asked
 from bot.statuses import RunStatus
 from bot.untrusted import fence
 from bot.workflow import ProtocolAction, ProtocolStatus
@@ -87,8 +87,8 @@ async def _ask_for_plan(deps: Deps, project: Project, protocol: ProtocolRun, run
                            model=protocol.model, read_only=True,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": ""})
     try:
-        async with agent_slot(deps, run), stop_on_cancel(deps, protocol.id) as stop:
-            result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
+        async with agent_slot(deps, run), stop_when_asked(deps, protocol.id) as stop:
+            result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop.event)
     except EngineNotInstalled as exc:
         raise PlanFailure(str(exc)) from None
     if not result.ok:

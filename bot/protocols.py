@@ -20,12 +20,12 @@ from bot.queue import Job
 from bot.statuses import ClarificationStatus
 from bot.workflow import (
     DEFAULT_STEP_STATUSES,
+    TERMINAL_PROTOCOL_STATUSES,
     Fact,
     ProtocolAction,
     ProtocolStatus,
     StepAction,
     StepStatus,
-    TERMINAL_PROTOCOL_STATUSES,
     TransitionError,
     is_allowed,
     next_runnable_steps,
@@ -248,6 +248,62 @@ async def cancel_open_steps(session: AsyncSession, protocol: ProtocolRun, *, act
             await set_step_status(session, step, StepAction.CANCEL, actor=actor, protocol=protocol)
 
 
+async def stop_protocol(session: AsyncSession, protocol: ProtocolRun, *, now: bool, actor: str | None) -> list[Job]:
+    """No step starts after the one running, which finishes (`now`: its agent is killed and it fails
+    keeping what it committed); then the protocol completes and its pull request gets the work done
+    so far, or, with no work done, it is cancelled."""
+    move(protocol.status, ProtocolAction.STOP)
+    by = actor or "the API"
+    protocol.state = protocol.state.changed(stop_requested_by=by, stop_now=now or protocol.state.stop_now)
+    session.add(protocol)
+    await store.record_event(session, "stop_requested", f"{'stop now' if now else 'stop'} requested by {by}",
+                             project_id=protocol.project_id, protocol_run_id=protocol.id,
+                             meta={"actor": actor, "now": now})
+    return [*await schedule_next(session, protocol, actor=actor), report(protocol, "stop")]
+
+
+async def stop_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun, *, actor: str | None) -> list[Job]:
+    """Kills the step's running agent (its job sees the request within a second); the step then
+    fails, keeping what it committed, and can be retried."""
+    if protocol.status in TERMINAL_PROTOCOL_STATUSES:
+        raise Conflict(f"cannot stop the step: the protocol is {protocol.status}")
+    move(step.status, StepAction.STOP)
+    by = actor or "the API"
+    step.state = step.state.changed(stop_requested_by=by)
+    session.add(step)
+    await store.record_event(session, "step_stop_requested", f"{step.step_name}: stop requested by {by}",
+                             project_id=protocol.project_id, protocol_run_id=protocol.id, step_run_id=step.id,
+                             meta={"actor": actor})
+    return [report(protocol, "stop_step")]
+
+
+async def _wind_down(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None) -> list[Job]:
+    """A stopped protocol once nothing of it runs: what is left is cancelled, and it completes with
+    the work done so far (its pull request opened) or, with none, it is cancelled."""
+    steps = await steps_of(session, protocol.id)
+    waits_for = (StepStatus.RUNNING,) if protocol.state.stop_now else ACTIVE_STEP_STATUSES
+    if any(step.status in waits_for for step in steps):
+        return []
+    worked = any(step.status == StepStatus.COMPLETED or step.state.commit_sha for step in steps)
+    if protocol.status == ProtocolStatus.PLANNING and worked:
+        return []  # a new plan after steps that did work: it ends once planned
+    by = protocol.state.stop_requested_by
+    await cancel_open_steps(session, protocol, actor=actor)
+    if not worked:
+        await set_protocol_status(session, protocol, ProtocolAction.CANCEL, actor=actor,
+                                  message=f"stopped by {by} before any work was done")
+        return []
+    protocol.state = protocol.state.changed(completion_reason="manual_stop")
+    protocol.awaiting_merge = False
+    await set_protocol_status(session, protocol, ProtocolAction.COMPLETE, actor=actor,
+                              message=f"stopped by {by}; the pull request holds the work done so far",
+                              meta={"completion_reason": "manual_stop"})
+    project = await session.get(Project, protocol.project_id)
+    if project is None or not project.forge or protocol.issue_number is None or protocol.kind == "ask":
+        return []
+    return [queue.open_pr_job(protocol.id, nonce="manual-stop")]
+
+
 async def retry_latest(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None,
                        facts: frozenset[Fact]) -> list[Job]:
     """Plans again when planning is what failed (or there are no steps), else runs the latest
@@ -276,7 +332,9 @@ async def retry_step(session: AsyncSession, protocol: ProtocolRun, step: StepRun
 async def schedule_next(session: AsyncSession, protocol: ProtocolRun, *, actor: str | None = None) -> list[Job]:
     """What the protocol does next: run its next step (one at a time, they share a worktree),
     open the PR when every step is done, or block when nothing can run. A protocol blocked by its
-    steps runs again once they can go on (a late QA pass, for one)."""
+    steps runs again once they can go on (a late QA pass, for one). A stopped one winds down."""
+    if protocol.state.stop_requested_by and protocol.status not in TERMINAL_PROTOCOL_STATUSES:
+        return await _wind_down(session, protocol, actor=actor)
     if protocol.status == ProtocolStatus.BLOCKED:
         facts = await facts_of(session, protocol)
         if not is_allowed(protocol.status, ProtocolAction.UNBLOCK, facts):

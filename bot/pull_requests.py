@@ -54,8 +54,13 @@ def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
         summary=protocol.state.plan_summary or protocol.description or "",
         steps_table=render.step_table(steps, None), status_comment_url=status_comment_url(protocol),
     )
-    unwanted = ([] if protocol.issue_number else ["Closes #"]) + ([] if status_comment_url(protocol) else ["Progress, QA"])
+    stopped = protocol.state.completion_reason == "manual_stop"
+    unwanted = (([] if protocol.issue_number and not stopped else ["Closes #"])
+                + ([] if status_comment_url(protocol) else ["Progress, QA"]))
     body = "\n".join(line for line in body.splitlines() if not any(line.startswith(text) for text in unwanted))
+    if stopped:
+        body = (f"⏹️ Stopped by {protocol.state.stop_requested_by} before every step was done: this is the work "
+                f"so far, and it does not close the issue.\n\n{body}")
     if (unmet := render.unmet_promise(steps)) is not None:
         body = f"{render.unmet_promise_note(unmet)}\n\n{body}"
     return render.truncate_middle(body, render.PR_BODY_MAX)

@@ -11,12 +11,12 @@ from pathlib import Path
 from bot.agents import AgentResult, EngineConfig
 from bot.config import Settings
 from bot.deps import Deps
-from bot.models import CodexRun, ProtocolRun, RunArtifact, utcnow
+from bot.models import CodexRun, ProtocolRun, RunArtifact, StepRun, utcnow
 from bot.statuses import RunStatus
 from bot.workflow import ProtocolStatus
 
 FINAL_MESSAGE_KEEP = 20_000
-STOP_POLL_SECONDS = 1.0  # how often a running agent's job looks for a cancel, whichever worker took it
+STOP_POLL_SECONDS = 0.5  # how often a running agent's job looks for a cancel or a stop, whichever worker took it
 
 
 def engine_config(deps: Deps) -> EngineConfig:
@@ -125,26 +125,51 @@ async def add_artifact(deps: Deps, run: CodexRun, name: str, content: str | byte
     return artifact
 
 
+class StopSignal:
+    """Set when the agent running for a protocol (or one of its steps) is to be killed, with why."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+        self.event.set()
+
+
 @contextlib.asynccontextmanager
-async def stop_on_cancel(deps: Deps, protocol_id: int) -> AsyncIterator[asyncio.Event]:
-    """An event for `run_agent(stop=...)`, set within about a second of the protocol's cancel."""
-    stop = asyncio.Event()
-    watcher = asyncio.create_task(_watch_for_cancel(deps, protocol_id, stop))
+async def stop_when_asked(deps: Deps, protocol_id: int, step_id: int | None = None) -> AsyncIterator[StopSignal]:
+    """A signal for `run_agent(stop=signal.event)`, set within about half a second of the protocol's
+    cancel, its stop now, or the step's stop."""
+    signal = StopSignal()
+    watcher = asyncio.create_task(_watch_for_stop(deps, protocol_id, step_id, signal))
     try:
-        yield stop
+        yield signal
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-async def _watch_for_cancel(deps: Deps, protocol_id: int, stop: asyncio.Event) -> None:
-    while not stop.is_set():
+async def _watch_for_stop(deps: Deps, protocol_id: int, step_id: int | None, signal: StopSignal) -> None:
+    while not signal.event.is_set():
         await asyncio.sleep(STOP_POLL_SECONDS)
         try:
-            async with deps.sessions() as session:
-                status = (await session.get(ProtocolRun, protocol_id, populate_existing=True)).status
+            reason = await _stop_reason(deps, protocol_id, step_id)
         except Exception:  # noqa: BLE001 - a database hiccup must not stop the agent; look again later
             continue
-        if status == ProtocolStatus.CANCELLED:
-            stop.set()
+        if reason:
+            signal.set(reason)
+
+
+async def _stop_reason(deps: Deps, protocol_id: int, step_id: int | None) -> str | None:
+    async with deps.sessions() as session:
+        protocol = await session.get(ProtocolRun, protocol_id, populate_existing=True)
+        step = await session.get(StepRun, step_id, populate_existing=True) if step_id is not None else None
+    if protocol is None or protocol.status == ProtocolStatus.CANCELLED:
+        return "stopped: the protocol was cancelled"
+    if protocol.state.stop_now and protocol.state.stop_requested_by:
+        return f"stopped by {protocol.state.stop_requested_by}"
+    if step is not None and step.state.stop_requested_by:
+        return f"stopped by {step.state.stop_requested_by}"
+    return None

@@ -58,6 +58,9 @@ class ProtocolState(_State):
     finished_rounds: int = 0  # Ralph rounds that ended waiting for a merge
     iterations: list[dict[str, Any]] = []  # the Ralph loop's iterations, as its step records them
     codemachine_workspace: str | None = None
+    stop_requested_by: str | None = None  # who asked it to stop: no step starts after the running one
+    stop_now: bool = False  # ... and the running agent is killed
+    completion_reason: Literal["manual_stop"] | None = None
 
 
 class StepState(_State):
@@ -77,5 +80,6 @@ class StepState(_State):
     loops: int = 0  # times its loop policy sent the work back
     triggers: int = 0  # times its trigger policy ran another step
     iterations: list[dict[str, Any]] = []  # a Ralph step's iterations
-    stopped: Literal["promise", "max_iterations", "cancelled", "agent_failed", "budget"] | None = None
+    stopped: Literal["promise", "max_iterations", "cancelled", "agent_failed", "budget", "manual_stop"] | None = None
+    stop_requested_by: str | None = None  # who asked for its running agent to be killed
     budget: str | None = None  # the budget a Ralph loop ran out of

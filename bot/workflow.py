@@ -66,6 +66,7 @@ class ProtocolAction(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    STOP = "stop"  # no step starts after the running one; the pull request gets the work done so far
     RETRY_LATEST = "retry_latest"
     RETRY_STEP = "retry_step"  # one step runs again: never a new plan
     OPEN_PR = "open_pr"
@@ -89,6 +90,7 @@ class StepAction(StrEnum):
     CI_SUCCESS = "ci_success"
     CI_FAILURE = "ci_failure"
     RESET = "reset"
+    STOP = "stop"  # its running agent is killed; the step then fails, keeping what it committed
 
 
 P = ProtocolStatus
@@ -122,6 +124,8 @@ PROTOCOL_TRANSITIONS: Mapping[ProtocolAction, Mapping[ProtocolStatus, ProtocolSt
     ProtocolAction.PAUSE: _to(P.PAUSED, (P.PLANNING, P.PLANNED, P.RUNNING)),
     ProtocolAction.RESUME: {P.PAUSED: P.RUNNING},
     ProtocolAction.CANCEL: _to(P.CANCELLED, _ACTIVE_PROTOCOL),
+    # The status changes once nothing runs: completed with the work so far, or cancelled without any.
+    ProtocolAction.STOP: _unchanged(_ACTIVE_PROTOCOL),
     ProtocolAction.RETRY_LATEST: _to(P.RUNNING, (P.BLOCKED, P.FAILED)),
     ProtocolAction.RETRY_STEP: _to(P.RUNNING, (P.BLOCKED, P.FAILED)),
     ProtocolAction.OPEN_PR: _unchanged((P.RUNNING, P.PAUSED, P.BLOCKED, P.FAILED, P.COMPLETED)),
@@ -186,6 +190,7 @@ STEP_TRANSITIONS: Mapping[StepAction, Mapping[StepStatus, StepStatus]] = {
     StepAction.CI_SUCCESS: _to(S.COMPLETED, (S.NEEDS_QA, S.COMPLETED)),
     StepAction.CI_FAILURE: _to(S.FAILED, (S.NEEDS_QA, S.COMPLETED)),
     StepAction.RESET: _to(S.PENDING, (S.PENDING, S.NEEDS_QA, S.COMPLETED, S.FAILED, S.BLOCKED)),
+    StepAction.STOP: _unchanged((S.RUNNING,)),  # it fails when its job sees the agent killed
 }
 
 _VERBS: Mapping[StrEnum, str] = {

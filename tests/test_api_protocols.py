@@ -1,4 +1,4 @@
-"""Protocol runs, their seven actions, steps and step actions, CodeMachine imports, over HTTP."""
+"""Protocol runs, their actions, steps and step actions, CodeMachine imports, over HTTP."""
 
 import json
 
@@ -204,3 +204,38 @@ async def test_codemachine_prompts_stay_inside_the_workspace(api, tmp_path, prom
     response = await api.post(f"/projects/{row.id}/codemachine/import",
                               {"protocol_name": "cm", "workspace_path": str(workspace)})
     assert response.status == 400 and "outside the workspace" in (await response.json())["error"]
+
+
+async def test_stop_winds_down_at_once_when_nothing_runs(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="blocked")
+    await steps(api.deps, run, "completed", "failed", "pending")
+    response = await api.post(f"/protocols/{run.id}/actions/stop")
+    body = await response.json()
+    assert response.status == 200 and body["status"] == "completed"
+    assert body["runtime_state"]["completion_reason"] == "manual_stop" and body["runtime_state"]["stop_requested_by"]
+    listed = await (await api.get(f"/protocols/{run.id}/steps")).json()
+    assert [step["status"] for step in listed] == ["completed", "cancelled", "cancelled"]
+    again = await api.post(f"/protocols/{run.id}/actions/stop")
+    assert again.status == 409 and "completed" in (await again.json())["error"]
+    untouched = await protocol(api.deps, row, status="planned")
+    await steps(api.deps, untouched, "pending")
+    body = await (await api.post(f"/protocols/{untouched.id}/actions/stop", {"now": True})).json()
+    assert body["status"] == "cancelled" and "completion_reason" not in body["runtime_state"]
+    bad = await api.post(f"/protocols/{untouched.id}/actions/stop", {"now": "soon"})
+    assert bad.status == 400 and "now" in (await bad.json())["fields"]
+
+
+async def test_stop_waits_for_the_running_step(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="running")
+    await steps(api.deps, run, "completed", "running", "pending")
+    body = await (await api.post(f"/protocols/{run.id}/actions/stop")).json()
+    assert body["status"] == "running" and body["runtime_state"]["stop_now"] is False
+    listed = await (await api.get(f"/protocols/{run.id}/steps")).json()
+    assert [step["status"] for step in listed] == ["completed", "running", "pending"]
+    pending, running = listed[2], listed[1]
+    refused = await api.post(f"/steps/{pending['id']}/actions/stop")
+    assert refused.status == 409 and "cannot stop step: it is pending" in (await refused.json())["error"]
+    stopped = await (await api.post(f"/steps/{running['id']}/actions/stop")).json()
+    assert stopped["status"] == "running" and stopped["runtime_state"]["stop_requested_by"]

@@ -1,7 +1,7 @@
 """The protocol engine's behaviours through whole flows: a signed comment in, real git, a fake GitHub,
 and each agent a small program written by the test (see tests/engine_support.py).
 
-Ralph loops (promise, iteration limit, cancel), token budgets, invalid plans, `ask` sessions, CI
+Ralph loops (promise, iteration limit, cancel), stops, token budgets, invalid plans, `ask` sessions, CI
 results on the branch, loop policies and blocking clarifications.
 """
 
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import sys
 
 import pytest
 
+from tests.api_support import API_TOKEN, AUTH
 from tests.conftest import run_jobs
 from tests.engine_support import (
     CLAUDE_SESSION_ID,
@@ -131,6 +133,128 @@ async def test_cancel_kills_the_running_agent_within_seconds(start, tmp_path):
     [run] = [run for run in await flow.runs() if run.run_kind == "ralph"]
     assert run.status == "cancelled" and run.result["exit_code"] != 0
     assert protocol.status == "cancelled" and flow.pulls() == []
+
+
+# Stop: after the running step or iteration, or now
+
+async def test_stop_lets_the_ralph_iteration_finish_then_opens_the_pull_request(start, tmp_path):
+    flow = await start(**with_command(ralph_agent(tmp_path, promise_at=None, wait_on=1)))
+    await flow.post_comment(ralph_command(COUNT_LINES))
+    worker = asyncio.create_task(run_jobs(flow.deps))
+    await wait_for_file(tmp_path / "agent-state" / "iteration-started")
+    await flow.post_comment("/agent stop")
+    await _stop_recorded(flow)
+    signal_agent(tmp_path, "go")  # iteration 1 ends on its own; no second one starts
+    await asyncio.wait_for(worker, 30)
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert [item["iteration"] for item in step.runtime_state["iterations"]] == [1]
+    assert (step.status, step.runtime_state["stopped"]) == ("completed", "manual_stop")
+    assert (protocol.status, protocol.runtime_state["completion_reason"]) == ("completed", "manual_stop")
+    assert flow.branch_log(protocol.branch) == ["ralph: iteration 1"]
+    [pull] = flow.pulls()
+    assert pull["head"]["ref"] == protocol.branch and protocol.pr_number == pull["number"]
+    assert "Stopped by Codertocat" in pull["body"] and "Closes #1" not in pull["body"]
+    assert "⏹️ Stopped by Codertocat: the pull request holds the work done so far." in flow.status_comment(protocol)
+
+
+def stubborn_agent(tmp_path):
+    """Plans two steps; the first leaves a file, starts a child that ignores SIGTERM, and waits."""
+    return command_agent(tmp_path, f"""
+import signal, subprocess
+if kind == "plan":
+    {plan_of({"name": "Draft", "prompt": "Write DRAFT.md", "qa": "skip"},
+             {"name": "Polish", "prompt": "Polish DRAFT.md", "qa": "skip"})}
+elif kind == "execute" and (number := bump("execute")) == 1:
+    Path("DRAFT.md").write_text("half a draft\\n")
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+                              str(state)])
+    (state / "pids").write_text(f"{{os.getpid()}} {{child.pid}}")
+    wait_for("never")
+else:
+    Path("DRAFT.md").write_text(f"draft, pass {{number}}\\n")
+    print("worked on the draft")
+""")
+
+
+def _agent_processes(tmp_path) -> list[int]:
+    """Processes whose command line names the test's directory: the agent and its child (the sandbox
+    gives them pids of their own namespace, so they are found from outside)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline, open(f"/proc/{entry.name}/stat") as stat:
+                named, state = str(tmp_path).encode() in cmdline.read(), stat.read().rsplit(") ", 1)[-1][0]
+        except OSError:
+            continue
+        if named and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def _stop_recorded(flow) -> float:
+    """When the service recorded the stop request (the moment the command took effect)."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while not await flow.events("stop_requested") and not await flow.events("step_stop_requested"):
+        assert asyncio.get_running_loop().time() < deadline, "the stop was never recorded"
+        await asyncio.sleep(0.02)
+    return asyncio.get_running_loop().time()
+
+
+async def _gone_within(tmp_path, seconds: float) -> None:
+    started = asyncio.get_running_loop().time()
+    while left := _agent_processes(tmp_path):
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < seconds, f"still running after {waited:.1f} s: {left}"
+        await asyncio.sleep(0.02)
+
+
+async def test_stop_now_kills_the_agent_tree_within_two_seconds_and_keeps_its_work(start, tmp_path):
+    flow = await start(**with_command(stubborn_agent(tmp_path)))
+    await flow.post_comment("/agent run write a draft")
+    worker = asyncio.create_task(run_jobs(flow.deps))
+    await wait_for_file(tmp_path / "agent-state" / "pids")
+    assert len(_agent_processes(tmp_path)) >= 2
+    await flow.post_comment("/agent stop --now")
+    await _stop_recorded(flow)
+    await _gone_within(tmp_path, 2.0)
+    await asyncio.wait_for(worker, 30)
+    protocol = await flow.protocol()
+    first, second = await flow.steps()
+    assert first.runtime_state["error"] == "command was stopped by Codertocat"
+    assert (first.status, second.status) == ("cancelled", "cancelled")
+    assert (protocol.status, protocol.runtime_state["completion_reason"]) == ("completed", "manual_stop")
+    assert flow.show(protocol.branch, "DRAFT.md") == "half a draft"
+    [pull] = flow.pulls()
+    assert pull["draft"] and "Stopped by Codertocat" in pull["body"]
+    assert len(agent_calls(tmp_path, "execute")) == 1
+
+
+async def test_a_step_stopped_through_the_api_fails_keeping_its_work_and_runs_again(start, tmp_path):
+    flow = await start(AGENTRY_API_TOKEN=API_TOKEN, **with_command(stubborn_agent(tmp_path)))
+    await flow.post_comment("/agent run write a draft")
+    worker = asyncio.create_task(run_jobs(flow.deps))
+    await wait_for_file(tmp_path / "agent-state" / "pids")
+    assert len(_agent_processes(tmp_path)) >= 2
+    first, _ = await flow.steps()
+    response = await flow.client.post(f"/steps/{first.id}/actions/stop", headers=AUTH)
+    assert response.status == 200 and (await response.json())["status"] == "running"
+    await _gone_within(tmp_path, 2.0)
+    await asyncio.wait_for(worker, 30)
+    protocol = await flow.protocol()
+    first, second = await flow.steps()
+    assert (first.status, second.status, protocol.status) == ("failed", "pending", "blocked")
+    assert first.runtime_state["error"].startswith("command was stopped by ")
+    assert first.runtime_state.get("stop_requested_by") is None
+    assert flow.show(protocol.branch, "DRAFT.md") == "half a draft"
+    await flow.comment("/agent retry")
+    protocol = await flow.protocol()
+    assert [step.status for step in await flow.steps()] == ["completed", "completed"]
+    assert flow.show(protocol.branch, "DRAFT.md") == "draft, pass 3"
+    assert protocol.runtime_state["awaiting_merge"] and "completion_reason" not in protocol.runtime_state
 
 
 # Token budgets (the stand-in claude reports the recorded usage: 250 tokens)

@@ -103,6 +103,21 @@ async def test_a_mention_of_agentrys_account_works_like_the_prefix(flow, gitlab,
     assert (protocol.kind, protocol.status) == ("plan", "planned")
 
 
+async def test_stop_on_a_planned_protocol_cancels_it_and_says_so(flow, gitlab, remote):
+    deps, client = flow
+    await post_note(client, note_payload(gitlab, remote, "/agent plan"))
+    await run_jobs(deps)
+    await post_note(client, note_payload(gitlab, remote, "/agent stop"))
+    await run_jobs(deps)
+    async with deps.sessions() as session:
+        protocol = (await session.exec(select(ProtocolRun))).one()
+        steps = (await session.exec(select(StepRun))).all()
+    assert protocol.status == "cancelled" and {step.status for step in steps} == {"cancelled"}
+    [status_note] = [note for note in gitlab.notes.values() if "agentry:status" in note["body"]]
+    assert "⏹️ Stopped by user1 before any work was done." in status_note["body"]
+    assert gitlab.merge_requests == {}
+
+
 @pytest.mark.timeout(300)
 async def test_a_failure_at_any_gitlab_call_of_a_command_is_answered_once(flow, gitlab, remote):
     """GitLab's side of test_failure_replies: whichever call the command job makes fails (the

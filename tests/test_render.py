@@ -447,12 +447,12 @@ def test_step_rows(step_status, runtime_state, qa_policy, status_cell, qa):
 @pytest.mark.parametrize(
     ("status", "steps", "commands"),
     [
-        ("blocked", [("completed", None), ("failed", "FAIL")], ["retry 2", "approve 2", "cancel"]),
-        ("blocked", [], ["retry", "cancel"]),
+        ("blocked", [("completed", None), ("failed", "FAIL")], ["retry 2", "approve 2", "stop", "cancel"]),
+        ("blocked", [], ["retry", "stop", "cancel"]),
         ("failed", [("blocked", None)], ["retry 1"]),
-        ("blocked", [("blocked", "QA_ERROR")], ["qa 1", "cancel"]),
-        ("running", [("needs_qa", None)], ["approve 1", "pause", "cancel"]),
-        ("paused", [], ["resume", "cancel"]),
+        ("blocked", [("blocked", "QA_ERROR")], ["qa 1", "stop", "cancel"]),
+        ("running", [("needs_qa", None)], ["approve 1", "pause", "stop", "cancel"]),
+        ("paused", [], ["resume", "stop", "cancel"]),
         ("pending", [], ["cancel"]),
         ("planned", [], ["cancel"]),
         ("cancelled", [], ["run"]),
@@ -731,3 +731,23 @@ def test_every_status_has_its_emoji_check_state_and_commands():
     assert set(render.PROTOCOL_EMOJI) == set(ProtocolStatus) == set(render.CHECK_STATE)
     assert set(render.STEP_EMOJI) == set(StepStatus)
     assert set(render.STATE_COMMANDS) <= set(ProtocolStatus)
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "note"),
+    [
+        ("running", {}, None),
+        ("running", {"stop_requested_by": "alice"},
+         "⏹️ Stopping, as alice asked: the running step finishes, then the pull request gets the work done so far."),
+        ("blocked", {"stop_requested_by": "alice", "stop_now": True},
+         "⏹️ Stopping, as alice asked: its running agent is being stopped, then the pull request gets the work done "
+         "so far."),
+        ("completed", {"stop_requested_by": "alice", "completion_reason": "manual_stop"},
+         "⏹️ Stopped by alice: the pull request holds the work done so far."),
+        ("cancelled", {"stop_requested_by": "bob\n<img src=x>"}, "⏹️ Stopped by bob &lt;img src=x> before any work "
+                                                                "was done."),
+    ],
+)
+def test_the_stop_note(status, state, note):
+    body = status_comment(make_protocol(status=status, runtime_state=state), [make_step(0, "completed")])
+    assert (note in body) if note else "⏹️" not in body

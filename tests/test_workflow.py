@@ -3,12 +3,12 @@ from dataclasses import dataclass
 import pytest
 
 from bot.workflow import (
+    Fact,
     ProtocolAction,
     ProtocolStatus,
     QaPolicy,
     StepAction,
     StepStatus,
-    Fact,
     TransitionError,
     after_execution,
     allowed_actions,
@@ -32,6 +32,7 @@ PROTOCOL_MATRIX = {
     "pause":          "-         paused    paused    paused    -         -         -         -         -",
     "resume":         "-         -         -         -         running   -         -         -         -",
     "cancel":         "cancelled cancelled cancelled cancelled cancelled cancelled cancelled -         -",
+    "stop":           "pending   planning  planned   running   paused    blocked   failed    -         -",
     "retry_latest":   "-         -         -         -         -         planning  planning  -         -",
     "retry_step":     "-         -         -         -         -         running   running   -         -",
     "open_pr":        "-         -         -         running   paused    blocked   failed    -         completed",
@@ -56,6 +57,7 @@ STEP_MATRIX = {
     "ci_success": "-         -         completed completed -         -         -",
     "ci_failure": "-         -         failed    failed    -         -         -",
     "reset":      "pending   -         pending   pending   pending   -         pending",
+    "stop":       "-         running   -         -         -         -         -",
 }  # fmt: skip
 
 
@@ -197,11 +199,11 @@ def test_protocol_facts(specs, kwargs, expected):
     [
         (
             ProtocolStatus.PAUSED,
-            ["plan", "plan_succeeded", "plan_failed", "resume", "cancel", "open_pr", "fail", "complete"],
+            ["plan", "plan_succeeded", "plan_failed", "resume", "cancel", "stop", "open_pr", "fail", "complete"],
         ),
         (ProtocolStatus.CANCELLED, []),
         (ProtocolStatus.COMPLETED, ["open_pr", "block"]),
-        (StepStatus.RUNNING, ["succeed", "fail", "block", "cancel"]),
+        (StepStatus.RUNNING, ["succeed", "fail", "block", "cancel", "stop"]),
         (StepStatus.CANCELLED, ["run", "retry"]),
     ],
 )

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 64 * 1024
 DRAIN_SECONDS = 2.0  # how long to wait for the pipes after the process is gone
 REAP_SECONDS = 5.0
+STOP_GRACE_SECONDS = 1.0  # after a stop asked for, the SIGTERM -> SIGKILL delay, at most: people wait on it
 
 # (line without newline, bytes dropped) -> False when the line shows no progress (a retry notice)
 LineHandler = Callable[[bytes, int], Awaitable[bool | None]]
@@ -130,7 +131,8 @@ async def run_process(
     try:
         timed_out, idle_timed_out = await _wait_for_exit(proc, activity, limits, stop)
     finally:
-        await _complete_despite_cancellation(_clean_up(proc, pumps, feeder, limits, stop_target))
+        grace = min(limits.kill_grace_seconds, STOP_GRACE_SECONDS) if stop.is_set() else limits.kill_grace_seconds
+        await _complete_despite_cancellation(_clean_up(proc, pumps, feeder, grace, stop_target))
     return ProcessOutcome(proc.returncode, timed_out, idle_timed_out, activity.bytes, stop.is_set())
 
 
@@ -149,10 +151,10 @@ async def _complete_despite_cancellation(cleanup: Awaitable[None]) -> None:
 
 
 async def _clean_up(
-    proc: asyncio.subprocess.Process, pumps: asyncio.Future, feeder: asyncio.Future | None, limits: Limits,
+    proc: asyncio.subprocess.Process, pumps: asyncio.Future, feeder: asyncio.Future | None, grace: float,
     stop_target: StopTarget | None,
 ) -> None:
-    await _stop_group(proc, limits.kill_grace_seconds, stop_target)
+    await _stop_group(proc, grace, stop_target)
     await _reap(proc)
     await _drain(proc, pumps)
     if feeder is not None:

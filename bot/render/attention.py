@@ -119,11 +119,28 @@ STATE_COMMANDS: Mapping[str, tuple[tuple[str, str], ...]] = MappingProxyType({
     P.PENDING: (("cancel", "stop this run"),),
     P.PLANNING: (("cancel", "stop this run"),),
     P.PLANNED: (("cancel", "stop this run"),),
-    P.RUNNING: (("pause", "pause the run"), ("cancel", "stop the run and its agents")),
-    P.PAUSED: (("resume", "continue where it stopped"), ("cancel", "stop this run")),
-    P.BLOCKED: (("cancel", "give up on this run"),),
+    P.RUNNING: (("pause", "pause the run"), ("stop", "open the pull request with the work done after the running step"),
+                ("cancel", "stop the run and its agents")),
+    P.PAUSED: (("resume", "continue where it stopped"), ("stop", "open the pull request with the work done so far"),
+               ("cancel", "stop this run")),
+    P.BLOCKED: (("stop", "open the pull request with the work done so far"), ("cancel", "give up on this run")),
     P.CANCELLED: (("run", "start a new run"),),
 })
+
+
+def stop_note(protocol: ProtocolView) -> str:
+    """That someone stopped the protocol: what happens next, or what it came to."""
+    state = state_of(protocol)
+    by = state.get("stop_requested_by")
+    if not by:
+        return ""
+    who = inline_text(by, 80)
+    if status_of(protocol) not in TERMINAL_PROTOCOL_STATUSES:
+        running = "its running agent is being stopped" if state.get("stop_now") else "the running step finishes"
+        return f"⏹️ Stopping, as {who} asked: {running}, then the pull request gets the work done so far."
+    if state.get("completion_reason") == "manual_stop":
+        return f"⏹️ Stopped by {who}: the pull request holds the work done so far."
+    return f"⏹️ Stopped by {who} before any work was done."
 
 
 def next_section(protocol: ProtocolView, steps: Sequence[StepView], next_hint: str | None, prefix: str) -> str:

@@ -12,6 +12,7 @@ from bot.render.attention import (
     next_section,
     pull_request_problem,
     qa_reasons_list,
+    stop_note,
     unmet_promise,
     unmet_promise_note,
 )
@@ -152,6 +153,7 @@ def status_comment(
             description_quote(protocol, detail),
             attention,
             pull_request_problem(protocol, command_prefix),
+            stop_note(protocol),
             unmet_promise_note(unmet) if (unmet := unmet_promise(steps)) is not None else None,
             upcoming if attention else None,
             step_table(steps, detail.rows) + "\n\n" + totals_line(protocol, steps),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bot import queue, step_policy, worktree
 from bot.agents import AgentRequest, AgentResult, EngineNotInstalled, run_agent
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun, StepRun
-from bot.runs import agent_slot, engine_config, finish_run, start_run, stop_on_cancel
+from bot.runs import agent_slot, engine_config, finish_run, start_run, stop_when_asked
 from bot.statuses import RunStatus
 
 
@@ -33,8 +34,10 @@ async def agent(deps: Deps, run, *, engine: str, model: str | None, prompt: str,
                            session_id=session_id, home_dir=home_dir,
                            env={"AGENTRY_PROTOCOL_ID": str(protocol.id), "AGENTRY_STEP_ID": str(step.id)})
     worktree.take_exported_mark(cwd)  # a Ralph loop runs its agent again after exporting
-    async with agent_slot(deps, run), stop_on_cancel(deps, protocol.id) as stop:
-        result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop)
+    async with agent_slot(deps, run), stop_when_asked(deps, protocol.id, step.id) as stop:
+        result = await run_agent(request, engine_config(deps), log_path=run.log_path, stop=stop.event)
+    if result.stopped:
+        result = dataclasses.replace(result, error=stop.reason)
     status = RunStatus.CANCELLED if result.stopped else RunStatus.SUCCEEDED if result.ok else RunStatus.FAILED
     await finish_run(deps, run, status=status, result=result)
     return result

@@ -32,6 +32,8 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
     except EngineNotInstalled as exc:
         return failed(str(exc))
     outcome = from_result(result)
+    if outcome.stopped:
+        return await _kept(deps, project, protocol, step, checkout, outcome, result.error or "stopped")
     if not outcome.ok:
         return outcome
     if (exceeded := step_budget_exceeded(deps, step, outcome.tokens)) is not None:
@@ -46,6 +48,17 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
                        tokens=outcome.tokens, cost_usd=outcome.cost_usd, state=outcome.state)
     outcome.head_sha = exported.head_sha
     outcome.state["commit_sha"] = exported.head_sha if exported.committed else None
+    return outcome
+
+
+async def _kept(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, checkout: workspace.Checkout,
+                outcome: Outcome, reason: str) -> Outcome:
+    """A stopped step's work so far goes to the branch, for the pull request or its next attempt."""
+    message = f"{step.step_name} (unfinished: {reason})\n\n{protocol.protocol_name}, step {step.step_index + 1}"
+    exported = await workspace.publish(deps, project, protocol, checkout, message)
+    if exported.new_commits:
+        outcome.head_sha = exported.head_sha
+        outcome.state["commit_sha"] = exported.head_sha
     return outcome
 
 

@@ -22,6 +22,7 @@ class Outcome:
     head_sha: str | None = None
     state: dict = field(default_factory=dict)
     settle_as: StepStatus | None = None
+    stopped: bool = False  # its agent was killed on request
 
 
 def failed(error: str, **state) -> Outcome:
@@ -31,13 +32,14 @@ def failed(error: str, **state) -> Outcome:
 def from_result(result: AgentResult, **fields) -> Outcome:
     return Outcome(ok=result.ok, error=None if result.ok else agent_error(result), tokens=result.usage.total,
                    cost_usd=result.cost_usd, summary=result.final_message[:SUMMARY_CHARS] or None,
-                   state={"session_id": result.session_id} if result.session_id else {}, **fields)
+                   state={"session_id": result.session_id} if result.session_id else {}, stopped=result.stopped,
+                   **fields)
 
 
 def agent_error(result: AgentResult) -> str:
     """What went wrong, with the cause the runner found (the CLI's error or its last lines)."""
     if result.stopped:
-        return f"{result.engine} was stopped: the protocol was cancelled"
+        return f"{result.engine} was {result.error or 'stopped'}"
     return f"{result.engine}: {result.error or f'exited with code {result.exit_code}'}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Literal
 
 from bot import prompts, store, workspace, worktree
 from bot.agents import AgentResult, EngineNotInstalled
@@ -39,8 +40,8 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
     feedback_results = iterations[-1]["feedback_text"] if iterations else ""
     total = Outcome(ok=True)
     for number in range(len(iterations) + 1, maximum + 1):
-        if await _stop_requested(deps, protocol.id):
-            total.state["stopped"] = "cancelled"
+        if stop := await _stop_requested(deps, protocol, step):
+            total.state["stopped"] = stop
             break
         prompt = render_prompt(prompts.template("ralph.md"), task=fence(step.prompt or "", "the task, from the issue tracker"),
                                iteration=number,
@@ -59,7 +60,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
                                        for item in feedback)
         if result.stopped:
-            total.state["stopped"] = "cancelled"
+            total.state["stopped"] = await _stop_requested(deps, protocol, step) or "cancelled"
             break
         met = result.ok and promise_met(result.final_message, promise)
         iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
@@ -87,10 +88,17 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
     return total
 
 
-async def _stop_requested(deps: Deps, protocol_id: int) -> bool:
+async def _stop_requested(deps: Deps, protocol: ProtocolRun, step: StepRun) -> Literal["cancelled", "manual_stop"] | None:
+    """Why the loop ends before its next iteration: the protocol was cancelled or paused, or someone
+    stopped it (then its work so far is what the pull request gets)."""
     async with deps.sessions() as session:
-        protocol = await store.row(session, ProtocolRun, protocol_id)
-        return protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED)
+        current = await session.get(ProtocolRun, protocol.id)
+        current_step = await session.get(StepRun, step.id)
+    if current is None or current.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED):
+        return "cancelled"
+    if current.state.stop_requested_by or (current_step is not None and current_step.state.stop_requested_by):
+        return "manual_stop"
+    return None
 
 
 async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: AgentResult) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from bot import store
 from bot.deps import Deps
-from bot.protocols import existing_step, retry_step, set_step_status
-from bot.queue import run_quality_job as quality_job
+from bot.models import ProtocolRun, StepRun
+from bot.protocols import existing_step, retry_step, schedule_next, set_step_status
+from bot.queue import Job, run_quality_job as quality_job
 from bot.reporting import request_report
 from bot.steps.outcome import Outcome, failed
 from bot.steps.policies import account, after_failure, after_success, budget_warning
@@ -34,9 +37,14 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
     async with deps.transaction() as session:
         step, protocol = await existing_step(session, step_id)
         account(step, protocol, outcome)
+        stopped_by = step.state.stop_requested_by
+        if stopped_by:
+            step.state = step.state.changed(stop_requested_by=None)
         if protocol.status == ProtocolStatus.CANCELLED:
             await set_step_status(session, step, StepAction.CANCEL, actor=None, protocol=protocol,
                                   message=f"{step.step_name} stopped: the protocol was cancelled")
+        elif outcome.stopped and not outcome.ok:
+            jobs = await _stopped(session, protocol, step, outcome, stopped_by or protocol.state.stop_requested_by)
         elif not outcome.ok:
             step.state = step.state.changed(error=outcome.error)
             await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,
@@ -61,6 +69,16 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
         return
     await deps.submit(jobs)
     await request_report(deps, protocol.id, "step_settled")
+
+
+async def _stopped(session: AsyncSession, protocol: ProtocolRun, step: StepRun, outcome: Outcome,
+                   by: str | None) -> list[Job]:
+    """A step whose agent was killed on request fails, retryably, without its loop or trigger policies."""
+    step.state = step.state.changed(error=outcome.error)
+    kept = "; what it committed is on the branch" if outcome.state.get("commit_sha") else ""
+    await set_step_status(session, step, StepAction.FAIL, actor=by, protocol=protocol,
+                          message=f"{step.step_name} stopped by {by or 'request'}{kept}")
+    return await schedule_next(session, protocol, actor=by)
 
 
 async def fail_stuck_steps(deps: Deps) -> int:

@@ -1,4 +1,4 @@
-"""Protocol runs: create, list, read, the seven actions, and CodeMachine imports."""
+"""Protocol runs: create, list, read, the actions, and CodeMachine imports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from sqlmodel import col, select
 from bot import codemachine, queue, store
 from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
-from bot.protocols import apply_protocol_action, create_protocol, facts_of, set_protocol_status, steps_of
+from bot.protocols import (
+    apply_protocol_action,
+    create_protocol,
+    facts_of,
+    set_protocol_status,
+    steps_of,
+    stop_protocol,
+)
 from bot.workflow import Fact, ProtocolAction, ProtocolStatus, StepStatus
 from handlers.api import answers, resources
 from handlers.api.auth import hidden_projects, visible
@@ -175,6 +182,22 @@ async def cancel(request: web.Request) -> web.Response:
     return json_response(resources.ProtocolRun.of(protocol))
 
 
+class StopRequest(Body):
+    now: bool = Field(False, description="Kill the running agent now (its step fails, keeping what it committed) "
+                                         "instead of letting the running step finish.")
+
+
+async def stop(request: web.Request) -> web.Response:
+    values = StopRequest.given(request)
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
+        jobs = await stop_protocol(session, protocol, now=values.now, actor=request.get(ACTOR))
+        await session.commit()
+    await deps.submit(jobs)
+    return json_response(resources.ProtocolRun.of(protocol))
+
+
 async def run_next_step(request: web.Request) -> web.Response:
     _, jobs = await _act(request, ProtocolAction.RUN_NEXT_STEP)
     job = _main_job(jobs)
@@ -274,6 +297,11 @@ ROUTES = [
     _action("resume", resume, "Resume a paused protocol", "ProtocolRun"),
     _action("cancel", cancel, "Cancel the protocol and its open steps (already cancelled: unchanged)",
             "ProtocolRun"),
+    Route("POST", "/protocols/{protocol_id}/actions/stop", stop,
+          "Stop: no step starts after the running one (now=true: its agent is killed); the protocol then completes "
+          "with the work done so far in its pull request (completion_reason manual_stop), or is cancelled without any",
+          "protocols", {**answers.ok("ProtocolRun"), **STATE_CONFLICT}, PROTOCOL, body=StopRequest, body_optional=True,
+          write=True),
     _action("run_next_step", run_next_step, "Run the next runnable step (execute_step_job)", "ActionResponse",
             answers.error(404, "No pending, blocked or failed step")),
     _action("retry_latest", retry_latest, "Retry the latest failed or blocked step", "ActionResponse",

@@ -1,4 +1,4 @@
-"""Steps of a protocol run: create, list, read, and the actions run, run_qa and approve."""
+"""Steps of a protocol run: create, list, read, and the actions run, run_qa, approve and stop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from bot import store
 from bot.models import ProtocolRun, StepRun
-from bot.protocols import apply_step_action
+from bot.protocols import apply_step_action, stop_step
 from bot.workflow import TERMINAL_PROTOCOL_STATUSES, QaPolicy, StepAction, StepStatus
 from handlers.api import answers, resources
 from handlers.api.context import ACTOR, AUDIT_IDS
@@ -144,6 +144,16 @@ async def approve(request: web.Request) -> web.Response:
     return json_response(resources.StepRun.of(step))
 
 
+async def stop(request: web.Request) -> web.Response:
+    deps = deps_of(request)
+    async with deps.sessions() as session:
+        step, protocol, _ = await step_or_404(request, session, path_int(request, "step_id"))
+        jobs = await stop_step(session, protocol, step, actor=request.get(ACTOR))
+        await session.commit()
+    await deps.submit(jobs)
+    return json_response(resources.StepRun.of(step))
+
+
 PROTOCOL = {"protocol_id": "integer"}
 STEP = {"step_id": "integer"}
 STATE_CONFLICT = answers.conflict("The step's or the protocol's state does not allow the action")
@@ -160,4 +170,7 @@ ROUTES = [
           {**answers.ok("ActionResponse"), **STATE_CONFLICT}, STEP, write=True),
     Route("POST", "/steps/{step_id}/actions/approve", approve, "Approve the step: completed, and the protocol moves on",
           "steps", {**answers.ok("StepRun"), **STATE_CONFLICT}, STEP, write=True),
+    Route("POST", "/steps/{step_id}/actions/stop", stop, "Stop the running step now: its agent is killed, and the "
+          "step fails keeping what it committed (retry runs it again)", "steps",
+          {**answers.ok("StepRun"), **STATE_CONFLICT}, STEP, write=True),
 ]

@@ -21,7 +21,7 @@ from bot.deliveries import load_delivery, read_event
 from bot.deps import Deps
 from bot.forge import Forge, RepoRef
 from bot.forge.events import Actor, Issue
-from bot.models import Project, ProtocolRun, StepRun, utcnow
+from bot.models import Project, ProtocolRun, utcnow
 from bot.projects import ensure_project, forge_of, repo_ref
 from bot.protocols import Conflict, NotFound
 from bot.queue import Job
@@ -217,6 +217,9 @@ async def start_protocol(request: Request, kind: str) -> list[Job]:
     await _check_rate(request)
     pull = await _pull_request(request)
     protocol = await _create(request, kind, pull=pull)
+    if kind == "code":
+        issue = "\n\n".join(part for part in (request.issue.title, request.issue.body) if part)
+        await protocols.add_code_step(request.session, protocol, request.command.text, issue)
     if protocol.state.fork:
         return await _await_fork_approval(request, protocol)
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
@@ -328,6 +331,8 @@ def handles(name: str) -> Callable[[Handler], Handler]:
 
 @handles("run")
 async def cmd_run(request: Request) -> list[Job]:
+    if request.command.options.get("no_plan"):
+        return await start_protocol(request, "code")
     return await start_protocol(request, "run")
 
 
@@ -341,9 +346,8 @@ async def cmd_ralph(request: Request) -> list[Job]:
     await _check_rate(request)
     protocol = await _create(request, "ralph")
     options = request.command.options
-    policy = {"max_iterations": options.get("max_iterations", 10), "promise": options.get("promise") or "",
-              "feedback": list(options.get("feedback", ()))}
-    await _add_step(request.session, protocol, "ralph", request.command.text, step_type="ralph", policy=policy)
+    policy = protocols.ralph_policy(options.get("max_iterations"), options.get("promise"), options.get("feedback", ()))
+    await protocols.add_step(request.session, protocol, "ralph", request.command.text, step_type="ralph", policy=policy)
     return await _run_without_plan(request, protocol)
 
 
@@ -354,7 +358,7 @@ async def cmd_ask(request: Request) -> list[Job]:
     if protocol is None or protocol.status in (ProtocolStatus.CANCELLED, ProtocolStatus.COMPLETED):
         protocol = await _create(request, "ask")
     steps = await protocols.steps_of(request.session, protocol.id)
-    await _add_step(request.session, protocol, f"ask {len(steps) + 1}", request.command.text, step_type="ask",
+    await protocols.add_step(request.session, protocol, f"ask {len(steps) + 1}", request.command.text, step_type="ask",
                            engine=request.command.options.get("engine") or protocol.engine,
                            model=request.command.options.get("model") or protocol.model,
                            state=StepState(asked_by=request.actor.login))
@@ -370,15 +374,6 @@ async def _run_without_plan(request: Request, protocol: ProtocolRun) -> list[Job
     """A protocol whose steps the command gave: starting it runs them, with no plan."""
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,
                                                  actor=request.actor.login)
-
-
-async def _add_step(session: AsyncSession, protocol: ProtocolRun, name: str, prompt: str, **fields) -> StepRun:
-    steps = await protocols.steps_of(session, protocol.id)
-    step = StepRun(protocol_run_id=protocol.id, step_index=len(steps), step_name=name, prompt=prompt,
-                   qa_policy="skip", **fields)
-    session.add(step)
-    await session.flush()
-    return step
 
 
 # Steering

@@ -59,10 +59,10 @@ AGENT_OPTIONS = ("engine", "model")
 _SPECS = (
     CommandSpec(
         "run",
-        "run [--engine E] [--model M] [--max-tokens N] [instructions...]",
-        "Start a protocol run: plan the issue, run its steps, open a pull request.",
+        "run [--no-plan] [--engine E] [--model M] [--max-tokens N] [instructions...]",
+        "Start a protocol run: plan the issue, run its steps, open a pull request (--no-plan: one step, no plan).",
         "write",
-        options=(*AGENT_OPTIONS, "max_tokens"),
+        options=("no_plan", *AGENT_OPTIONS, "max_tokens"),
         arguments="text",
     ),
     CommandSpec(
@@ -151,6 +151,7 @@ OPTION_KINDS: Mapping[str, str] = {
     "max_tokens": "count",
     "max_iterations": "count",
     "now": "flag",
+    "no_plan": "flag",
 }
 
 TOO_MANY = f"too many commands: only the first {MAX_COMMANDS} in a comment are run"

@@ -100,8 +100,11 @@ def forge_id_field(**options: Any) -> Any:
     return Field(default=None, sa_type=BigInteger, **options)
 
 
-# The protocols that work on their issue (asks can run beside them) and have not ended.
-ACTIVE_WORK = ("issue_number IS NOT NULL AND kind IN ('run', 'plan', 'ralph') AND status NOT IN ("
+# The kinds of protocol that work on their issue, one at a time (asks can run beside them).
+WORKING_KINDS = ("run", "plan", "ralph", "code")
+# ... and have not ended.
+ACTIVE_WORK = ("issue_number IS NOT NULL AND kind IN (" + ", ".join(f"'{kind}'" for kind in WORKING_KINDS)
+               + ") AND status NOT IN ("
                + ", ".join(f"'{status}'" for status in sorted(ENDED_PROTOCOL_STATUSES)) + ")")
 
 
@@ -151,7 +154,7 @@ class ProtocolRun(Spending, table=True):
     project_id: int = Field(foreign_key="projects.id")
     protocol_name: str
     status: Annotated[ProtocolStatus, AS_TEXT] = status_field(ProtocolStatus.PENDING, index=True)
-    kind: str = "run"  # run | plan | ralph | ask
+    kind: str = "run"  # run | plan | ralph | code | ask
     base_branch: str = "main"
     branch: Optional[str] = None
     worktree_path: Optional[str] = None

@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import queue, store
-from bot.models import Clarification, Message, Project, ProtocolRun, StepRun, utcnow
+from bot import queue, render, store
+from bot.models import WORKING_KINDS, Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.queue import Job
 from bot.statuses import ClarificationStatus
+from bot.untrusted import fence
 from bot.workflow import (
     DEFAULT_STEP_STATUSES,
     TERMINAL_PROTOCOL_STATUSES,
@@ -36,7 +37,9 @@ from bot.workflow import (
 )
 
 ACTIVE_STEP_STATUSES = (StepStatus.RUNNING, StepStatus.NEEDS_QA)
-KINDS = ("run", "plan", "ralph", "ask")
+KINDS = (*WORKING_KINDS, "ask")
+TASK_NAME_CHARS = 60
+RALPH_ITERATIONS = 10
 
 
 class Conflict(Exception):
@@ -123,6 +126,29 @@ async def create_protocol(
     return protocol
 
 
+async def add_step(session: AsyncSession, protocol: ProtocolRun, name: str, prompt: str, **fields) -> StepRun:
+    """A step after the protocol's last (a step the caller gave, not a plan's): QA skipped unless `fields` say."""
+    steps = await steps_of(session, protocol.id)
+    step = StepRun(protocol_run_id=protocol.id, step_index=len(steps), step_name=name, prompt=prompt,
+                   **{"qa_policy": "skip", **fields})
+    session.add(step)
+    await session.flush()
+    return step
+
+
+async def add_code_step(session: AsyncSession, protocol: ProtocolRun, instructions: str, issue: str = "") -> StepRun:
+    """A `code` task's one step, run without a plan and reviewed by QA like a plan's."""
+    parts = [instructions or "Do what the issue below asks."]
+    if issue:
+        parts.append(fence(issue, "the issue, from the issue tracker"))
+    name = render.truncate_end(" ".join((instructions or protocol.issue_title or "task").split()), TASK_NAME_CHARS)
+    return await add_step(session, protocol, name, "\n\n".join(parts), step_type="code", qa_policy="full")
+
+
+def ralph_policy(max_iterations: object, promise: object, feedback: Sequence[str]) -> dict:
+    return {"max_iterations": max_iterations or RALPH_ITERATIONS, "promise": promise or "", "feedback": list(feedback)}
+
+
 async def _already_active(session: AsyncSession, project_id: int, issue_number: int | None) -> Conflict:
     """The answer to one who lost the race to start work on an issue: who won."""
     winner = await active_protocol_for_issue(session, project_id, issue_number) if issue_number else None
@@ -137,7 +163,7 @@ async def steps_of(session: AsyncSession, protocol_id: int) -> list[StepRun]:
 
 
 async def active_protocol_for_issue(session: AsyncSession, project_id: int, issue_number: int,
-                                    kinds: Sequence[str] = ("run", "plan", "ralph")) -> ProtocolRun | None:
+                                    kinds: Sequence[str] = WORKING_KINDS) -> ProtocolRun | None:
     """The newest protocol on the issue that has not ended (else the newest of any state)."""
     statement = (
         select(ProtocolRun)

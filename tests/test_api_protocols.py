@@ -239,3 +239,33 @@ async def test_stop_waits_for_the_running_step(api):
     assert refused.status == 409 and "cannot stop step: it is pending" in (await refused.json())["error"]
     stopped = await (await api.post(f"/steps/{running['id']}/actions/stop")).json()
     assert stopped["status"] == "running" and stopped["runtime_state"]["stop_requested_by"]
+
+
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"kind": "code"}, "prompt", "a code protocol needs its task"),
+    ({"kind": "ralph", "max_iterations": 3}, "prompt", "a ralph protocol needs its task"),
+    ({"kind": "run", "prompt": "do it"}, "prompt", "only code and ralph protocols take a prompt"),
+    ({"kind": "code", "prompt": "do it", "completion_promise": "DONE"}, "completion_promise", "only for ralph"),
+    ({"kind": "ralph", "prompt": "loop", "max_iterations": 0}, "max_iterations", "must be between 1 and 1000"),
+    ({"kind": "ralph", "prompt": "loop", "feedback_commands": [""]}, "feedback_commands", "item 0 must not be empty"),
+])
+async def test_task_fields_are_validated_per_kind(api, body, field, reason):
+    row = await project(api.deps)
+    response = await api.post(f"/projects/{row.id}/protocols", {"protocol_name": "Task", **body})
+    answer = await response.json()
+    assert response.status == 400 and reason in answer["fields"][field]
+
+
+async def test_code_and_ralph_protocols_get_their_step_and_start_without_a_plan(api):
+    row = await project(api.deps)
+    code = await (await api.post(f"/projects/{row.id}/protocols", {
+        "protocol_name": "Fix typo", "kind": "code", "prompt": "Fix the typo in README.md"})).json()
+    ralph = await (await api.post(f"/projects/{row.id}/protocols", {
+        "protocol_name": "Loop", "kind": "ralph", "prompt": "Make the tests pass", "max_iterations": 4,
+        "completion_promise": "GREEN", "feedback_commands": ["make test"]})).json()
+    [step] = await (await api.get(f"/protocols/{code['id']}/steps")).json()
+    assert (step["step_name"], step["step_type"], step["qa_policy"]) == ("Fix the typo in README.md", "code", "full")
+    [loop] = await (await api.get(f"/protocols/{ralph['id']}/steps")).json()
+    assert loop["policy"] == {"max_iterations": 4, "promise": "GREEN", "feedback": ["make test"]}
+    started = await (await api.post(f"/protocols/{code['id']}/actions/start")).json()
+    assert started["job"]["job_type"] == "execute_step_job"

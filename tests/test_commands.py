@@ -270,6 +270,7 @@ def test_case_insensitive_names_and_aliases(body, name):
         ("/agent help stop", "help", "stop", ("stop",), {}),
         ("/agent stop", "stop", "", (), {}),
         ("/agent stop --now", "stop", "", (), {"now": True}),
+        ("/agent run --no-plan fix the typo", "run", "fix the typo", ("fix", "the", "typo"), {"no_plan": True}),
         ("/agent retry", "retry", "", (), {}),
         ("/agent retry 2", "retry", "2", ("2",), {}),
         ("/agent retry add tests", "retry", "add tests", ("add tests",), {}),
@@ -333,7 +334,7 @@ def test_commands_and_their_arguments(body, name, text, args, options):
         ("/agent ralph --max-iterations 99999999999999999999 go", "ralph", "`--max-iterations` needs a positive whole number, not `99999999999999999999`"),
         ("/agent run --engine codex --engine claude", "run", "`--engine` is given more than once"),
         ("/agent run --modle x", "run", "`run` has no option `--modle`; did you mean `--model`?"),
-        ("/agent run --verbose", "run", "`run` has no option `--verbose`; its options are --engine, --model, --max-tokens"),
+        ("/agent run --verbose", "run", "`run` has no option `--verbose`; its options are --no-plan, --engine, --model, --max-tokens"),
         ("/agent plan --max-tokens 5", "plan", "`plan` has no option `--max-tokens`; its options are --engine, --model"),
         ("/agent ask --feedback x why", "ask", "`ask` has no option `--feedback`; its options are --engine, --model"),
         ("/agent status --engine codex", "status", "`status` takes no options (got `--engine`)"),
@@ -533,7 +534,7 @@ def test_help_text_lists_every_command(name):
 @pytest.mark.parametrize(
     "prefix, topic, expected_start",
     [
-        ("/agent", "run", "`/agent run [--engine E]"),
+        ("/agent", "run", "`/agent run [--no-plan] [--engine E]"),
         ("/bot", "ralph", "`/bot ralph [--max-iterations N]"),
         ("/agent", "stop", "`/agent stop [--now]`"),
         ("/agent", "OPEN_PR", "`/agent open-pr`"),

@@ -257,6 +257,52 @@ async def test_a_step_stopped_through_the_api_fails_keeping_its_work_and_runs_ag
     assert protocol.runtime_state["awaiting_merge"] and "completion_reason" not in protocol.runtime_state
 
 
+# Plain tasks: one step, no plan
+
+def task_agent(tmp_path):
+    return command_agent(tmp_path, """
+if kind == "plan":
+    sys.exit("a plain task must not be planned")
+elif kind == "execute":
+    Path("TYPO.md").write_text("fixed\\n")
+    print("fixed the typo")
+elif kind == "qa":
+    print("VERDICT: PASS")
+""")
+
+
+async def test_run_without_a_plan_runs_one_step_with_qa_to_a_pull_request(start, tmp_path):
+    flow = await start(**with_command(task_agent(tmp_path)))
+    await flow.comment("/agent run --no-plan fix the typo in TYPO.md")
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert (protocol.kind, step.step_name, step.status, step.runtime_state["verdict"]) == (
+        "code", "fix the typo in TYPO.md", "completed", "PASS")
+    assert [call["kind"] for call in agent_calls(tmp_path)] == ["execute", "qa"]
+    [execute] = agent_calls(tmp_path, "execute")
+    assert "fix the typo in TYPO.md" in execute["prompt"] and "<untrusted-input" in execute["prompt"]
+    assert flow.show(protocol.branch, "TYPO.md") == "fixed"
+    [pull] = flow.pulls()
+    assert pull["head"]["ref"] == protocol.branch and "Closes #1" in pull["body"]
+
+
+async def test_a_code_task_from_the_api_produces_a_pull_request_without_a_plan(start, tmp_path):
+    flow = await start(AGENTRY_API_TOKEN=API_TOKEN, **with_command(task_agent(tmp_path)))
+    await flow.comment("/agent status")  # the repository becomes a project
+    [project] = await (await flow.client.get("/projects", headers=AUTH)).json()
+    created = await flow.client.post(f"/projects/{project['id']}/protocols", headers=AUTH, json={
+        "protocol_name": "Fix the typo", "kind": "code", "prompt": "Fix the typo in TYPO.md", "issue_number": 1})
+    protocol_id = (await created.json())["id"]
+    assert (await flow.client.post(f"/protocols/{protocol_id}/actions/start", headers=AUTH)).status == 200
+    await run_jobs(flow.deps)
+    protocol = await flow.protocol()
+    assert protocol.kind == "code" and [step.status for step in await flow.steps()] == ["completed"]
+    assert [call["kind"] for call in agent_calls(tmp_path)] == ["execute", "qa"]
+    assert [run.run_kind for run in await flow.runs() if run.run_kind == "plan"] == []
+    [pull] = flow.pulls()
+    assert pull["head"]["ref"] == protocol.branch and flow.show(protocol.branch, "TYPO.md") == "fixed"
+
+
 # Token budgets (the stand-in claude reports the recorded usage: 250 tokens)
 
 def budget_agent(tmp_path):

@@ -13,9 +13,13 @@ from bot import codemachine, queue, store
 from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import (
+    RALPH_ITERATIONS,
+    add_code_step,
+    add_step,
     apply_protocol_action,
     create_protocol,
     facts_of,
+    ralph_policy,
     set_protocol_status,
     steps_of,
     stop_protocol,
@@ -46,7 +50,17 @@ class ProtocolCreate(Body):
     description: str | None = Field(None, max_length=65_536)
     template_config: JsonObject | None = None
     template_source: JsonObject | None = None
-    kind: Literal["run", "plan", "ralph", "ask"] = "run"
+    kind: Literal["run", "plan", "ralph", "code", "ask"] = Field(
+        "run", description="run: plan, then run the steps; plan: plan only; code: one step from `prompt`, no plan; "
+                           "ralph: a loop on `prompt`; ask: read-only questions.")
+    prompt: str | None = Field(None, min_length=1, max_length=65_536,
+                               description="The task of a code or ralph protocol (required for those kinds).")
+    max_iterations: int | None = Field(None, ge=1, le=1000, description=f"ralph only; default {RALPH_ITERATIONS}.")
+    completion_promise: str | None = Field(None, min_length=1, max_length=200,
+                                           description="ralph only: the loop ends when the agent's final message "
+                                                       "states it.")
+    feedback_commands: list[Annotated[str, Field(min_length=1, max_length=1000)]] | None = Field(
+        None, max_length=20, description="ralph only: commands run in the worktree after each iteration.")
     engine: str | None = Field(None, max_length=50)
     model: str | None = Field(None, max_length=200)
     issue_number: int | None = Field(None, ge=1, le=INT32_MAX)
@@ -77,8 +91,34 @@ NEXT_STEP_STATUSES = (StepStatus.PENDING, StepStatus.BLOCKED, StepStatus.FAILED)
 RETRY_STEP_STATUSES = (StepStatus.FAILED, StepStatus.BLOCKED)
 
 
+RALPH_FIELDS = ("max_iterations", "completion_promise", "feedback_commands")
+
+
+def _task_problems(values: ProtocolCreate) -> dict[str, str]:
+    """What the kind asks for that the body lacks, or has and may not."""
+    problems = {}
+    if values.kind in ("code", "ralph") and not values.prompt:
+        problems["prompt"] = f"a {values.kind} protocol needs its task"
+    if values.kind not in ("code", "ralph") and values.prompt:
+        problems["prompt"] = "only code and ralph protocols take a prompt (the others are planned)"
+    for name in RALPH_FIELDS:
+        if values.kind != "ralph" and getattr(values, name) is not None:
+            problems[name] = "only for ralph protocols"
+    return problems
+
+
+async def _add_task_step(session, protocol: ProtocolRun, values: ProtocolCreate) -> None:
+    if values.kind == "code":
+        await add_code_step(session, protocol, values.prompt or "")
+    elif values.kind == "ralph":
+        policy = ralph_policy(values.max_iterations, values.completion_promise, values.feedback_commands or ())
+        await add_step(session, protocol, "ralph", values.prompt or "", step_type="ralph", policy=policy)
+
+
 async def create_protocol_run(request: web.Request) -> web.Response:
     values = ProtocolCreate.given(request)
+    if problems := _task_problems(values):
+        raise invalid_fields(problems)
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
         protocol = await create_protocol(
@@ -87,6 +127,7 @@ async def create_protocol_run(request: web.Request) -> web.Response:
             created_by=request.get(ACTOR), base_branch=values.base_branch, policy=values.policy,
             template_config=values.template_config)
         protocol.template_source = values.template_source
+        await _add_task_step(session, protocol, values)
         await session.commit()
     request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
     return json_response(resources.ProtocolRun.of(protocol))

@@ -174,8 +174,12 @@ def _reason(model: type[Request], error: ErrorDetails) -> str:
     if error["input"] is None:
         return "must not be null"
     schema = model.property_schema(str(error["loc"][0]))
+    items = [part for part in error["loc"][1:] if isinstance(part, int)]
+    for _ in items:
+        schema = schema.get("items", schema)
     words = _REASONS.get(kind)
-    return words(schema) if words else error["msg"]
+    reason = words(schema) if words else error["msg"]
+    return f"item {items[-1]} {reason}" if items else reason
 
 
 def _length_reason(schema: dict[str, Any]) -> str:

@@ -144,6 +144,11 @@ def _check_ref(ref: str) -> None:
         raise GitError(problem)
 
 
+def remote_ref(branch: str) -> str:
+    """Where the mirror keeps the remote's `branch`."""
+    return f"{_REMOTE}{branch}"
+
+
 def mirror_path(data_dir: Path, project_id: int) -> Path:
     return Path(data_dir) / "repos" / f"{int(project_id)}.git"
 

@@ -148,6 +148,7 @@ class ProtocolRun(Spending, table=True):
         # At most one protocol working on an issue or pull request at a time, whoever races to start it.
         Index("uq_protocol_runs_active_issue", "project_id", "issue_number", unique=True,
               sqlite_where=text(ACTIVE_WORK), postgresql_where=text(ACTIVE_WORK)),
+        Index("uq_protocol_runs_external_id", "project_id", "external_id", unique=True),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -166,6 +167,9 @@ class ProtocolRun(Spending, table=True):
     state: ProtocolState = state_field(ProtocolState)
     awaiting_merge: bool = False  # its work is done and its pull request open: a merge completes it
     awaiting_answers: bool = False  # paused until the plan's blocking questions are answered
+    depends_on: list[int] = Field(default_factory=list, sa_type=JSON,
+                                  sa_column_kwargs={"server_default": "[]"})  # protocols that complete first
+    external_id: Optional[str] = None  # the id its creator gave it, unique in the project
     issue_number: Optional[int] = None
     issue_title: Optional[str] = None
     pr_number: Optional[int] = None

@@ -21,6 +21,7 @@ from bot.statuses import ClarificationStatus
 from bot.untrusted import fence
 from bot.workflow import (
     DEFAULT_STEP_STATUSES,
+    ENDED_PROTOCOL_STATUSES,
     TERMINAL_PROTOCOL_STATUSES,
     Fact,
     ProtocolAction,
@@ -93,6 +94,8 @@ async def create_protocol(
     branch: str | None = None,
     policy: dict | None = None,
     template_config: dict | None = None,
+    depends_on: Sequence[int] = (),
+    external_id: str | None = None,
 ) -> ProtocolRun:
     if kind not in KINDS:
         raise ValueError(f"unknown protocol kind {kind!r}")
@@ -111,12 +114,16 @@ async def create_protocol(
         created_by=created_by,
         policy=policy or {},
         template_config=template_config,
+        depends_on=list(depends_on),
+        external_id=external_id,
     )
     session.add(protocol)
     try:
         await session.flush()
     except IntegrityError:
         await session.rollback()  # expires the caller's objects: use only the ids read before
+        if external_id is not None and await by_external_id(session, protocol_project, external_id):
+            raise Conflict(f"the project already has a protocol with external_id {external_id!r}") from None
         raise await _already_active(session, protocol_project, issue_number) from None
     protocol.protocol_name = f"{protocol.id}-{slug(title)}"
     protocol.branch = branch or f"agent/{protocol.protocol_name}"
@@ -147,6 +154,18 @@ async def add_code_step(session: AsyncSession, protocol: ProtocolRun, instructio
 
 def ralph_policy(max_iterations: object, promise: object, feedback: Sequence[str]) -> dict:
     return {"max_iterations": max_iterations or RALPH_ITERATIONS, "promise": promise or "", "feedback": list(feedback)}
+
+
+async def by_external_id(session: AsyncSession, project_id: int | None, external_id: str) -> ProtocolRun | None:
+    statement = select(ProtocolRun).where(ProtocolRun.project_id == project_id,
+                                          ProtocolRun.external_id == external_id)
+    return (await session.exec(statement)).first()
+
+
+async def branch_owner(session: AsyncSession, project_id: int | None, branch: str) -> ProtocolRun | None:
+    """The protocol of the project that works on `branch`, if any."""
+    statement = select(ProtocolRun).where(ProtocolRun.project_id == project_id, ProtocolRun.branch == branch)
+    return (await session.exec(statement.limit(1))).first()
 
 
 async def _already_active(session: AsyncSession, project_id: int, issue_number: int | None) -> Conflict:
@@ -183,7 +202,25 @@ async def facts_of(session: AsyncSession, protocol: ProtocolRun) -> frozenset[Fa
     """What the workflow's rules need to know about the protocol besides its status."""
     questions = await open_clarifications(session, protocol)
     return protocol_facts(await steps_of(session, protocol.id), open_questions=any(item.blocking for item in questions),
-                          plan_failed=protocol.state.plan_failed)
+                          plan_failed=protocol.state.plan_failed,
+                          waiting=bool(await unfinished_dependencies(session, protocol)))
+
+
+async def unfinished_dependencies(session: AsyncSession, protocol: ProtocolRun) -> list[ProtocolRun]:
+    """The protocols it depends on that have not completed, by id."""
+    if not protocol.depends_on:
+        return []
+    statement = select(ProtocolRun).where(col(ProtocolRun.id).in_(protocol.depends_on),
+                                          ProtocolRun.status != ProtocolStatus.COMPLETED)
+    return list((await session.exec(statement.order_by(col(ProtocolRun.id)))).all())
+
+
+def waiting_reason(waiting_for: Sequence[ProtocolRun]) -> str:
+    """Why a protocol has not started: each protocol it waits for and what that one is doing."""
+    parts = [f"#{other.id} {other.status}" + (", so it cannot complete unless retried"
+                                               if other.status in ENDED_PROTOCOL_STATUSES else "")
+             for other in waiting_for]
+    return "waiting for the protocols it depends on to complete: " + "; ".join(parts)
 
 
 @overload
@@ -245,6 +282,10 @@ async def apply_protocol_action(session: AsyncSession, protocol: ProtocolRun, ac
     if action is ProtocolAction.RETRY_LATEST:
         return await retry_latest(session, protocol, actor=actor, facts=facts)
     await set_protocol_status(session, protocol, action, actor=actor, facts=facts)
+    if Fact.WAITING_FOR_PROTOCOLS in facts and protocol.status == ProtocolStatus.BLOCKED:
+        reason = waiting_reason(await unfinished_dependencies(session, protocol))
+        protocol.state = protocol.state.changed(blocked_reason=reason, waiting_for_protocols=True)
+        return [report(protocol, action.value)]
     if action is ProtocolAction.RESUME:
         protocol.awaiting_answers = False
     if action is ProtocolAction.START and protocol.status == ProtocolStatus.PAUSED:

@@ -61,6 +61,8 @@ class ProtocolState(_State):
     stop_requested_by: str | None = None  # who asked it to stop: no step starts after the running one
     stop_now: bool = False  # ... and the running agent is killed
     completion_reason: Literal["manual_stop"] | None = None
+    waiting_for_protocols: bool = False  # started, and blocked until the protocols it depends on complete
+    chosen_branch: bool = False  # its creator named the branch: one the remote already has is refused
 
 
 class StepState(_State):

@@ -17,7 +17,8 @@ Semantics the tables encode:
   :class:`Fact` it needs, and they come before the plain table. Starting a protocol that already
   has steps runs them (no plan); starting a planned one whose plan asked a blocking question waits
   for the answer; retrying after a failed plan, or with no steps at all, plans again; a blocked
-  protocol whose steps can go on again (a late QA pass, an approval) runs again.
+  protocol whose steps can go on again (a late QA pass, an approval) runs again. One that depends
+  on protocols not yet completed is blocked when started, and stays so until they are.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class Fact(StrEnum):
     OPEN_QUESTIONS = "open_questions"  # a blocking question of its plan is unanswered
     PLAN_FAILED = "plan_failed"  # its latest plan failed: that, not a step, is what stopped it
     STEPS_CAN_GO_ON = "steps_can_go_on"  # a step can run or wait for QA, or every step is done
+    WAITING_FOR_PROTOCOLS = "waiting_for_protocols"  # a protocol it depends on has not completed
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,14 @@ def _rule(action: ProtocolAction, sources: Iterable[ProtocolStatus], target: Pro
 
 
 PROTOCOL_RULES: Sequence[Rule] = (
+    _rule(ProtocolAction.START, {P.PENDING, P.PLANNED}, P.BLOCKED, when={Fact.WAITING_FOR_PROTOCOLS}),
+    _rule(ProtocolAction.RETRY_LATEST, {P.BLOCKED}, P.BLOCKED, when={Fact.WAITING_FOR_PROTOCOLS}),
     _rule(ProtocolAction.START, {P.PENDING}, P.RUNNING, when={Fact.HAS_STEPS}),
     _rule(ProtocolAction.START, {P.PLANNED}, P.PAUSED, when={Fact.OPEN_QUESTIONS}),
     _rule(ProtocolAction.RETRY_LATEST, {P.BLOCKED, P.FAILED}, P.PLANNING, when={Fact.PLAN_FAILED}),
     _rule(ProtocolAction.RETRY_LATEST, {P.BLOCKED, P.FAILED}, P.PLANNING, unless={Fact.HAS_STEPS}),
-    _rule(ProtocolAction.UNBLOCK, {P.BLOCKED}, P.RUNNING, when={Fact.STEPS_CAN_GO_ON}, unless={Fact.PLAN_FAILED}),
+    _rule(ProtocolAction.UNBLOCK, {P.BLOCKED}, P.RUNNING, when={Fact.STEPS_CAN_GO_ON},
+          unless={Fact.PLAN_FAILED, Fact.WAITING_FOR_PROTOCOLS}),
 )
 
 STEP_TRANSITIONS: Mapping[StepAction, Mapping[StepStatus, StepStatus]] = {
@@ -367,10 +372,13 @@ def protocol_outcome(steps: Iterable[StepLike]) -> ProtocolStatus | None:
 
 
 def protocol_facts(steps: Iterable[StepLike], *, open_questions: bool = False,
-                   plan_failed: bool = False) -> frozenset[Fact]:
-    """The facts :data:`PROTOCOL_RULES` look at, from the protocol's steps and what its plan left."""
+                   plan_failed: bool = False, waiting: bool = False) -> frozenset[Fact]:
+    """The facts :data:`PROTOCOL_RULES` look at, from the protocol's steps, what its plan left, and
+    whether it `waiting` for protocols it depends on."""
     steps = list(steps)
     facts = {Fact.OPEN_QUESTIONS} if open_questions else set()
+    if waiting:
+        facts.add(Fact.WAITING_FOR_PROTOCOLS)
     if plan_failed:
         facts.add(Fact.PLAN_FAILED)
     if steps:

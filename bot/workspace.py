@@ -17,6 +17,10 @@ class NoRepository(Exception):
     """The project has neither a clone URL nor a local path, or its path is not allowed."""
 
 
+class BranchTaken(Exception):
+    """The branch its creator chose for the protocol is someone else's."""
+
+
 @dataclass(frozen=True)
 class Checkout:
     path: Path
@@ -62,6 +66,9 @@ async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checko
         await git.fetch_ref(mirror_dir, fork.head_ref, token=token)
     start, refs = await git.sync(source_of(deps, project), mirror_dir, branch=protocol.branch,
                                  base_branch=protocol.base_branch, start_point=start_point, token=token)
+    if protocol.state.chosen_branch and protocol.head_sha is None and git.remote_ref(protocol.branch) in refs:
+        raise BranchTaken(f"the remote already has a branch {protocol.branch} that agentry did not make; "
+                          "start a protocol with another branch name")
     path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
     await worktree.prepare(deps.sandbox, mirror_dir, path, branch=protocol.branch, start=start, refs=refs)
     return Checkout(path, mirror_dir, start)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot import planning, project_setup, pull_requests, reporting
+from bot import dependencies, planning, project_setup, pull_requests, reporting
 
 
 async def project_setup_job(ctx: dict, project_id: int) -> dict:
@@ -22,4 +22,5 @@ async def open_pr_job(ctx: dict, protocol_id: int) -> None:
 
 
 async def report_protocol_job(ctx: dict, protocol_id: int) -> None:
+    await dependencies.release_dependents(ctx["deps"], protocol_id)  # every change of status is reported
     await reporting.report_protocol(ctx["deps"], protocol_id)

@@ -269,3 +269,41 @@ async def test_code_and_ralph_protocols_get_their_step_and_start_without_a_plan(
     assert loop["policy"] == {"max_iterations": 4, "promise": "GREEN", "feedback": ["make test"]}
     started = await (await api.post(f"/protocols/{code['id']}/actions/start")).json()
     assert started["job"]["job_type"] == "execute_step_job"
+
+
+async def test_caller_chosen_branch_and_id_are_checked(api):
+    row = await project(api.deps)
+    await protocol(api.deps, row, branch="feature/taken")
+    create = f"/projects/{row.id}/protocols"
+    made = await api.post(create, {"protocol_name": "Mine", "kind": "code", "prompt": "do it",
+                                   "branch": "feature/mine", "external_id": "ticket-7"})
+    body = await made.json()
+    assert made.status == 200 and (body["branch"], body["external_id"]) == ("feature/mine", "ticket-7")
+    assert body["runtime_state"]["chosen_branch"] is True
+    found = await (await api.get("/protocols?external_id=ticket-7")).json()
+    assert [item["id"] for item in found] == [body["id"]]
+    for fields, status, words in [
+        ({"branch": "feature/taken"}, 409, "branch feature/taken belongs to protocol"),
+        ({"branch": "main"}, 400, "must not be the base branch"),
+        ({"branch": "bad..name"}, 400, "is not a valid git branch name"),
+        ({"branch": "sp ace"}, 400, "must match"),
+        ({"external_id": "ticket-7"}, 409, "already has a protocol with external_id 'ticket-7'"),
+        ({"depends_on": [404]}, 400, "no protocol 404 in this project"),
+    ]:
+        refused = await api.post(create, {"protocol_name": "Other", **fields})
+        assert (refused.status, words in json.dumps(await refused.json())) == (status, True), fields
+
+
+async def test_a_protocol_waiting_for_another_is_blocked_and_says_why(api):
+    row = await project(api.deps)
+    first = await protocol(api.deps, row, status="running", branch="agent/first")
+    create = f"/projects/{row.id}/protocols"
+    waiting = await (await api.post(create, {"protocol_name": "Then", "kind": "code", "prompt": "after it",
+                                             "depends_on": [first.id, first.id]})).json()
+    assert waiting["depends_on"] == [first.id]
+    started = await api.post(f"/protocols/{waiting['id']}/actions/start")
+    assert started.status == 200
+    shown = await (await api.get(f"/protocols/{waiting['id']}")).json()
+    assert shown["status"] == "blocked"
+    assert shown["runtime_state"]["blocked_reason"] == (
+        f"waiting for the protocols it depends on to complete: #{first.id} running")

@@ -26,6 +26,7 @@ from tests.engine_support import (
     signal_agent,
     wait_for_file,
 )
+from tests.flow_support import git
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -301,6 +302,73 @@ async def test_a_code_task_from_the_api_produces_a_pull_request_without_a_plan(s
     assert [run.run_kind for run in await flow.runs() if run.run_kind == "plan"] == []
     [pull] = flow.pulls()
     assert pull["head"]["ref"] == protocol.branch and flow.show(protocol.branch, "TYPO.md") == "fixed"
+
+
+# Protocols that depend on others
+
+def named_file_agent(tmp_path):
+    """Writes the file the task names; a task that says "fail" fails."""
+    return command_agent(tmp_path, """
+if kind == "execute":
+    name = prompt.split("write ")[1].split()[0]
+    if name == "fail":
+        sys.exit("failing as asked")
+    Path(name).write_text(name + "\\n")
+    print("wrote", name)
+elif kind == "qa":
+    print("VERDICT: PASS")
+""")
+
+
+async def test_a_protocol_starts_when_the_one_it_depends_on_completes(start, tmp_path):
+    flow = await start(AGENTRY_API_TOKEN=API_TOKEN, **with_command(named_file_agent(tmp_path)))
+    await flow.comment("/agent status")  # the repository becomes a project
+    [project] = await (await flow.client.get("/projects", headers=AUTH)).json()
+
+    async def task(prompt: str, **fields) -> int:
+        created = await flow.client.post(f"/projects/{project['id']}/protocols", headers=AUTH, json={
+            "protocol_name": prompt, "kind": "code", "prompt": prompt, **fields})
+        assert created.status == 200, await created.text()
+        return (await created.json())["id"]
+
+    first = await task("write FIRST.md")
+    second = await task("write SECOND.md", depends_on=[first])
+    doomed = await task("write fail")
+    stuck = await task("write NEVER.md", depends_on=[first, doomed])
+    for waiting in (second, stuck):
+        await flow.client.post(f"/protocols/{waiting}/actions/start", headers=AUTH)
+    await run_jobs(flow.deps)
+    assert agent_calls(tmp_path) == []  # nothing they wait for has run
+    for ready in (first, doomed):
+        await flow.client.post(f"/protocols/{ready}/actions/start", headers=AUTH)
+    await run_jobs(flow.deps)
+    protocols = {row.id: row for row in await flow.protocols()}
+    assert [protocols[key].status for key in (first, second, doomed, stuck)] == [
+        "completed", "completed", "blocked", "blocked"]
+    prompts = [call["prompt"] for call in agent_calls(tmp_path, "execute")]
+    assert prompts.index(next(p for p in prompts if "FIRST.md" in p)) < prompts.index(
+        next(p for p in prompts if "SECOND.md" in p))
+    assert flow.show(protocols[second].branch, "SECOND.md") == "SECOND.md"
+    assert protocols[stuck].runtime_state["blocked_reason"] == (
+        f"waiting for the protocols it depends on to complete: #{doomed} blocked")
+    [released] = await flow.events("dependencies_completed")
+    assert released.protocol_run_id == second
+
+
+async def test_a_chosen_branch_someone_else_has_is_never_worked_on(start, tmp_path):
+    flow = await start(AGENTRY_API_TOKEN=API_TOKEN, **with_command(named_file_agent(tmp_path)))
+    await flow.comment("/agent status")
+    [project] = await (await flow.client.get("/projects", headers=AUTH)).json()
+    git("--git-dir", str(flow.remote), "branch", "someone/else", "main")
+    before = git("--git-dir", str(flow.remote), "rev-parse", "someone/else")
+    created = await flow.client.post(f"/projects/{project['id']}/protocols", headers=AUTH, json={
+        "protocol_name": "Theirs", "kind": "code", "prompt": "write THEIRS.md", "branch": "someone/else"})
+    protocol_id = (await created.json())["id"]
+    await flow.client.post(f"/protocols/{protocol_id}/actions/start", headers=AUTH)
+    await run_jobs(flow.deps)
+    [step] = await flow.steps()
+    assert step.status == "failed" and "the remote already has a branch someone/else" in step.runtime_state["error"]
+    assert agent_calls(tmp_path) == [] and git("--git-dir", str(flow.remote), "rev-parse", "someone/else") == before
 
 
 # Token budgets (the stand-in claude reports the recorded usage: 250 tokens)

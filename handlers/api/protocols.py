@@ -9,14 +9,18 @@ from aiohttp import web
 from pydantic import Field
 from sqlmodel import col, select
 
-from bot import codemachine, queue, store
+from bot import codemachine, git, queue, store
+from bot.dependencies import MAX_DEPENDENCIES, checked_dependencies
 from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import (
     RALPH_ITERATIONS,
+    NotFound,
     add_code_step,
     add_step,
     apply_protocol_action,
+    branch_owner,
+    by_external_id,
     create_protocol,
     facts_of,
     ralph_policy,
@@ -31,7 +35,7 @@ from handlers.api.context import ACTOR, AUDIT_IDS
 from handlers.api.errors import bad_request, conflict, invalid_fields, not_found
 from handlers.api.lookups import project_or_404, protocol_or_404
 from handlers.api.pages import decode_cursor, is_id, page_response
-from handlers.api.raw import BRANCH, INT32_MAX, path_int
+from handlers.api.raw import BRANCH, INT32_MAX, branch_problem, path_int
 from handlers.api.requests import Body, JsonObject, Paged, only, page_limit
 from handlers.api.routing import Route, deps_of, json_response
 
@@ -61,6 +65,15 @@ class ProtocolCreate(Body):
                                                        "states it.")
     feedback_commands: list[Annotated[str, Field(min_length=1, max_length=1000)]] | None = Field(
         None, max_length=20, description="ralph only: commands run in the worktree after each iteration.")
+    branch: str | None = Field(None, max_length=255, pattern=BRANCH.pattern,
+                               description="The branch to work on (default agent/<id>-<name>): refused when another "
+                                           "protocol has it or the remote already has it.")
+    external_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$",
+                                    description="Your id for the protocol, unique in the project "
+                                                "(GET /protocols?external_id= finds it).")
+    depends_on: list[int] | None = Field(None, max_length=MAX_DEPENDENCIES,
+                                         description="Protocols of the project that must complete before this one "
+                                                     "starts; until then, started, it is blocked and says why.")
     engine: str | None = Field(None, max_length=50)
     model: str | None = Field(None, max_length=200)
     issue_number: int | None = Field(None, ge=1, le=INT32_MAX)
@@ -84,6 +97,7 @@ class ProtocolPage(Paged):
 
 class ProtocolFilter(ProtocolPage):
     status: ProtocolStatus | None = Field(None, strict=False, description="Only runs in this state")
+    external_id: str | None = Field(None, max_length=200, description="Only the run with this external_id")
 
 
 # statuses from which the reference's run_next_step and retry_latest find a step to work on
@@ -121,16 +135,41 @@ async def create_protocol_run(request: web.Request) -> web.Response:
         raise invalid_fields(problems)
     async with deps_of(request).sessions() as session:
         project = await project_or_404(request, session, path_int(request, "project_id"))
+        if values.branch is not None:
+            await _check_branch(request, session, project, values.branch, values.base_branch or project.base_branch)
+        try:
+            depends_on = await checked_dependencies(session, project.id, values.depends_on or [])
+        except NotFound as exc:
+            raise invalid_fields({"depends_on": str(exc)}) from None
+        if values.external_id is not None and await by_external_id(session, project.id, values.external_id):
+            raise conflict(f"the project already has a protocol with external_id {values.external_id!r}")
         protocol = await create_protocol(
             session, project, title=values.protocol_name, kind=values.kind, description=values.description,
             issue_number=values.issue_number, engine=values.engine, model=values.model,
             created_by=request.get(ACTOR), base_branch=values.base_branch, policy=values.policy,
-            template_config=values.template_config)
+            template_config=values.template_config, branch=values.branch, depends_on=depends_on,
+            external_id=values.external_id)
         protocol.template_source = values.template_source
+        if values.branch is not None:
+            protocol.state = protocol.state.changed(chosen_branch=True)
         await _add_task_step(session, protocol, values)
         await session.commit()
     request[AUDIT_IDS] = {"protocol_run_id": protocol.id}
     return json_response(resources.ProtocolRun.of(protocol))
+
+
+async def _check_branch(request: web.Request, session, project, branch: str, base_branch: str) -> None:
+    """A branch the caller chose: a valid name, not the base, and nobody's yet (no protocol's, and
+    not on the remote as far as agentry's copy of it knows; the first job looks again)."""
+    if problem := branch_problem(branch):
+        raise invalid_fields({"branch": problem})
+    if branch == base_branch:
+        raise invalid_fields({"branch": "must not be the base branch"})
+    if (owner := await branch_owner(session, project.id, branch)) is not None:
+        raise conflict(f"branch {branch} belongs to protocol {owner.id}")
+    mirror = git.mirror_path(deps_of(request).settings.data_dir.resolve(), project.id)
+    if (mirror / "HEAD").exists() and branch in {known["name"] for known in await git.list_branches(mirror)}:
+        raise conflict(f"the remote already has a branch {branch}; agentry works only on branches it creates")
 
 
 async def list_project_protocols(request: web.Request) -> web.Response:
@@ -140,10 +179,12 @@ async def list_project_protocols(request: web.Request) -> web.Response:
 
 
 async def list_protocols(request: web.Request) -> web.Response:
-    status = ProtocolFilter.given(request).status
+    query = ProtocolFilter.given(request)
+    conditions = [*([ProtocolRun.status == query.status] if query.status else []),
+                  *([ProtocolRun.external_id == query.external_id] if query.external_id else [])]
     async with deps_of(request).sessions() as session:
         shown = visible(col(ProtocolRun.project_id), await hidden_projects(request, session))
-        return await _protocol_page(request, session, *([ProtocolRun.status == status] if status else []), *shown)
+        return await _protocol_page(request, session, *conditions, *shown)
 
 
 async def _protocol_page(request: web.Request, session, *conditions) -> web.Response:

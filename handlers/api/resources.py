@@ -102,6 +102,8 @@ class ProtocolRun(Resource):
     model: str | None
     policy: Obj
     runtime_state: Obj
+    depends_on: Items
+    external_id: str | None
     tokens_used: int
     cost_usd: float | None
     created_at: Time

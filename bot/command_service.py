@@ -218,8 +218,7 @@ async def start_protocol(request: Request, kind: str) -> list[Job]:
     pull = await _pull_request(request)
     protocol = await _create(request, kind, pull=pull)
     if kind == "code":
-        issue = "\n\n".join(part for part in (request.issue.title, request.issue.body) if part)
-        await protocols.add_code_step(request.session, protocol, request.command.text, issue)
+        await protocols.add_code_step(request.session, protocol, request.command.text)
     if protocol.state.fork:
         return await _await_fork_approval(request, protocol)
     return await protocols.apply_protocol_action(request.session, protocol, ProtocolAction.START,

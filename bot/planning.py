@@ -49,6 +49,9 @@ async def plan_protocol(deps: Deps, protocol_id: int) -> None:
     await request_report(deps, protocol.id, "planned")
 
 
+PLAN_AWAITED = (ProtocolStatus.PLANNING, ProtocolStatus.PAUSED)  # where a finished plan is taken in
+
+
 class PlanFailure(Exception):
     def __init__(self, reason: str, result: AgentResult | None = None):
         super().__init__(reason)
@@ -106,6 +109,8 @@ async def _plan_failed(deps: Deps, protocol_id: int, reason: str, result: AgentR
     async with deps.transaction() as session:
         protocol = await store.row(session, ProtocolRun, protocol_id)
         _count_usage(protocol, result)
+        if protocol.status not in PLAN_AWAITED:
+            return  # stopped or cancelled meanwhile
         protocol.state = protocol.state.changed(blocked_reason=reason, plan_failed=True,
                                                 plan_feedback=f"A previous plan was rejected:\n{reason}")
         await set_protocol_status(session, protocol, ProtocolAction.PLAN_FAILED, actor=None, message=reason)
@@ -116,6 +121,9 @@ async def _store_plan(deps: Deps, protocol_id: int, plan: Plan, result: AgentRes
     async with deps.sessions() as session:
         protocol = await store.row(session, ProtocolRun, protocol_id)
         _count_usage(protocol, result)
+        if protocol.status not in PLAN_AWAITED:
+            await session.commit()  # stopped or cancelled meanwhile: the plan is dropped, its cost kept
+            return
         given = await steps_of(session, protocol.id)  # steps given before the plan keep their places
         first = max((step.step_index for step in given), default=-1) + 1
         for index, planned in enumerate(plan.steps, start=first):

@@ -18,10 +18,8 @@ from bot import queue, render, store
 from bot.models import WORKING_KINDS, Clarification, Message, Project, ProtocolRun, StepRun, utcnow
 from bot.queue import Job
 from bot.statuses import ClarificationStatus
-from bot.untrusted import fence
 from bot.workflow import (
     DEFAULT_STEP_STATUSES,
-    ENDED_PROTOCOL_STATUSES,
     TERMINAL_PROTOCOL_STATUSES,
     Fact,
     ProtocolAction,
@@ -40,6 +38,7 @@ from bot.workflow import (
 ACTIVE_STEP_STATUSES = (StepStatus.RUNNING, StepStatus.NEEDS_QA)
 KINDS = (*WORKING_KINDS, "ask")
 TASK_NAME_CHARS = 60
+CODE_STEP_NAME = "Resolve the issue"
 RALPH_ITERATIONS = 10
 
 
@@ -143,13 +142,12 @@ async def add_step(session: AsyncSession, protocol: ProtocolRun, name: str, prom
     return step
 
 
-async def add_code_step(session: AsyncSession, protocol: ProtocolRun, instructions: str, issue: str = "") -> StepRun:
-    """A `code` task's one step, run without a plan and reviewed by QA like a plan's."""
-    parts = [instructions or "Do what the issue below asks."]
-    if issue:
-        parts.append(fence(issue, "the issue, from the issue tracker"))
-    name = render.truncate_end(" ".join((instructions or protocol.issue_title or "task").split()), TASK_NAME_CHARS)
-    return await add_step(session, protocol, name, "\n\n".join(parts), step_type="code", qa_policy="full")
+async def add_code_step(session: AsyncSession, protocol: ProtocolRun, instructions: str) -> StepRun:
+    """A `code` task's one step, run without a plan and reviewed by QA like a plan's; its agent reads
+    the issue as the protocol's summary. Named from the instructions (a writer's), never the issue."""
+    name = render.truncate_end(" ".join(instructions.split()), TASK_NAME_CHARS) if instructions else CODE_STEP_NAME
+    return await add_step(session, protocol, name, instructions or "Do what the issue asks.", step_type="code",
+                          qa_policy="full")
 
 
 def ralph_policy(max_iterations: object, promise: object, feedback: Sequence[str]) -> dict:
@@ -217,10 +215,14 @@ async def unfinished_dependencies(session: AsyncSession, protocol: ProtocolRun) 
 
 def waiting_reason(waiting_for: Sequence[ProtocolRun]) -> str:
     """Why a protocol has not started: each protocol it waits for and what that one is doing."""
-    parts = [f"#{other.id} {other.status}" + (", so it cannot complete unless retried"
-                                               if other.status in ENDED_PROTOCOL_STATUSES else "")
-             for other in waiting_for]
-    return "waiting for the protocols it depends on to complete: " + "; ".join(parts)
+    return "waiting for the protocols it depends on to complete: " + "; ".join(
+        f"#{other.id} {other.status}{_WAIT_NOTES.get(other.status, '')}" for other in waiting_for)
+
+
+_WAIT_NOTES = {
+    ProtocolStatus.FAILED: " (it completes only if retried)",
+    ProtocolStatus.CANCELLED: " (it will never complete: cancel this one, or run it by hand)",
+}
 
 
 @overload
@@ -243,6 +245,8 @@ async def set_protocol_status(session: AsyncSession, protocol: ProtocolRun, acti
     before = protocol.status
     protocol.status = move(protocol.status, action, facts)
     protocol.updated_at = utcnow()
+    if protocol.state.waiting_for_protocols and protocol.status != ProtocolStatus.BLOCKED:
+        protocol.state = protocol.state.changed(waiting_for_protocols=False)  # it went on another way
     if protocol.status in (ProtocolStatus.PLANNING, ProtocolStatus.RUNNING) and protocol.state.plan_failed:
         protocol.state = protocol.state.changed(plan_failed=False)  # no longer what stops it
     session.add(protocol)
@@ -352,15 +356,14 @@ async def _wind_down(session: AsyncSession, protocol: ProtocolRun, *, actor: str
     if any(step.status in waits_for for step in steps):
         return []
     worked = any(step.status == StepStatus.COMPLETED or step.state.commit_sha for step in steps)
-    if protocol.status == ProtocolStatus.PLANNING and worked:
-        return []  # a new plan after steps that did work: it ends once planned
     by = protocol.state.stop_requested_by
+    # A plan under way is not waited for: its agent is stopped, and the plan it was making dropped.
+    protocol.state = protocol.state.changed(completion_reason="manual_stop", stop_now=True)
     await cancel_open_steps(session, protocol, actor=actor)
     if not worked:
         await set_protocol_status(session, protocol, ProtocolAction.CANCEL, actor=actor,
                                   message=f"stopped by {by} before any work was done")
         return []
-    protocol.state = protocol.state.changed(completion_reason="manual_stop")
     protocol.awaiting_merge = False
     await set_protocol_status(session, protocol, ProtocolAction.COMPLETE, actor=actor,
                               message=f"stopped by {by}; the pull request holds the work done so far",

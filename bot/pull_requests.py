@@ -23,7 +23,8 @@ async def open_pull_request(deps: Deps, protocol_id: int) -> None:
             return  # the pull request the protocol works on belongs to its author
         steps = await steps_of(session, protocol.id)
     forge, repo = forge_of(deps, project), repo_ref(project)
-    ready = bool(steps) and all(step.status == StepStatus.COMPLETED for step in steps) and render.unmet_promise(steps) is None
+    ready = (bool(steps) and all(step.status == StepStatus.COMPLETED for step in steps)
+             and render.unmet_promise(steps) is None and not _stopped_early(protocol, steps))
     title = render.pr_title(protocol, protocol.issue_title)
     body = _pr_body(protocol, steps)
     existing = await forge.find_pull_request(repo, protocol.branch)
@@ -54,7 +55,7 @@ def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
         summary=protocol.state.plan_summary or protocol.description or "",
         steps_table=render.step_table(steps, None), status_comment_url=status_comment_url(protocol),
     )
-    stopped = protocol.state.completion_reason == "manual_stop"
+    stopped = _stopped_early(protocol, steps)
     unwanted = (([] if protocol.issue_number and not stopped else ["Closes #"])
                 + ([] if status_comment_url(protocol) else ["Progress, QA"]))
     body = "\n".join(line for line in body.splitlines() if not any(line.startswith(text) for text in unwanted))
@@ -64,6 +65,12 @@ def _pr_body(protocol: ProtocolRun, steps: list[StepRun]) -> str:
     if (unmet := render.unmet_promise(steps)) is not None:
         body = f"{render.unmet_promise_note(unmet)}\n\n{body}"
     return render.truncate_middle(body, render.PR_BODY_MAX)
+
+
+def _stopped_early(protocol: ProtocolRun, steps: list[StepRun]) -> bool:
+    """Someone stopped it before its work was done: a step never completed, or a loop was cut short."""
+    return protocol.state.completion_reason == "manual_stop" and any(
+        step.status != StepStatus.COMPLETED or step.state.stopped == "manual_stop" for step in steps)
 
 
 def status_comment_url(protocol: ProtocolRun) -> str:

@@ -63,6 +63,7 @@ class ProtocolState(_State):
     completion_reason: Literal["manual_stop"] | None = None
     waiting_for_protocols: bool = False  # started, and blocked until the protocols it depends on complete
     chosen_branch: bool = False  # its creator named the branch: one the remote already has is refused
+    branch_pushed: bool = False  # agentry pushed that branch: it is the protocol's own
 
 
 class StepState(_State):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot import git, worktree
+from bot import git, store, worktree
 from bot.deps import Deps
 from bot.models import Project, ProtocolRun
 from bot.paths import PathNotAllowed, allowed_roots, confine_git_url
@@ -17,7 +17,7 @@ class NoRepository(Exception):
     """The project has neither a clone URL nor a local path, or its path is not allowed."""
 
 
-class BranchTaken(Exception):
+class BranchTaken(git.GitError):
     """The branch its creator chose for the protocol is someone else's."""
 
 
@@ -66,7 +66,7 @@ async def prepare(deps: Deps, project: Project, protocol: ProtocolRun) -> Checko
         await git.fetch_ref(mirror_dir, fork.head_ref, token=token)
     start, refs = await git.sync(source_of(deps, project), mirror_dir, branch=protocol.branch,
                                  base_branch=protocol.base_branch, start_point=start_point, token=token)
-    if protocol.state.chosen_branch and protocol.head_sha is None and git.remote_ref(protocol.branch) in refs:
+    if protocol.state.chosen_branch and not protocol.state.branch_pushed and git.remote_ref(protocol.branch) in refs:
         raise BranchTaken(f"the remote already has a branch {protocol.branch} that agentry did not make; "
                           "start a protocol with another branch name")
     path = git.worktree_path(deps.settings.data_dir.resolve(), protocol.id)
@@ -83,7 +83,17 @@ async def publish(deps: Deps, project: Project, protocol: ProtocolRun, checkout:
         start=checkout.start, message=message, identity=identity(deps), import_ref=f"refs/agentry/work/{protocol.id}")
     token = await git_token(deps, project, write=True)
     await git.push_commit(checkout.mirror, source_of(deps, project), exported.head_sha, protocol.branch, token=token)
+    if protocol.state.chosen_branch and not protocol.state.branch_pushed:
+        await _mark_pushed(deps, protocol)
     return exported
+
+
+async def _mark_pushed(deps: Deps, protocol: ProtocolRun) -> None:
+    """A chosen branch agentry pushed is its own from then on: the next job works on it."""
+    async with deps.transaction() as session:
+        stored = await store.row(session, ProtocolRun, protocol.id)
+        stored.state = stored.state.changed(branch_pushed=True)
+    protocol.state = protocol.state.changed(branch_pushed=True)
 
 
 async def diff(deps: Deps, checkout: Checkout, base_branch: str) -> str:

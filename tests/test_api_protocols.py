@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.api_support import project, protocol, steps
+from tests.api_support import add, project, protocol, steps
 
 
 async def test_create_list_and_read_protocols(api):
@@ -221,7 +221,7 @@ async def test_stop_winds_down_at_once_when_nothing_runs(api):
     untouched = await protocol(api.deps, row, status="planned")
     await steps(api.deps, untouched, "pending")
     body = await (await api.post(f"/protocols/{untouched.id}/actions/stop", {"now": True})).json()
-    assert body["status"] == "cancelled" and "completion_reason" not in body["runtime_state"]
+    assert (body["status"], body["runtime_state"]["completion_reason"]) == ("cancelled", "manual_stop")
     bad = await api.post(f"/protocols/{untouched.id}/actions/stop", {"now": "soon"})
     assert bad.status == 400 and "now" in (await bad.json())["fields"]
 
@@ -274,6 +274,7 @@ async def test_code_and_ralph_protocols_get_their_step_and_start_without_a_plan(
 async def test_caller_chosen_branch_and_id_are_checked(api):
     row = await project(api.deps)
     await protocol(api.deps, row, branch="feature/taken")
+    gone = await protocol(api.deps, row, branch="agent/gone", status="cancelled")
     create = f"/projects/{row.id}/protocols"
     made = await api.post(create, {"protocol_name": "Mine", "kind": "code", "prompt": "do it",
                                    "branch": "feature/mine", "external_id": "ticket-7"})
@@ -289,6 +290,7 @@ async def test_caller_chosen_branch_and_id_are_checked(api):
         ({"branch": "sp ace"}, 400, "must match"),
         ({"external_id": "ticket-7"}, 409, "already has a protocol with external_id 'ticket-7'"),
         ({"depends_on": [404]}, 400, "no protocol 404 in this project"),
+        ({"depends_on": [gone.id]}, 400, f"protocol {gone.id} will never complete (run, cancelled)"),
     ]:
         refused = await api.post(create, {"protocol_name": "Other", **fields})
         assert (refused.status, words in json.dumps(await refused.json())) == (status, True), fields
@@ -307,3 +309,31 @@ async def test_a_protocol_waiting_for_another_is_blocked_and_says_why(api):
     assert shown["status"] == "blocked"
     assert shown["runtime_state"]["blocked_reason"] == (
         f"waiting for the protocols it depends on to complete: #{first.id} running")
+
+
+async def test_a_released_protocol_with_an_open_blocking_question_waits_for_its_answer(api):
+    from bot.dependencies import release_dependents
+    from bot.models import Clarification, ProtocolRun
+
+    row = await project(api.deps)
+    first = await protocol(api.deps, row, status="running", branch="agent/first")
+    planned = await protocol(api.deps, row, status="planned", branch="agent/planned", depends_on=[first.id])
+    await steps(api.deps, planned, "pending")
+    await add(api.deps, Clarification(project_id=row.id, protocol_run_id=planned.id, key="db", question="Which?",
+                                      blocking=True))
+    assert (await (await api.post(f"/protocols/{planned.id}/actions/start")).json())["message"] == (
+        "Protocol waiting for the protocols it depends on to complete")
+    async with api.deps.transaction() as session:
+        (await session.get(ProtocolRun, first.id)).status = "completed"
+    await release_dependents(api.deps, first.id)
+    shown = await (await api.get(f"/protocols/{planned.id}")).json()
+    assert shown["status"] == "paused" and shown["runtime_state"]["awaiting_answers"] is True
+    assert not shown["runtime_state"].get("waiting_for_protocols")
+
+
+async def test_stop_while_planning_again_does_not_wait_for_the_plan(api):
+    row = await project(api.deps)
+    run = await protocol(api.deps, row, status="planning")
+    await steps(api.deps, run, "completed")
+    body = await (await api.post(f"/protocols/{run.id}/actions/stop")).json()
+    assert body["status"] == "completed" and body["runtime_state"]["stop_now"] is True  # its planner is killed

@@ -159,6 +159,22 @@ async def test_stop_lets_the_ralph_iteration_finish_then_opens_the_pull_request(
     assert "⏹️ Stopped by Codertocat: the pull request holds the work done so far." in flow.status_comment(protocol)
 
 
+async def test_a_ralph_step_stopped_through_the_api_fails_and_keeps_its_iterations(start, tmp_path):
+    flow = await start(AGENTRY_API_TOKEN=API_TOKEN, **with_command(ralph_agent(tmp_path, promise_at=None, wait_on=2)))
+    await flow.post_comment(ralph_command(COUNT_LINES))
+    worker = asyncio.create_task(run_jobs(flow.deps))
+    await wait_for_file(tmp_path / "agent-state" / "iteration-started")
+    [step] = await flow.steps()
+    assert (await flow.client.post(f"/steps/{step.id}/actions/stop", headers=AUTH)).status == 200
+    await asyncio.wait_for(worker, 30)
+    protocol = await flow.protocol()
+    [step] = await flow.steps()
+    assert (step.status, step.runtime_state["stopped"], protocol.status) == ("failed", "manual_stop", "blocked")
+    assert step.runtime_state["error"] == "the Ralph loop was stopped by api"
+    assert [item["iteration"] for item in step.runtime_state["iterations"]] == [1]
+    assert flow.branch_log(protocol.branch)[-1] == "ralph: iteration 1" and flow.pulls() == []
+
+
 def stubborn_agent(tmp_path):
     """Plans two steps; the first leaves a file, starts a child that ignores SIGTERM, and waits."""
     return command_agent(tmp_path, f"""

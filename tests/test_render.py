@@ -744,8 +744,10 @@ def test_every_status_has_its_emoji_check_state_and_commands():
          "so far."),
         ("completed", {"stop_requested_by": "alice", "completion_reason": "manual_stop"},
          "⏹️ Stopped by alice: the pull request holds the work done so far."),
-        ("cancelled", {"stop_requested_by": "bob\n<img src=x>"}, "⏹️ Stopped by bob &lt;img src=x> before any work "
-                                                                "was done."),
+        ("cancelled", {"stop_requested_by": "bob\n<img src=x>", "completion_reason": "manual_stop"},
+         "⏹️ Stopped by bob &lt;img src=x> before any work was done."),
+        ("cancelled", {"stop_requested_by": "alice"}, None),
+        ("completed", {"stop_requested_by": "alice"}, None),
     ],
 )
 def test_the_stop_note(status, state, note):

@@ -138,7 +138,9 @@ def stop_note(protocol: ProtocolView) -> str:
     if status_of(protocol) not in TERMINAL_PROTOCOL_STATUSES:
         running = "its running agent is being stopped" if state.get("stop_now") else "the running step finishes"
         return f"⏹️ Stopping, as {who} asked: {running}, then the pull request gets the work done so far."
-    if state.get("completion_reason") == "manual_stop":
+    if state.get("completion_reason") != "manual_stop":
+        return ""  # it ended otherwise (merged, cancelled) before the stop took effect
+    if status_of(protocol) == P.COMPLETED:
         return f"⏹️ Stopped by {who}: the pull request holds the work done so far."
     return f"⏹️ Stopped by {who} before any work was done."
 

@@ -21,7 +21,7 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
     async with deps.sessions() as session:
         prompt = render_prompt(
             prompts.template("execute.md"), step_name=step.step_name, step_prompt=step.prompt or "",
-            plan_summary=protocol.state.plan_summary or protocol.description or "",
+            plan_summary=protocol.state.plan_summary or _unplanned_summary(protocol),
             previous_steps=_previous_steps(await steps_of(session, protocol.id), step),
             feedback=step.state.feedback,
             messages=fence(await messages_text(session, protocol), "comments and answers on the issue"),
@@ -49,6 +49,12 @@ async def run_execute(deps: Deps, project: Project, protocol: ProtocolRun, step:
     outcome.head_sha = exported.head_sha
     outcome.state["commit_sha"] = exported.head_sha if exported.committed else None
     return outcome
+
+
+def _unplanned_summary(protocol: ProtocolRun) -> str:
+    """A protocol with no plan (a `code` task) is summed up by its issue: text from the tracker."""
+    issue = "\n\n".join(part for part in (protocol.issue_title, protocol.description) if part)
+    return fence(issue, "the issue, from the issue tracker") if issue else ""
 
 
 async def _kept(deps: Deps, project: Project, protocol: ProtocolRun, step: StepRun, checkout: workspace.Checkout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +42,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
     total = Outcome(ok=True)
     for number in range(len(iterations) + 1, maximum + 1):
         if stop := await _stop_requested(deps, protocol, step):
-            total.state["stopped"] = stop
+            _stopped(total, stop)
             break
         prompt = render_prompt(prompts.template("ralph.md"), task=fence(step.prompt or "", "the task, from the issue tracker"),
                                iteration=number,
@@ -60,7 +61,7 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
         feedback_results = "\n\n".join(f"$ {item['command']}\n(exit {item['exit_code']})\n{item['output_tail']}"
                                        for item in feedback)
         if result.stopped:
-            total.state["stopped"] = await _stop_requested(deps, protocol, step) or "cancelled"
+            _stopped(total, await _stop_requested(deps, protocol, step) or Stop("cancelled"))
             break
         met = result.ok and promise_met(result.final_message, promise)
         iterations.append({"iteration": number, "exit_code": result.exit_code, "ok": result.ok, "promise_met": met,
@@ -88,17 +89,34 @@ async def run_ralph(deps: Deps, project: Project, protocol: ProtocolRun, step: S
     return total
 
 
-async def _stop_requested(deps: Deps, protocol: ProtocolRun, step: StepRun) -> Literal["cancelled", "manual_stop"] | None:
+@dataclass(frozen=True)
+class Stop:
+    """Why a loop ends early: cancelled or paused, or stopped by someone; `by` is set when its agent
+    was to be killed (the step's own stop, or a stop now), which fails the step."""
+
+    reason: Literal["cancelled", "manual_stop"]
+    by: str | None = None
+
+
+async def _stop_requested(deps: Deps, protocol: ProtocolRun, step: StepRun) -> Stop | None:
     """Why the loop ends before its next iteration: the protocol was cancelled or paused, or someone
-    stopped it (then its work so far is what the pull request gets)."""
+    stopped it (after this iteration, its work so far is what the pull request gets)."""
     async with deps.sessions() as session:
         current = await session.get(ProtocolRun, protocol.id)
         current_step = await session.get(StepRun, step.id)
     if current is None or current.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED):
-        return "cancelled"
-    if current.state.stop_requested_by or (current_step is not None and current_step.state.stop_requested_by):
-        return "manual_stop"
+        return Stop("cancelled")
+    if current_step is not None and current_step.state.stop_requested_by:
+        return Stop("manual_stop", current_step.state.stop_requested_by)
+    if current.state.stop_requested_by:
+        return Stop("manual_stop", current.state.stop_requested_by if current.state.stop_now else None)
     return None
+
+
+def _stopped(total: Outcome, stop: Stop) -> None:
+    total.state["stopped"] = stop.reason
+    if stop.by is not None:
+        total.ok, total.stopped, total.error = False, True, f"the Ralph loop was stopped by {stop.by}"
 
 
 async def _save_iterations(deps: Deps, step_id: int, iterations: list, result: AgentResult) -> None:

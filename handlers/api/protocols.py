@@ -10,7 +10,7 @@ from pydantic import Field
 from sqlmodel import col, select
 
 from bot import codemachine, git, queue, store
-from bot.dependencies import MAX_DEPENDENCIES, checked_dependencies
+from bot.dependencies import MAX_DEPENDENCIES, CannotWait, checked_dependencies
 from bot.models import ProtocolRun, StepRun
 from bot.paths import PathNotAllowed, allowed_roots, confine
 from bot.protocols import (
@@ -139,7 +139,7 @@ async def create_protocol_run(request: web.Request) -> web.Response:
             await _check_branch(request, session, project, values.branch, values.base_branch or project.base_branch)
         try:
             depends_on = await checked_dependencies(session, project.id, values.depends_on or [])
-        except NotFound as exc:
+        except (NotFound, CannotWait) as exc:
             raise invalid_fields({"depends_on": str(exc)}) from None
         if values.external_id is not None and await by_external_id(session, project.id, values.external_id):
             raise conflict(f"the project already has a protocol with external_id {values.external_id!r}")
@@ -239,9 +239,14 @@ def _main_job(jobs: list[queue.Job]) -> queue.Job | None:
     return next((job for job in jobs if job.function != queue.REPORT_PROTOCOL), None)
 
 
+START_MESSAGES = {ProtocolStatus.PLANNING: "Protocol planning enqueued",
+                  ProtocolStatus.BLOCKED: "Protocol waiting for the protocols it depends on to complete",
+                  ProtocolStatus.PAUSED: "Protocol waiting for answers to its plan's blocking questions"}
+
+
 async def start(request: web.Request) -> web.Response:
     protocol, jobs = await _act(request, ProtocolAction.START)
-    message = "Protocol planning enqueued" if protocol.status == ProtocolStatus.PLANNING else "Protocol started"
+    message = START_MESSAGES.get(protocol.status, "Protocol started")
     return json_response(resources.action(message, _main_job(jobs), jobs))
 
 

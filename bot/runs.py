@@ -12,6 +12,7 @@ from bot.agents import AgentResult, EngineConfig
 from bot.config import Settings
 from bot.deps import Deps
 from bot.models import CodexRun, ProtocolRun, RunArtifact, StepRun, utcnow
+from bot.state import kill_requested_by
 from bot.statuses import RunStatus
 from bot.workflow import ProtocolStatus
 
@@ -168,8 +169,5 @@ async def _stop_reason(deps: Deps, protocol_id: int, step_id: int | None) -> str
         step = await session.get(StepRun, step_id, populate_existing=True) if step_id is not None else None
     if protocol is None or protocol.status == ProtocolStatus.CANCELLED:
         return "stopped: the protocol was cancelled"
-    if protocol.state.stop_now and protocol.state.stop_requested_by:
-        return f"stopped by {protocol.state.stop_requested_by}"
-    if step is not None and step.state.stop_requested_by:
-        return f"stopped by {step.state.stop_requested_by}"
-    return None
+    by = kill_requested_by(protocol.state, step.state if step is not None else None)
+    return f"stopped by {by}" if by else None

@@ -86,3 +86,10 @@ class StepState(_State):
     stopped: Literal["promise", "max_iterations", "cancelled", "agent_failed", "budget", "manual_stop"] | None = None
     stop_requested_by: str | None = None  # who asked for its running agent to be killed
     budget: str | None = None  # the budget a Ralph loop ran out of
+
+
+def kill_requested_by(protocol: ProtocolState, step: StepState | None) -> str | None:
+    """Who asked for the running agent to be killed now: the step's own stop, or its protocol's stop now."""
+    if step is not None and step.stop_requested_by:
+        return step.stop_requested_by
+    return protocol.stop_requested_by if protocol.stop_now else None

@@ -16,6 +16,7 @@ from bot.protocols import existing_step
 from bot.reporting import request_report
 from bot.runs import engine_config
 from bot.sandbox import SandboxUnavailable
+from bot.state import kill_requested_by
 from bot.steps.agent_run import protocol_budget_exceeded, run_step_agent, step_budget_exceeded, step_engine
 from bot.steps.outcome import SUMMARY_CHARS, Outcome, agent_error, failed
 from bot.untrusted import fence
@@ -106,11 +107,9 @@ async def _stop_requested(deps: Deps, protocol: ProtocolRun, step: StepRun) -> S
         current_step = await session.get(StepRun, step.id)
     if current is None or current.status in (ProtocolStatus.CANCELLED, ProtocolStatus.PAUSED):
         return Stop("cancelled")
-    if current_step is not None and current_step.state.stop_requested_by:
-        return Stop("manual_stop", current_step.state.stop_requested_by)
-    if current.state.stop_requested_by:
-        return Stop("manual_stop", current.state.stop_requested_by if current.state.stop_now else None)
-    return None
+    if by := kill_requested_by(current.state, current_step.state if current_step is not None else None):
+        return Stop("manual_stop", by)
+    return Stop("manual_stop") if current.state.stop_requested_by else None
 
 
 def _stopped(total: Outcome, stop: Stop) -> None:

@@ -12,6 +12,7 @@ from bot.models import ProtocolRun, StepRun
 from bot.protocols import existing_step, retry_step, schedule_next, set_step_status
 from bot.queue import Job, run_quality_job as quality_job
 from bot.reporting import request_report
+from bot.state import kill_requested_by
 from bot.steps.outcome import Outcome, failed
 from bot.steps.policies import account, after_failure, after_success, budget_warning
 from bot.steps.quality import run_quality
@@ -37,14 +38,14 @@ async def settle(deps: Deps, step_id: int, outcome: Outcome) -> None:
     async with deps.transaction() as session:
         step, protocol = await existing_step(session, step_id)
         account(step, protocol, outcome)
-        stopped_by = step.state.stop_requested_by
-        if stopped_by:
+        stopped_by = kill_requested_by(protocol.state, step.state)
+        if step.state.stop_requested_by:
             step.state = step.state.changed(stop_requested_by=None)
         if protocol.status == ProtocolStatus.CANCELLED:
             await set_step_status(session, step, StepAction.CANCEL, actor=None, protocol=protocol,
                                   message=f"{step.step_name} stopped: the protocol was cancelled")
         elif outcome.stopped and not outcome.ok:
-            jobs = await _stopped(session, protocol, step, outcome, stopped_by or protocol.state.stop_requested_by)
+            jobs = await _stopped(session, protocol, step, outcome, stopped_by)
         elif not outcome.ok:
             step.state = step.state.changed(error=outcome.error)
             await set_step_status(session, step, StepAction.FAIL, actor=None, protocol=protocol,

@@ -209,11 +209,19 @@ async def get_protocol(request: web.Request) -> web.Response:
 
 async def _act(request: web.Request, action: ProtocolAction) -> tuple[ProtocolRun, list[queue.Job]]:
     """Applies `action` through the state machine, commits, then queues what follows."""
+    async def apply(session, protocol: ProtocolRun) -> list[queue.Job]:
+        await _precheck(session, protocol, action)
+        return await apply_protocol_action(session, protocol, action, actor=request.get(ACTOR))
+
+    return await _operate(request, apply)
+
+
+async def _operate(request: web.Request, operation) -> tuple[ProtocolRun, list[queue.Job]]:
+    """Runs `operation(session, protocol)` on the path's protocol, commits, then queues its jobs."""
     deps = deps_of(request)
     async with deps.sessions() as session:
         protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
-        await _precheck(session, protocol, action)
-        jobs = await apply_protocol_action(session, protocol, action, actor=request.get(ACTOR))
+        jobs = await operation(session, protocol)
         await session.commit()
     await deps.submit(jobs)
     return protocol, jobs
@@ -275,13 +283,9 @@ class StopRequest(Body):
 
 
 async def stop(request: web.Request) -> web.Response:
-    values = StopRequest.given(request)
-    deps = deps_of(request)
-    async with deps.sessions() as session:
-        protocol, _ = await protocol_or_404(request, session, path_int(request, "protocol_id"))
-        jobs = await stop_protocol(session, protocol, now=values.now, actor=request.get(ACTOR))
-        await session.commit()
-    await deps.submit(jobs)
+    now = StopRequest.given(request).now
+    protocol, _ = await _operate(request, lambda session, protocol: stop_protocol(
+        session, protocol, now=now, actor=request.get(ACTOR)))
     return json_response(resources.ProtocolRun.of(protocol))
 
 

@@ -111,12 +111,20 @@ async def get_step(request: web.Request) -> web.Response:
 
 
 async def _act(request: web.Request, action: StepAction, refused: tuple, reason: str) -> tuple[StepRun, list]:
+    async def apply(session, step: StepRun, protocol: ProtocolRun) -> list:
+        if step.status in refused:
+            raise conflict(reason)
+        return await apply_step_action(session, protocol, step, action, actor=request.get(ACTOR))
+
+    return await _operate(request, apply)
+
+
+async def _operate(request: web.Request, operation) -> tuple[StepRun, list]:
+    """Runs `operation(session, step, protocol)` on the path's step, commits, then queues its jobs."""
     deps = deps_of(request)
     async with deps.sessions() as session:
         step, protocol, _ = await step_or_404(request, session, path_int(request, "step_id"))
-        if step.status in refused:
-            raise conflict(reason)
-        jobs = await apply_step_action(session, protocol, step, action, actor=request.get(ACTOR))
+        jobs = await operation(session, step, protocol)
         await session.commit()
     await deps.submit(jobs)
     return step, jobs
@@ -145,12 +153,8 @@ async def approve(request: web.Request) -> web.Response:
 
 
 async def stop(request: web.Request) -> web.Response:
-    deps = deps_of(request)
-    async with deps.sessions() as session:
-        step, protocol, _ = await step_or_404(request, session, path_int(request, "step_id"))
-        jobs = await stop_step(session, protocol, step, actor=request.get(ACTOR))
-        await session.commit()
-    await deps.submit(jobs)
+    step, _ = await _operate(request, lambda session, step, protocol: stop_step(
+        session, protocol, step, actor=request.get(ACTOR)))
     return json_response(resources.StepRun.of(step))
 
 
